@@ -1,0 +1,39 @@
+# rootml: the two set-up commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test run lint sample bench clean test-deps
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Loopback servers the tests start: XRootD from Debian's xrootd-server (installed when missing).
+test-deps:
+	bash scripts/install-test-deps.sh
+
+test: venv test-deps
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+sample: venv
+	$(BIN)/rootml sample --out example --events 20000 --seed 1
+
+bench: venv
+	$(BIN)/python benchmarks/bench_preprocess.py
+
+run: venv
+	bash scripts/run-example.sh
+
+clean:
+	rm -rf example _run bench-out .pytest_cache

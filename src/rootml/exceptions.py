@@ -1,0 +1,71 @@
+"""The errors rootml raises.
+
+Every error a user can cause derives from :class:`RootmlError`. Library code raises them;
+only the CLI turns one into a single readable message and a non-zero exit, and only the
+server turns one into a JSON error with a 4xx status.
+
+Messages follow one pattern: what was expected, the bad value, where (file, tree, branch or
+config key, with "in file ..." on its own line), and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RootmlError(Exception):
+    """Base class of every error rootml raises on purpose."""
+
+
+class ConfigError(RootmlError):
+    """Raised when ``params.json``, ``files.txt``, ``labels.txt`` or ``input.yml`` holds an
+    unknown key, a value of the wrong type, or settings that contradict each other."""
+
+
+class SchemaValidationError(ConfigError):
+    """Raised when a JSON document (specs, layout, input.yml) does not match its schema."""
+
+
+class InputFileError(RootmlError):
+    """Raised when an input file cannot be opened or read: not a ROOT file, truncated,
+    missing, an unreachable URL, or a checksum that does not match."""
+
+
+class TreeNotFoundError(InputFileError):
+    """Raised when the requested TTree or RNTuple is not in a file."""
+
+
+class BranchError(RootmlError):
+    """Raised when a selected branch is missing, has an unsupported type, or has a type that
+    differs between files."""
+
+
+class DataError(RootmlError):
+    """Raised when values in the data break a declared policy: NaN/inf under
+    ``nan_policy: error``, an empty tree, a label branch with non-integer values."""
+
+
+class LayoutError(RootmlError):
+    """Raised when shards, specs and a layout do not belong together (digest mismatch) or a
+    chunk index is outside the plan."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Return up to ``n`` candidates, the ones most similar to ``name`` first.
+
+    Used to list "did you mean" branch names and config keys, as uproot's KeyInFileError does.
+    """
+    candidates = list(candidates)
+    best = difflib.get_close_matches(name, candidates, n=n, cutoff=0.0)
+    lowered = name.lower()
+    # a case-insensitive substring match is a stronger hint than edit distance
+    substr = [c for c in candidates if lowered in c.lower() or c.lower() in lowered]
+    ordered = [*substr, *best]
+    return list(dict.fromkeys(ordered))[:n]
+
+
+def format_closest(name: str, candidates: Iterable[str], n: int = 5) -> str:
+    """A "closest: a, b, c" phrase for error messages (empty when there are no candidates)."""
+    hits = closest(name, candidates, n)
+    return f"closest: {', '.join(repr(h) for h in hits)}" if hits else "the file has no branches"
