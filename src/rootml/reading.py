@@ -210,10 +210,21 @@ def open_input(
     the GIL), which is how a 2-core machine reads at twice the single-thread speed.
     """
     src = resolve(source) if isinstance(source, str) else source
+    options = {"timeout": timeout}
+    if src.scheme in ("http", "https"):
+        # uproot's default handler goes through fsspec, whose HTTP needs aiohttp; uproot's own
+        # HTTPSource needs only the standard library (and does multi-range requests)
+        options["handler"] = uproot.source.http.HTTPSource
     try:
-        file = uproot.open(src.url, timeout=timeout)
+        file = uproot.open(src.url, **options)
     except FileNotFoundError as err:
         raise InputFileError(f"no such file\nin file {src.url}") from err
+    except ImportError as err:  # root:// goes through fsspec-xrootd, an optional extra
+        raise InputFileError(
+            f"cannot open a {src.scheme}:// URL: {_short(err)};\n"
+            "install the XRootD client with: pip install 'rootml[xrootd]'"
+            f"\nin file {src.url}"
+        ) from err
     except _READ_ERRORS as err:
         raise InputFileError(
             f"cannot open as a ROOT file: {_short(err)};\n"

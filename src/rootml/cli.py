@@ -1,0 +1,259 @@
+"""The ``rootml`` command line: parse options, load settings once, call one library function.
+
+Heavy modules (uproot, h5py, TensorFlow) are imported inside the subcommands, so
+``rootml --help`` is instant. A :class:`~rootml.exceptions.RootmlError` becomes one readable
+message on stderr and exit status 1; nothing else is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .exceptions import RootmlError
+
+log = logging.getLogger("rootml")
+
+
+# ------------------------------------------------------------------ settings from flags
+
+def _add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
+    g = p.add_argument_group("settings (override --params / --input)")
+    g.add_argument("--input", metavar="INPUT_YML", help="rootml input.yml")
+    g.add_argument("--params", metavar="PARAMS_JSON", help="MLaaS4HEP params.json")
+    g.add_argument("--tree", help="TTree or RNTuple name (params.json 'branch')")
+    g.add_argument("--branches", help="comma list of branches to use (selected_branches)")
+    g.add_argument("--exclude", help="comma list of branches to skip (exclude_branches)")
+    g.add_argument("--identifiers", help="comma list of identifier branches, never features")
+    g.add_argument("--redirector", help="XRootD prefix for LFNs (/store/...)")
+    if not layout:
+        return
+    g.add_argument("--scaling", choices=["minmax", "standard"])
+    g.add_argument("--jagged-cap", help="max, a quantile such as p99 or p99.9, or an integer")
+    g.add_argument("--counts", action="store_true", default=None, help="add a count feature per collection")
+    g.add_argument("--masks", action="store_true", default=None, help="add mask features per collection")
+    g.add_argument("--nan-policy", choices=["error", "drop", "replace"])
+    g.add_argument("--pad-value", type=float)
+    g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
+    g.add_argument("--chunk-size", type=int, help="events per shard (-1: one per file)")
+    g.add_argument("--val", type=float, dest="val_fraction", help="validation fraction")
+    g.add_argument("--test", type=float, dest="test_fraction", help="test fraction")
+    g.add_argument("--seed", type=int)
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _settings(args: argparse.Namespace):
+    """(Inputs or None, Settings) from --input/--params and the flags."""
+    from .config import Settings, load_input, load_params, with_overrides
+
+    inputs = None
+    if args.input:
+        inputs, settings = load_input(args.input)
+    else:
+        settings = Settings(**(load_params(args.params) if args.params else {}))
+    cap = getattr(args, "jagged_cap", None)
+    if cap is not None and cap.isdigit():
+        cap = int(cap)
+    changes = {
+        "tree": args.tree,
+        "selected": _names(args.branches),
+        "exclude": _names(args.exclude),
+        "identifiers": _names(args.identifiers),
+        "redirector": args.redirector,
+    }
+    for key in ("scaling", "counts", "masks", "nan_policy", "pad_value", "nevts", "chunk_size",
+                "val_fraction", "test_fraction", "seed"):
+        changes[key] = getattr(args, key, None)
+    changes["jagged_cap"] = cap
+    return inputs, with_overrides(settings, **changes)
+
+
+# ------------------------------------------------------------------ subcommands
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from .sample import make_sample
+
+    result = make_sample(args.out, args.events, args.seed, tree=args.tree)
+    print(json.dumps({"files": [str(f) for f in result.files], "inputs": str(result.inputs),
+                      "entries": list(result.entries)}))
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetching import fetch
+
+    record = fetch(args.src, args.out, tree=args.tree, redirector=args.redirector,
+                   sha256=args.sha256, retries=args.retries, timeout=args.timeout)
+    print(json.dumps(record.to_json()))
+    return 0
+
+
+def _source_of(arg: str, redirector: str | None):
+    """A path/URL, or a fetch.json record written by ``rootml fetch``."""
+    from .schemas import validate
+    from .sources import Source, resolve
+    from .storage import read_json
+
+    if arg.endswith(".json"):
+        record = read_json(arg)
+        validate(record, "fetch-record", where=f"file {arg}")
+        local = resolve(record["path"])
+        return Source(record["source"], local.url, local.scheme), record["sha256"], record["size"]
+    return resolve(arg, redirector=redirector), None, None
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    from .specs import file_specs, specs_filename
+    from .storage import write_json
+
+    inputs, settings = _settings(args)
+    label_branch = args.label_branch or (inputs.label_branch if inputs else None)
+    source, sha256, size = _source_of(args.file, settings.redirector)
+    doc = file_specs(
+        source, settings.tree, selected=settings.selected, exclude=settings.exclude,
+        identifiers=settings.identifiers, label_branch=label_branch, sha256=sha256,
+        size=size, step=args.step, workers=args.workers,
+    )
+    name = specs_filename(doc["file"]["basename"])
+    out = Path(args.out or name)
+    if out.is_dir() or (args.out or "").endswith("/"):
+        out = out / name
+    write_json(out, doc)
+    print(out)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .config import list_arg, parse_labels
+    from .exceptions import ConfigError
+    from .layout import merge, write_layout
+    from .specs import load_file_specs
+
+    inputs, settings = _settings(args)
+    docs = [load_file_specs(p) for p in args.specs]
+    files = list_arg(args.files) if args.files else (list(inputs.files) if inputs else None)
+    if files is not None:
+        docs = _order_by_files(docs, files)
+    if args.labels is not None:
+        labels, label_branch = parse_labels(list_arg(args.labels), len(docs))
+    elif inputs is not None:
+        labels, label_branch = inputs.labels, inputs.label_branch
+    else:
+        raise ConfigError("merge needs --labels (labels.txt, a comma list, or branch:NAME) or --input")
+    layout = merge(docs, settings, labels=labels, label_branch=label_branch)
+    write_layout(args.out, layout)
+    print(args.out)
+    return 0
+
+
+def _order_by_files(docs: list[dict], files: Sequence[str]) -> list[dict]:
+    from .exceptions import ConfigError
+
+    by_name = {d["file"]["basename"]: d for d in docs}
+    names = [f.rstrip("/").rsplit("/", 1)[-1] for f in files]
+    missing = [n for n in names if n not in by_name]
+    extra = sorted(set(by_name) - set(names))
+    if missing or extra:
+        raise ConfigError(
+            f"the specs do not match the file list: no specs for {missing}, specs of files not "
+            f"in the list: {extra}; run 'rootml specs' once per file of files.txt"
+        )
+    return [by_name[n] for n in names]
+
+
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .layout import load_layout
+    from .preprocessing import parse_chunks, preprocess
+    from .schemas import validate
+    from .storage import read_json
+
+    layout = load_layout(args.specs)
+    ids = parse_chunks(args.chunk, len(layout["chunks"]))
+    paths = {}
+    for record_path in args.fetched or ():
+        record = read_json(record_path)
+        validate(record, "fetch-record", where=f"file {record_path}")
+        paths[Path(record["path"]).name] = record["path"]
+    written = preprocess(layout, ids, args.out, paths=paths, workers=args.workers)
+    for path in written:
+        print(path)
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rootml",
+        description="ROOT files to a trained, evaluated and served Keras model.",
+    )
+    parser.add_argument("--version", action="version", version=f"rootml {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="write example signal/background ROOT files and inputs/")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--events", type=int, default=20_000, help="total events over both files")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--tree", default="events")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fetch", help="download a remote file (or verify a local one) and record its checksum")
+    p.add_argument("src", help="local path, file://, https://, root:// URL or /store/ LFN")
+    p.add_argument("--out", required=True, help="folder for the copy and fetch.json")
+    p.add_argument("--tree", help="check that this tree opens")
+    p.add_argument("--redirector", help="XRootD prefix for LFNs")
+    p.add_argument("--sha256", help="expected checksum")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("specs", help="per-branch statistics of one file (specs-<name>.json)")
+    p.add_argument("file", help="ROOT file path/URL, or a fetch.json written by 'rootml fetch'")
+    p.add_argument("--label-branch", help="branch holding class ids (always read)")
+    p.add_argument("--out", help="output JSON file or folder (default specs-<name>.json)")
+    p.add_argument("--step", type=int, default=100_000, help="entries read per step")
+    p.add_argument("--workers", type=int, default=1, help="decompression threads")
+    _add_settings_flags(p, layout=False)
+    p.set_defaults(func=cmd_specs)
+
+    p = sub.add_parser("merge", help="merge per-file specs into the layout and chunk plan (specs.json)")
+    p.add_argument("specs", nargs="+", help="per-file specs JSON files")
+    p.add_argument("--labels", help="labels.txt, a comma list (one per file), or branch:NAME")
+    p.add_argument("--files", help="files.txt (or comma list) giving the file order")
+    p.add_argument("--out", required=True, help="output specs.json")
+    _add_settings_flags(p, layout=True)
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("preprocess", help="write HDF5 shards for chunks of the plan")
+    p.add_argument("--specs", required=True, help="merged specs.json")
+    p.add_argument("--chunk", action="append", required=True,
+                   help="chunk id, range a-b, comma list, or 'all' (repeatable)")
+    p.add_argument("--out", required=True, help="shard.h5 for one chunk, else a folder")
+    p.add_argument("--fetched", action="append", help="fetch.json records of local copies")
+    p.add_argument("--workers", type=int, default=1, help="decompression threads")
+    p.set_defaults(func=cmd_preprocess)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except RootmlError as err:
+        print(f"rootml {args.command}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,375 @@
+"""Settings: MLaaS4HEP's ``files.txt``/``labels.txt``/``params.json`` and rootml's ``input.yml``.
+
+Both forms end up as one frozen :class:`Settings`. Every MLaaS4HEP key is either honoured or
+rejected with a message naming it; nothing is silently ignored (MLaaS4HEP read ``split`` and
+``nan`` and then ignored them, and iterated a comma string of branches per character).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .exceptions import ConfigError, closest
+from .schemas import validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_IDENTIFIERS = ("run", "event", "luminosityBlock")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides how ROOT files become feature rows and a trained model."""
+
+    tree: str = "Events"
+    identifiers: tuple[str, ...] = DEFAULT_IDENTIFIERS
+    selected: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    redirector: str | None = None
+    nevts: int = -1
+    chunk_size: int = 10_000
+    val_fraction: float = 0.16
+    test_fraction: float = 0.2
+    scaling: str = "minmax"
+    jagged_cap: int | str = "max"
+    jagged_caps: Mapping[str, int | str] = field(default_factory=dict)
+    counts: bool = False
+    masks: bool = False
+    nan_policy: str = "error"
+    pad_value: float | None = None
+    clip: float = 10.0
+    seed: int = 42
+    epochs: int = 10
+    batch_size: int = 256
+    shuffle: bool = True
+    verbose: int = 0
+    hist: str | None = None
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        check_fractions(self.val_fraction, self.test_fraction)
+        if self.chunk_size == 0 or self.chunk_size < -1:
+            raise ConfigError(
+                f"chunk_size must be a positive number of events or -1 (whole file), "
+                f"got {self.chunk_size}"
+            )
+        if self.nevts < -1 or self.nevts == 0:
+            raise ConfigError(f"nevts must be -1 (all events) or positive, got {self.nevts}")
+        if self.pad_value is not None and not math.isfinite(self.pad_value):
+            raise ConfigError(
+                f"the padding value (params.json 'nan' / features.pad_value) must be a finite "
+                f"number outside the scaled range, got {self.pad_value}; MLaaS4HEP's NaN "
+                "padding later became 0 and collided with real minima: leave it unset"
+            )
+
+
+def check_fractions(val: float, test: float) -> None:
+    if not (0 <= val < 1 and 0 < test < 1 and val + test < 1):
+        raise ConfigError(
+            f"split fractions must leave events for training: val={val}, test={test} "
+            "(need 0 <= val, 0 < test, val + test < 1)"
+        )
+
+
+# ---------------------------------------------------------------- MLaaS4HEP params.json
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    """A branch list given as a JSON list or as one comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(v.strip() for v in value if v.strip())
+    raise ConfigError(
+        f"params.json key {key!r} must be a list of branch names or a comma-separated "
+        f"string, got {value!r}"
+    )
+
+
+def _exclude(value: Any, base: Path) -> tuple[str, ...]:
+    """MLaaS4HEP also allowed ``exclude_branches`` to name a file with one branch per line."""
+    if isinstance(value, str) and "," not in value:
+        candidate = Path(value) if Path(value).is_absolute() else base / value
+        if candidate.is_file():
+            return tuple(read_list_file(candidate))
+    return _names(value, "exclude_branches")
+
+
+def _int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"params.json key {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"params.json key {key!r} must be true or false, got {value!r}")
+
+
+def _split(value: Any) -> dict[str, float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"params.json key 'split' must be a fraction, got {value!r}")
+    # MLaaS4HEP read 'split' and then hard-coded 0.2/0.2; rootml honours it as the test
+    # fraction and keeps MLaaS4HEP's validation share (20% of the rest).
+    return {"test_fraction": float(value), "val_fraction": round(0.2 * (1 - value), 6)}
+
+
+def _pad(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lower() == "nan":
+        value = math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"params.json key 'nan' must be a number, got {value!r}")
+    return float(value)
+
+
+def _hist(value: Any) -> str | None:
+    if value in (None, "", "pdfs"):
+        return value or None
+    raise ConfigError(
+        f"params.json key 'hist' must be \"pdfs\" (per-feature distributions in the evaluation "
+        f"report), got {value!r}"
+    )
+
+
+# key → (Settings field, converter). Training keys are carried to the training stage.
+PARAMS_KEYS: dict[str, Any] = {
+    "nevts": lambda v, b: {"nevts": _int(v, "nevts")},
+    "chunk_size": lambda v, b: {"chunk_size": _int(v, "chunk_size")},
+    "epochs": lambda v, b: {"epochs": _int(v, "epochs")},
+    "batch_size": lambda v, b: {"batch_size": _int(v, "batch_size")},
+    "shuffle": lambda v, b: {"shuffle": _bool(v, "shuffle")},
+    "branch": lambda v, b: {"tree": _tree(v)},
+    "identifier": lambda v, b: {"identifiers": _names(v, "identifier")},
+    "selected_branches": lambda v, b: {"selected": _names(v, "selected_branches")},
+    "exclude_branches": lambda v, b: {"exclude": _exclude(v, b)},
+    "redirector": lambda v, b: {"redirector": v or None},
+    "verbose": lambda v, b: {"verbose": _int(int(v) if isinstance(v, bool) else v, "verbose")},
+    "split": lambda v, b: _split(v),
+    "nan": lambda v, b: {"pad_value": _pad(v)},
+    "hist": lambda v, b: {"hist": _hist(v)},
+    "seed": lambda v, b: {"seed": _int(v, "seed")},
+}
+
+
+def _tree(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"params.json key 'branch' (the tree name) must be a string, got {value!r}")
+    return value
+
+
+def params_overrides(params: Mapping[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """Translate an MLaaS4HEP ``params.json`` dict into :class:`Settings` field values."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        convert = PARAMS_KEYS.get(key)
+        if convert is None:
+            hint = ", ".join(repr(c) for c in closest(key, PARAMS_KEYS, 3))
+            raise ConfigError(
+                f"unknown params.json key {key!r} (closest known: {hint});\n"
+                f"remove it or fix its spelling; known keys: {', '.join(PARAMS_KEYS)}\n"
+                f"in file {where}"
+            )
+        try:
+            out.update(convert(value, base))
+        except ConfigError as err:
+            raise ConfigError(f"{err}\nin file {where}") from None
+    return out
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read an MLaaS4HEP ``params.json`` into Settings field values."""
+    path = Path(path)
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"params.json must hold a JSON object, got {type(data).__name__}\nin file {path}")
+    return params_overrides(data, path.parent, str(path))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"not valid JSON: {err}\nin file {path}") from None
+
+
+# ---------------------------------------------------------------- files.txt, labels.txt
+
+def read_list_file(path: str | Path) -> list[str]:
+    """Lines of a list file, without blank lines and ``#`` comments."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    if raw[:4] == b"root" or b"\0" in raw[:1024]:
+        raise ConfigError(
+            f"{path} is a binary (ROOT?) file, not a text list; pass ROOT files in a "
+            "files.txt with one path per line, or list them in input.yml"
+        )
+    lines = [ln.split("#", 1)[0].strip() for ln in raw.decode("utf-8").splitlines()]
+    return [ln for ln in lines if ln]
+
+
+def list_arg(value: str | Sequence[str]) -> list[str]:
+    """A list given as a list, a list file, or a comma-separated string."""
+    if not isinstance(value, str):
+        return [str(v) for v in value]
+    if "," not in value and Path(value).is_file():
+        return read_list_file(value)
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The input files (as written by the user), their labels, and where to look them up."""
+
+    files: tuple[str, ...]
+    labels: tuple[str, ...] | None  # one per file, or None when taken from a branch
+    label_branch: str | None
+    search_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ConfigError("the file list is empty; give at least one ROOT file")
+        if self.labels is not None and len(self.labels) != len(self.files):
+            raise ConfigError(
+                f"{len(self.labels)} labels for {len(self.files)} files; labels.txt needs one "
+                "label per line of files.txt (or a single branch name to take labels from)"
+            )
+        check_unique_basenames(self.files)
+
+
+def check_unique_basenames(files: Sequence[str]) -> None:
+    """Two inputs with one basename would overwrite each other's specs and share a split."""
+    seen: dict[str, str] = {}
+    for f in files:
+        base = f.rstrip("/").rsplit("/", 1)[-1]
+        if base in seen:
+            raise ConfigError(
+                f"two inputs have the same file name {base!r}: {seen[base]!r} and {f!r};\n"
+                "rename one (rootml keys specs and the train/test split by file name)"
+            )
+        seen[base] = f
+
+
+def parse_labels(values: Sequence[str], n_files: int) -> tuple[tuple[str, ...] | None, str | None]:
+    """One label per file, or a single non-numeric entry naming the label branch."""
+    values = [str(v).strip() for v in values]
+    if values and values[0].startswith("branch:"):
+        return None, values[0].split(":", 1)[1].strip()
+    if len(values) == 1 and n_files != 1 and not _is_number(values[0]):
+        return None, values[0]
+    return tuple(values), None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- input.yml
+
+def load_input(path: str | Path) -> tuple[Inputs, Settings]:
+    """Read and validate ``input.yml`` (and the MLaaS4HEP files it points at)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}\nin file {path}") from None
+    validate(doc, "input", where=f"file {path}")
+    base = path.parent
+    fields: dict[str, Any] = {}
+    if "params" in doc:
+        fields.update(load_params(base / doc["params"]))
+    data, feats, train = doc.get("data", {}), doc.get("features", {}), doc.get("training", {})
+    simple = {
+        "tree": doc.get("tree"),
+        "seed": doc.get("seed"),
+        "verbose": doc.get("verbose"),
+        "nevts": data.get("nevts"),
+        "chunk_size": data.get("chunk_size"),
+        "redirector": data.get("redirector"),
+        "val_fraction": data.get("split", {}).get("val"),
+        "test_fraction": data.get("split", {}).get("test"),
+        "identifiers": _tuple(feats.get("identifiers")),
+        "selected": _tuple(feats.get("selected")),
+        "exclude": _tuple(feats.get("exclude")),
+        "scaling": feats.get("scaling"),
+        "jagged_cap": feats.get("jagged_cap"),
+        "jagged_caps": feats.get("jagged_caps"),
+        "counts": feats.get("counts"),
+        "masks": feats.get("masks"),
+        "nan_policy": feats.get("nan_policy"),
+        "pad_value": feats.get("pad_value"),
+        "clip": feats.get("clip"),
+        "epochs": train.get("epochs"),
+        "batch_size": train.get("batch_size"),
+        "shuffle": train.get("shuffle"),
+    }
+    fields.update({k: v for k, v in simple.items() if v is not None})
+    if doc.get("model"):
+        fields["model"] = str((base / doc["model"]).resolve())
+    try:
+        settings = Settings(**fields)
+    except ConfigError as err:
+        raise ConfigError(f"{err}\nin file {path}") from None
+    files = _entries(doc["files"], base)
+    labels_doc = doc["labels"]
+    if isinstance(labels_doc, dict):
+        labels, label_branch = None, labels_doc["branch"]
+    else:
+        labels, label_branch = parse_labels(_entries(labels_doc, base), len(files))
+    inputs = Inputs(tuple(files), labels, label_branch, search_dirs=(str(base.resolve()),))
+    return inputs, settings
+
+
+def _tuple(value: Any) -> tuple[str, ...] | None:
+    return None if value is None else tuple(value)
+
+
+def _entries(value: str | list, base: Path) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return read_list_file(base / value)
+
+
+def load_mlaas4hep(
+    files: str | Sequence[str],
+    labels: str | Sequence[str],
+    params: str | Path | None = None,
+) -> tuple[Inputs, Settings]:
+    """Read MLaaS4HEP's ``files.txt``, ``labels.txt`` and ``params.json`` unchanged."""
+    file_list = list_arg(files)
+    search = [str(Path(files).parent.resolve())] if isinstance(files, str) and Path(files).is_file() else []
+    label_values, label_branch = parse_labels(list_arg(labels), len(file_list))
+    fields = load_params(params) if params else {}
+    inputs = Inputs(tuple(file_list), label_values, label_branch, search_dirs=tuple(search))
+    return inputs, Settings(**fields)
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """``settings`` with the non-None ``changes`` applied (command-line flags)."""
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,248 @@
+"""Turn entries of a ROOT file into fixed-width float32 rows, and chunks of the plan into shards.
+
+The transform is column-wise: each flat branch is one scaled column; each jagged branch is
+``cap`` columns filled from its flattened content with NumPy fancy indexing (objects beyond
+the cap are dropped, missing ones get the padding value). No Python loop runs over events.
+The same arithmetic (float32 ``(x - shift) * scale``, then clip, then pad) is what the
+exported model does, so served predictions match the shards.
+
+A shard (HDF5) holds ``x`` float32 [n, dim], ``y`` int32 class index, ``split`` uint8
+(0 train, 1 val, 2 test), ``entry`` int64, and attrs with the layout digest and chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+from . import __version__
+from .exceptions import DataError, LayoutError
+from .reading import open_input
+from .sources import resolve
+from .storage import atomic_path
+
+log = logging.getLogger(__name__)
+
+TRAIN, VAL, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "val", "test")
+
+
+# ------------------------------------------------------------------ split assignment
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser on uint64 arrays (wrap-around arithmetic is intended)."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def split_of(basename: str, entries: np.ndarray, seed: int, val: float, test: float) -> np.ndarray:
+    """Train/val/test (0/1/2) for each entry of a file, from a hash of (seed, file, entry).
+
+    It depends only on the file name, the entry number and the seed, so re-runs, other chunk
+    sizes and other ``nevts`` put an event in the same split.
+    """
+    key = int.from_bytes(hashlib.sha256(f"{seed}:{basename}".encode()).digest()[:8], "little")
+    with np.errstate(over="ignore"):
+        h = _splitmix64(np.asarray(entries, dtype=np.uint64) + np.uint64(key))
+    u = (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    out = np.full(u.shape, TRAIN, dtype=np.uint8)
+    out[u >= 1.0 - test - val] = VAL
+    out[u >= 1.0 - test] = TEST
+    return out
+
+
+# ------------------------------------------------------------------ the transform
+
+def _scaled(values: np.ndarray, shift: float, scale: float, lo: float, hi: float) -> np.ndarray:
+    v = values.astype(np.float32, copy=True) if values.dtype != np.float32 else values.copy()
+    v -= np.float32(shift)
+    v *= np.float32(scale)
+    np.clip(v, np.float32(lo), np.float32(hi), out=v)  # NaN stays NaN
+    return v
+
+
+def transform(arrays: ak.Array, layout: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Rows for ``arrays`` (a record array holding ``layout['read']``).
+
+    Returns ``x`` (float32 [n, dim]) and ``bad`` (bool [n], events holding a NaN/inf in a
+    used branch). Under ``nan_policy: replace`` non-finite values become the padding value;
+    under ``drop`` the caller drops ``bad`` rows; under ``error`` the caller raises.
+    """
+    n = len(arrays)
+    lo, hi = layout["clip"]
+    pad = np.float32(layout["pad_value"])
+    x = np.empty((n, layout["dim"]), dtype=np.float32)
+    bad = np.zeros(n, dtype=bool)
+    lengths: dict[str, np.ndarray] = {}
+    for col in layout["inputs"]:
+        column = arrays[col["branch"]]
+        off, width = col["offset"], col["width"]
+        if col["kind"] == "flat":
+            v = _scaled(np.asarray(ak.to_numpy(column)), col["shift"], col["scale"], lo, hi)
+            nonfinite = ~np.isfinite(v)
+            if nonfinite.any():
+                bad |= nonfinite
+                v[nonfinite] = pad
+            x[:, off] = v
+            continue
+        counts = np.asarray(ak.num(column, axis=1), dtype=np.int64)
+        lengths[col["branch"]] = counts
+        content = _scaled(
+            np.asarray(ak.to_numpy(ak.flatten(column, axis=1))), col["shift"], col["scale"], lo, hi
+        )
+        nonfinite = ~np.isfinite(content)
+        if nonfinite.any():
+            bad[np.repeat(np.arange(n), counts)[nonfinite]] = True
+            content[nonfinite] = pad
+        block = x[:, off : off + width]
+        block.fill(pad)
+        kept = np.minimum(counts, width)
+        rows = np.repeat(np.arange(n), kept)
+        starts = np.cumsum(counts) - counts  # where each event's objects begin in content
+        first_kept = np.cumsum(kept) - kept
+        cols = np.arange(rows.size) - np.repeat(first_kept, kept)
+        block[rows, cols] = content[np.repeat(starts, kept) + cols]
+    for extra in layout["extras"]:
+        counts = lengths[extra["branch"]]
+        off, width = extra["offset"], extra["width"]
+        if extra["kind"] == "count":
+            x[:, off] = np.clip(counts.astype(np.float32) * np.float32(extra["scale"]) + lo, lo, hi)
+        else:
+            x[:, off : off + width] = (np.arange(width) < counts[:, None]).astype(np.float32)
+    return x, bad
+
+
+def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: str) -> np.ndarray:
+    """Class indices: the file's label, or the label branch mapped onto the class list."""
+    n = len(arrays)
+    if file_label is not None:
+        return np.full(n, file_label, dtype=np.int32)
+    branch = layout["labels"]["branch"]
+    values = np.asarray(ak.to_numpy(arrays[branch])).astype(np.int64)
+    classes = np.array([int(c) for c in layout["labels"]["classes"]], dtype=np.int64)
+    idx = np.searchsorted(classes, values)
+    idx = np.clip(idx, 0, classes.size - 1)
+    unknown = classes[idx] != values
+    if unknown.any():
+        raise DataError(
+            f"label branch {branch!r} holds {sorted(set(values[unknown].tolist()))[:5]} which "
+            f"the specs did not see (classes {layout['labels']['classes']}); rerun specs and "
+            f"merge on these files\nin file {where}"
+        )
+    return idx.astype(np.int32)
+
+
+# ------------------------------------------------------------------ the stage
+
+def parse_chunks(text: str | Sequence[str], n_chunks: int) -> list[int]:
+    """Chunk ids from "3", "0-9", "0,2,5" or "all" (or a list of such strings)."""
+    parts = [text] if isinstance(text, str) else list(text)
+    ids: list[int] = []
+    for part in ",".join(parts).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if part == "all":
+            ids.extend(range(n_chunks))
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            ids.extend(range(int(lo), int(hi or lo) + 1))
+        except ValueError:
+            raise LayoutError(f"chunk {part!r} is not a number, a range a-b, or 'all'") from None
+    bad = [i for i in ids if not 0 <= i < n_chunks]
+    if bad:
+        raise LayoutError(f"chunk {bad[0]} is outside the plan (0-{n_chunks - 1}); see specs.json")
+    return list(dict.fromkeys(ids))
+
+
+def shard_name(chunk_id: int) -> str:
+    return f"shard-{chunk_id:05d}.h5"
+
+
+def preprocess(
+    layout: dict,
+    chunk_ids: Iterable[int],
+    out: str | Path,
+    *,
+    paths: dict[str, str] | None = None,
+    workers: int = 1,
+) -> list[Path]:
+    """Write one shard per chunk. ``out`` is a ``.h5`` file for a single chunk, else a folder.
+
+    ``paths`` maps a file's basename to a local copy (from ``rootml fetch``) to read instead
+    of the URL recorded in the layout. Consecutive chunks of one file share one open file.
+    """
+    import h5py  # only this stage writes HDF5
+
+    chunk_ids = list(chunk_ids)
+    out = Path(out)
+    single = len(chunk_ids) == 1 and out.suffix == ".h5"
+    targets = [out if single else out / shard_name(i) for i in chunk_ids]
+    by_file: dict[int, list[tuple[dict, Path]]] = {}
+    for cid, target in zip(chunk_ids, targets):
+        chunk = layout["chunks"][cid]
+        by_file.setdefault(chunk["file"], []).append((chunk, target))
+    written: list[Path] = []
+    for file_id, items in by_file.items():
+        info = layout["files"][file_id]
+        location = (paths or {}).get(info["basename"], info["url"])
+        with open_input(resolve(location), layout["tree"], workers=workers) as root:
+            for chunk, target in items:
+                t0 = time.perf_counter()
+                arrays = root.arrays(layout["read"], chunk["start"], chunk["stop"])
+                shard = _shard_arrays(arrays, layout, info, chunk, root.path)
+                _write_shard(h5py, target, shard, layout, info, chunk)
+                written.append(target)
+                dt = time.perf_counter() - t0
+                log.info(
+                    "preprocess: chunk %d (%s %d-%d): %d rows x %d in %.2f s (%.0f events/s) -> %s",
+                    chunk["id"], info["basename"], chunk["start"], chunk["stop"],
+                    shard["x"].shape[0], layout["dim"], dt,
+                    (chunk["stop"] - chunk["start"]) / max(dt, 1e-9), target,
+                )
+    return written
+
+
+def _shard_arrays(arrays: ak.Array, layout: dict, info: dict, chunk: dict, where: str) -> dict:
+    x, bad = transform(arrays, layout)
+    entries = np.arange(chunk["start"], chunk["stop"], dtype=np.int64)
+    y = labels_for(arrays, layout, info["label"], where)
+    if bad.any():
+        policy = layout["nan_policy"]
+        if policy == "error":
+            raise DataError(
+                f"{int(bad.sum())} events in entries {chunk['start']}-{chunk['stop']} hold "
+                "NaN/inf that the specs did not see; rerun specs, or set nan_policy to drop or "
+                f"replace\nin file {where}"
+            )
+        if policy == "drop":
+            keep = ~bad
+            x, y, entries = x[keep], y[keep], entries[keep]
+    split = split_of(info["basename"], entries, layout["seed"],
+                     layout["split"]["val"], layout["split"]["test"])
+    return {"x": x, "y": y, "split": split, "entry": entries}
+
+
+def _write_shard(h5py, target: Path, shard: dict, layout: dict, info: dict, chunk: dict) -> None:
+    with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
+        for name, data in shard.items():
+            h5.create_dataset(name, data=data)
+        h5.attrs.update({
+            "specs_digest": layout["digest"],
+            "rootml_version": __version__,
+            "chunk": chunk["id"],
+            "file": info["basename"],
+            "start": chunk["start"],
+            "stop": chunk["stop"],
+            "dim": layout["dim"],
+        })

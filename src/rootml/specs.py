@@ -1,0 +1,266 @@
+"""Per-file specs: one vectorised pass over the branches a run needs.
+
+For each branch the pass records its kind (flat, jagged, unsupported with the reason), dtype,
+entries, finite min/max, mean/std, NaN and inf counts, the distinct values of small integer
+branches (for labels taken from a branch), and for jagged branches the multiplicity histogram
+(from which max and quantiles follow, and which merges exactly across files).
+
+The statistics are accumulated per step with Chan's parallel formula, so memory is bounded by
+the step size and the result does not depend on it beyond floating-point rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+from . import __version__
+from .exceptions import BranchError, DataError
+from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
+from .schemas import validate
+from .sources import Source
+from .storage import read_json
+
+log = logging.getLogger(__name__)
+
+SCHEMA_ID = "https://rootml.invalid/schemas/file-specs/1"
+MAX_UNIQUE = 64  # distinct values kept for integer/bool branches
+
+
+# ------------------------------------------------------------------ pure accumulators
+
+@dataclass
+class Moments:
+    """Running count/min/max/mean/M2 over finite values plus NaN/inf counts."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    lo: float = math.inf
+    hi: float = -math.inf
+    nan: int = 0
+    inf: int = 0
+    unique: set | None = field(default_factory=set)
+
+    def add(self, values: np.ndarray) -> None:
+        if values.dtype.kind == "b":
+            values = values.view(np.uint8)
+        if values.dtype.kind == "f":
+            finite = np.isfinite(values)
+            n_bad = values.size - int(np.count_nonzero(finite))
+            if n_bad:
+                nan = int(np.count_nonzero(np.isnan(values)))
+                self.nan += nan
+                self.inf += n_bad - nan
+                values = values[finite]
+            self.unique = None
+        elif self.unique is not None and values.size:
+            self.unique.update(np.unique(values).tolist())
+            if len(self.unique) > MAX_UNIQUE:
+                self.unique = None
+        if values.size == 0:
+            return
+        v = values.astype(np.float64, copy=False)
+        n = v.size
+        mean = float(v.mean())
+        m2 = float(np.square(v - mean).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.lo = min(self.lo, float(v.min()))
+        self.hi = max(self.hi, float(v.max()))
+
+    def to_json(self) -> dict:
+        have = self.count > 0
+        return {
+            "count": self.count,
+            "min": self.lo if have else None,
+            "max": self.hi if have else None,
+            "mean": self.mean if have else None,
+            "std": math.sqrt(self.m2 / self.count) if have else None,
+            "nan": self.nan,
+            "inf": self.inf,
+            "unique": sorted(self.unique) if self.unique is not None else None,
+        }
+
+
+def multiplicity_summary(histogram: np.ndarray) -> dict:
+    """Max, mean and quantiles (p50, p99, p99.9) from a histogram of object counts."""
+    histogram = np.asarray(histogram, dtype=np.int64)
+    total = int(histogram.sum())
+    nonzero = np.flatnonzero(histogram)
+    out = {
+        "max": int(nonzero[-1]) if nonzero.size else 0,
+        "mean": float((np.arange(histogram.size) * histogram).sum() / total) if total else 0.0,
+    }
+    for key, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
+        out[key] = histogram_quantile(histogram, q)
+    out["histogram"] = [int(h) for h in histogram]
+    return out
+
+
+def histogram_quantile(histogram: Sequence[int] | np.ndarray, q: float) -> int:
+    """The smallest multiplicity m with at least a fraction ``q`` of events having <= m."""
+    cum = np.cumsum(np.asarray(histogram, dtype=np.int64))
+    if cum.size == 0 or cum[-1] == 0:
+        return 0
+    return int(np.searchsorted(cum, q * cum[-1] - 1e-9, side="left"))
+
+
+def add_histogram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    size = max(a.size, b.size)
+    return np.pad(a, (0, size - a.size)) + np.pad(b, (0, size - b.size))
+
+
+# ------------------------------------------------------------------ branch selection
+
+def select_branches(
+    branches: dict[str, BranchInfo],
+    *,
+    selected: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    identifiers: Sequence[str] = (),
+    extra: Sequence[str] = (),
+    where: str = "",
+) -> tuple[list[str], dict[str, str]]:
+    """Which branches to scan, and which were skipped as unsupported (name → reason).
+
+    ``selected`` branches must exist and be supported (else BranchError); without a
+    selection every supported branch except identifiers and excluded ones is used and
+    unsupported ones are skipped with a warning. ``extra`` (the label branch) is always read.
+    """
+    skipped: dict[str, str] = {}
+    if selected:
+        names = [n for n in selected if n not in exclude and n not in identifiers]
+    else:
+        names = []
+        for name, info in branches.items():
+            if name in exclude or name in identifiers:
+                continue
+            if info.kind == UNSUPPORTED:
+                skipped[name] = info.reason or "unsupported"
+                log.warning("skipping branch %r: %s (in file %s)", name, info.reason, where)
+                continue
+            names.append(name)
+    names += [n for n in extra if n not in names]
+    if not names:
+        raise BranchError(
+            "no branches left to use after identifiers and exclude_branches;\n"
+            f"check selected_branches/exclude_branches\nin file {where}"
+        )
+    return names, skipped
+
+
+# ------------------------------------------------------------------ the stage
+
+def scan(
+    root: RootInput,
+    names: Sequence[str],
+    *,
+    step: int = 100_000,
+) -> dict[str, dict]:
+    """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory)."""
+    root.require(names)
+    infos = [root.branches[n] for n in names]
+    moments = {n: Moments() for n in names}
+    hists = {n: np.zeros(0, dtype=np.int64) for n in names}
+    for _, arrays in root.iterate(names, step):
+        for info in infos:
+            column = arrays[info.name]
+            if info.kind == FLAT:
+                moments[info.name].add(np.asarray(ak.to_numpy(column)))
+            else:
+                counts = np.asarray(ak.num(column, axis=1))
+                hists[info.name] = add_histogram(hists[info.name], np.bincount(counts))
+                moments[info.name].add(np.asarray(ak.to_numpy(ak.flatten(column, axis=1))))
+    out: dict[str, dict] = {}
+    for info in infos:
+        entry = {"kind": info.kind, "dtype": info.dtype, "entries": root.entries}
+        entry.update(moments[info.name].to_json())
+        if info.kind == JAGGED:
+            entry["collection"] = info.collection
+            entry["fixed_length"] = info.fixed_length
+            entry["multiplicity"] = multiplicity_summary(hists[info.name])
+        out[info.name] = entry
+    return out
+
+
+def file_specs(
+    source: Source | str,
+    tree: str,
+    *,
+    selected: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    identifiers: Sequence[str] = (),
+    label_branch: str | None = None,
+    sha256: str | None = None,
+    size: int | None = None,
+    step: int = 100_000,
+    workers: int = 1,
+) -> dict:
+    """Open one file and build its specs document (validated against the shipped schema)."""
+    t0 = time.perf_counter()
+    with open_input(source, tree, workers=workers) as root:
+        if root.entries == 0:
+            raise DataError(
+                f"{root.format} {tree!r} has no entries; remove the file from files.txt\n"
+                f"in file {root.path}"
+            )
+        extra = [label_branch] if label_branch else []
+        names, skipped = select_branches(
+            root.branches,
+            selected=selected,
+            exclude=exclude,
+            identifiers=identifiers,
+            extra=extra,
+            where=root.path,
+        )
+        branches = scan(root, names, step=step)
+        for name, reason in skipped.items():
+            branches[name] = {"kind": UNSUPPORTED, "reason": reason}
+        doc = {
+            "schema": SCHEMA_ID,
+            "rootml_version": __version__,
+            "file": {
+                "source": root.source.original,
+                "url": root.source.url,
+                "basename": root.source.basename,
+                "size": size,
+                "sha256": sha256,
+            },
+            "tree": tree,
+            "format": root.format,
+            "entries": root.entries,
+            "identifiers": [i for i in identifiers if i in root.branches],
+            "seconds": round(time.perf_counter() - t0, 4),
+            "branches": branches,
+        }
+    validate(doc, "file-specs", where=f"specs of {doc['file']['url']}")
+    rate = doc["entries"] / max(doc["seconds"], 1e-9)
+    log.info(
+        "specs: %s: %d entries, %d branches (%d skipped) in %.2f s (%.0f events/s)",
+        doc["file"]["basename"], doc["entries"], len(names), len(skipped), doc["seconds"], rate,
+    )
+    return doc
+
+
+def specs_filename(basename: str) -> str:
+    """``specs-<basename without .root>.json``; basenames are unique within a run."""
+    stem = basename[:-5] if basename.endswith(".root") else basename
+    return f"specs-{stem}.json"
+
+
+def load_file_specs(path: str | Path) -> dict:
+    """Read and validate one per-file specs JSON."""
+    doc = read_json(path)
+    validate(doc, "file-specs", where=f"file {path}")
+    return doc

@@ -1,0 +1,67 @@
+"""Small file helpers shared by every stage: JSON in and out, atomic writes, checksums.
+
+A stage writes each output to a temporary name in the destination folder and renames it
+when complete, so a failed step never leaves something that looks like a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a missing or malformed file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"not valid JSON: {err}\nin file {path}") from None
+
+
+def canonical_json(doc: Any) -> bytes:
+    """The bytes digests are taken over: sorted keys, no whitespace."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds,
+    delete it if the block raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: str | Path, doc: Any) -> Path:
+    """Write ``doc`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n", "utf-8")
+    return Path(path)
+
+
+def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
