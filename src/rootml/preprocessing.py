@@ -63,26 +63,42 @@ def split_of(basename: str, entries: np.ndarray, seed: int, val: float, test: fl
 # ------------------------------------------------------------------ the transform
 
 def _scaled(values: np.ndarray, shift: float, scale: float, lo: float, hi: float) -> np.ndarray:
-    v = values.astype(np.float32, copy=True) if values.dtype != np.float32 else values.copy()
+    """float32 ``clip((x - shift) * scale, lo, hi)`` in a new array (NaN stays NaN)."""
+    v = values.astype(np.float32)  # always a copy
     v -= np.float32(shift)
     v *= np.float32(scale)
-    np.clip(v, np.float32(lo), np.float32(hi), out=v)  # NaN stays NaN
+    np.clip(v, np.float32(lo), np.float32(hi), out=v)
     return v
+
+
+def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """For events with ``counts`` objects, capped at ``width``: where each kept object sits in
+    the flattened content (``src``) and in the flattened row-major ``x`` (``dst``, offset 0)."""
+    kept = np.minimum(counts, width)
+    total = int(kept.sum())
+    first_kept = np.cumsum(kept) - kept
+    slot = np.arange(total, dtype=np.int64) - np.repeat(first_kept, kept)
+    starts = np.cumsum(counts) - counts  # where each event's objects begin in the content
+    src = np.repeat(starts, kept) + slot
+    dst = np.repeat(np.arange(counts.size, dtype=np.int64) * dim, kept) + slot
+    return src, dst
 
 
 def transform(arrays: ak.Array, layout: dict) -> tuple[np.ndarray, np.ndarray]:
     """Rows for ``arrays`` (a record array holding ``layout['read']``).
 
     Returns ``x`` (float32 [n, dim]) and ``bad`` (bool [n], events holding a NaN/inf in a
-    used branch). Under ``nan_policy: replace`` non-finite values become the padding value;
+    used value). Under ``nan_policy: replace`` non-finite values become the padding value;
     under ``drop`` the caller drops ``bad`` rows; under ``error`` the caller raises.
     """
-    n = len(arrays)
+    n, dim = len(arrays), layout["dim"]
     lo, hi = layout["clip"]
     pad = np.float32(layout["pad_value"])
-    x = np.empty((n, layout["dim"]), dtype=np.float32)
+    x = np.full((n, dim), pad, dtype=np.float32)
+    flat_x = x.reshape(-1)
     bad = np.zeros(n, dtype=bool)
     lengths: dict[str, np.ndarray] = {}
+    index: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for col in layout["inputs"]:
         column = arrays[col["branch"]]
         off, width = col["offset"], col["width"]
@@ -96,21 +112,18 @@ def transform(arrays: ak.Array, layout: dict) -> tuple[np.ndarray, np.ndarray]:
             continue
         counts = np.asarray(ak.num(column, axis=1), dtype=np.int64)
         lengths[col["branch"]] = counts
-        content = _scaled(
-            np.asarray(ak.to_numpy(ak.flatten(column, axis=1))), col["shift"], col["scale"], lo, hi
-        )
-        nonfinite = ~np.isfinite(content)
+        key = (col["collection"], width)
+        cached = index.get(key)
+        if cached is None or not np.array_equal(cached[0], counts):
+            cached = index[key] = (counts, *_gather_index(counts, width, dim))
+        _, src, dst = cached
+        content = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
+        values = _scaled(content[src], col["shift"], col["scale"], lo, hi)
+        nonfinite = ~np.isfinite(values)
         if nonfinite.any():
-            bad[np.repeat(np.arange(n), counts)[nonfinite]] = True
-            content[nonfinite] = pad
-        block = x[:, off : off + width]
-        block.fill(pad)
-        kept = np.minimum(counts, width)
-        rows = np.repeat(np.arange(n), kept)
-        starts = np.cumsum(counts) - counts  # where each event's objects begin in content
-        first_kept = np.cumsum(kept) - kept
-        cols = np.arange(rows.size) - np.repeat(first_kept, kept)
-        block[rows, cols] = content[np.repeat(starts, kept) + cols]
+            bad[dst[nonfinite] // dim] = True
+            values[nonfinite] = pad
+        flat_x[dst + off] = values
     for extra in layout["extras"]:
         counts = lengths[extra["branch"]]
         off, width = extra["offset"], extra["width"]

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rootfiles import write_events
+
+from rootml.config import Settings
+from rootml.exceptions import BranchError, ConfigError, DataError, LayoutError
+from rootml.layout import allocate_events, chunk_plan, load_layout, merge, write_layout
+from rootml.specs import file_specs
+
+IDS = ("run", "event", "luminosityBlock")
+
+
+@pytest.fixture(scope="module")
+def specs3(tmp_path_factory):
+    d = tmp_path_factory.mktemp("layout")
+    paths = [
+        write_events(d / "a.root", 1200, seed=1, signal=True, basket=400),
+        write_events(d / "b.root", 800, seed=2, basket=400),
+        write_events(d / "c.root", 1000, seed=3, basket=400),
+    ]
+    return [file_specs(str(p), "events", identifiers=IDS) for p in paths]
+
+
+def _settings(**kw):
+    return Settings(tree="events", **kw)
+
+
+def test_binary_layout_columns_and_scaling(specs3):
+    doc = merge(specs3[:2], _settings(), labels=["1", "0"])
+    assert doc["labels"] == {
+        "source": "file",
+        "branch": None,
+        "kind": "binary",
+        "classes": ["0", "1"],
+    }
+    assert [f["label"] for f in doc["files"]] == [1, 0]
+    met = next(c for c in doc["inputs"] if c["branch"] == "MET")
+    lo = min(s["branches"]["MET"]["min"] for s in specs3[:2])
+    hi = max(s["branches"]["MET"]["max"] for s in specs3[:2])
+    assert met["shift"] == lo
+    assert met["scale"] == pytest.approx(1 / (hi - lo))
+    jet = next(c for c in doc["inputs"] if c["branch"] == "Jet_pt")
+    assert jet["cap"] == max(s["branches"]["Jet_pt"]["multiplicity"]["max"] for s in specs3[:2])
+    assert doc["dim"] == len(doc["features"]) == sum(c["width"] for c in doc["inputs"])
+    assert doc["features"][jet["offset"]] == "Jet_pt[0]"
+    assert doc["pad_value"] == -1.0
+    assert doc["clip"] == [0.0, 1.0]
+    assert not set(IDS) & set(doc["read"])
+
+
+def test_multiclass_and_string_labels(specs3):
+    doc = merge(specs3, _settings(), labels=["2", "0", "1"])
+    assert doc["labels"]["kind"] == "multiclass"
+    assert [f["label"] for f in doc["files"]] == [2, 0, 1]
+    doc = merge(specs3, _settings(), labels=["ttH", "ttbar", "ttH"])
+    assert doc["labels"]["classes"] == ["ttH", "ttbar"]
+    assert [f["label"] for f in doc["files"]] == [0, 1, 0]
+
+
+def test_label_from_branch(specs3, tmp_path):
+    paths = [
+        write_events(
+            tmp_path / f"l{i}.root", 300, seed=i, isSignal=np.arange(300, dtype=np.int32) % 2
+        )
+        for i in range(2)
+    ]
+    specs = [file_specs(str(p), "events", identifiers=IDS, label_branch="isSignal") for p in paths]
+    doc = merge(specs, _settings(), label_branch="isSignal")
+    assert doc["labels"]["source"] == "branch"
+    assert doc["labels"]["classes"] == ["0", "1"]
+    assert "isSignal" not in [c["branch"] for c in doc["inputs"]]
+    assert doc["read"][-1] == "isSignal"
+    with pytest.raises(DataError, match="label branch 'MET' must be a flat integer"):
+        merge(specs3[:2], _settings(), label_branch="MET")
+
+
+def test_single_class_and_label_count_errors(specs3):
+    with pytest.raises(ConfigError, match="only one class"):
+        merge(specs3[:2], _settings(), labels=["1", "1"])
+    with pytest.raises(ConfigError, match="3 labels for 2 files"):
+        merge(specs3[:2], _settings(), labels=["1", "0", "1"])
+
+
+def test_branch_missing_in_one_file_names_it_and_closest(specs3, tmp_path):
+    path = write_events(tmp_path / "nomet.root", 200, seed=5, MET=None)
+    other = file_specs(str(path), "events", identifiers=IDS)
+    with pytest.raises(
+        BranchError, match=r"'MET' is missing \(closest: (.|\n)*in file .*nomet\.root"
+    ):
+        merge([specs3[0], other], _settings(), labels=["1", "0"])
+
+
+def test_kind_mismatch_between_files(specs3, tmp_path):
+    path = write_events(
+        tmp_path / "flatjet.root", 200, seed=5, nPV=np.ones((200, 3), dtype=np.float32)
+    )
+    other = file_specs(str(path), "events", identifiers=IDS)
+    with pytest.raises(BranchError, match=r"'nPV' is jagged here but flat"):
+        merge([specs3[0], other], _settings(), labels=["1", "0"])
+
+
+def test_same_basename_rejected(specs3):
+    twin = json.loads(json.dumps(specs3[1]))
+    twin["file"]["url"] = "/elsewhere/a.root"
+    twin["file"]["basename"] = "a.root"
+    with pytest.raises(ConfigError, match="same file name 'a.root'"):
+        merge([specs3[0], twin], _settings(), labels=["1", "0"])
+
+
+def test_nan_policy_error_names_branch_and_file(specs3):
+    bad = json.loads(json.dumps(specs3[1]))
+    bad["branches"]["MET"]["nan"] = 4
+    with pytest.raises(
+        DataError, match=r"'MET' holds 4 NaN(.|\n)*nan_policy(.|\n)*in file .*b\.root"
+    ):
+        merge([specs3[0], bad], _settings(), labels=["1", "0"])
+    doc = merge([specs3[0], bad], _settings(nan_policy="drop"), labels=["1", "0"])
+    assert doc["nan_policy"] == "drop"
+
+
+def test_caps_quantile_int_and_per_collection(specs3):
+    hist_max = max(s["branches"]["Jet_pt"]["multiplicity"]["max"] for s in specs3)
+    doc = merge(specs3, _settings(jagged_cap="p50"), labels=["1", "0", "0"])
+    cap50 = next(c for c in doc["inputs"] if c["branch"] == "Jet_pt")["cap"]
+    assert 1 <= cap50 < hist_max
+    doc = merge(specs3, _settings(jagged_cap=2, jagged_caps={"Muon": 1}), labels=["1", "0", "0"])
+    caps = {c["branch"]: c.get("cap") for c in doc["inputs"]}
+    assert caps["Jet_pt"] == caps["Jet_eta"] == 2
+    assert caps["Muon_pt"] == 1
+    with pytest.raises(ConfigError, match="not a quantile"):
+        merge(specs3, _settings(jagged_cap="p250"), labels=["1", "0", "0"])
+
+
+def test_count_and_mask_features(specs3):
+    doc = merge(specs3, _settings(counts=True, masks=True, jagged_cap=3), labels=["1", "0", "0"])
+    kinds = [(e["kind"], e["collection"]) for e in doc["extras"]]
+    assert kinds == [("count", "Jet"), ("mask", "Jet"), ("count", "Muon"), ("mask", "Muon")]
+    assert "Jet__count" in doc["features"]
+    assert "Muon__mask[2]" in doc["features"]
+    assert doc["dim"] == len(doc["features"])
+
+
+def test_standard_scaling_pad_outside_clip(specs3):
+    doc = merge(specs3, _settings(scaling="standard", clip=5.0), labels=["1", "0", "0"])
+    assert doc["clip"] == [-5.0, 5.0]
+    assert doc["pad_value"] == -6.0
+    with pytest.raises(ConfigError, match=r"padding value 0.5 lies inside the scaled range"):
+        merge(specs3, _settings(pad_value=0.5), labels=["1", "0", "0"])
+
+
+def test_nevts_and_chunks(specs3):
+    doc = merge(specs3, _settings(nevts=1500, chunk_size=256), labels=["1", "0", "0"])
+    used = [f["used"] for f in doc["files"]]
+    assert sum(used) == 1500
+    assert used == [600, 400, 500]
+    for f in doc["files"]:
+        ranges = [(c["start"], c["stop"]) for c in doc["chunks"] if c["file"] == f["id"]]
+        assert ranges[0][0] == 0
+        assert ranges[-1][1] == f["used"]
+        assert all(b[0] == a[1] for a, b in zip(ranges, ranges[1:]))
+
+
+@given(st.lists(st.integers(1, 10_000), min_size=1, max_size=8), st.integers(1, 50_000))
+def test_allocate_events_properties(entries, nevts):
+    used = allocate_events(entries, nevts)
+    assert sum(used) == min(nevts, sum(entries))
+    assert all(0 <= u <= e for u, e in zip(used, entries))
+    assert allocate_events(entries, -1) == entries
+
+
+@given(st.lists(st.integers(0, 5000), min_size=1, max_size=5), st.integers(1, 3000))
+def test_chunk_plan_covers_every_used_entry_once(used, size):
+    plan = chunk_plan(used, size)
+    for f, n in enumerate(used):
+        covered = [i for c in plan if c["file"] == f for i in range(c["start"], c["stop"])]
+        assert covered == list(range(n))
+    assert [c["id"] for c in plan] == list(range(len(plan)))
+    assert all(c["stop"] - c["start"] <= size for c in plan)
+
+
+def test_digest_round_trip_and_tamper_detection(specs3, tmp_path):
+    doc = merge(specs3[:2], _settings(), labels=["1", "0"])
+    again = merge(specs3[:2], _settings(), labels=["1", "0"])
+    assert doc["digest"] == again["digest"]
+    other = merge(specs3[:2], _settings(seed=7), labels=["1", "0"])
+    assert other["digest"] != doc["digest"]
+    path = write_layout(tmp_path / "specs.json", doc)
+    assert load_layout(path) == doc
+    tampered = json.loads(path.read_text())
+    tampered["inputs"][0]["scale"] *= 2
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(LayoutError, match="does not match its content"):
+        load_layout(path)
