@@ -12,16 +12,21 @@ jagged branch per leaf, named ``Jet.pt``, ``Jet.eta``, like TTree's ``Jet_pt``.
 from __future__ import annotations
 
 import logging
+import math
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import awkward as ak
 import uproot
 
 from .exceptions import BranchError, InputFileError, TreeNotFoundError, format_closest
 from .sources import Source, resolve
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +113,7 @@ class RootInput:
     def path(self) -> str:
         return self.source.url
 
-    def __enter__(self) -> RootInput:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -133,11 +138,11 @@ class RootInput:
                 out[branch.name] = classify(branch.name, form)
             return out
         form = self._tree.to_akform()[0]
-        for field, sub in zip(form.fields, form.contents):
+        for field, sub in zip(form.fields, form.contents, strict=True):
             if isinstance(sub, (ak.forms.ListOffsetForm, ak.forms.ListForm)) and isinstance(
                 sub.content, ak.forms.RecordForm
             ):
-                for leaf, leaf_form in zip(sub.content.fields, sub.content.contents):
+                for leaf, leaf_form in zip(sub.content.fields, sub.content.contents, strict=True):
                     name = f"{field}.{leaf}"
                     out[name] = classify(name, sub.copy(content=leaf_form))
             else:
@@ -210,11 +215,18 @@ def open_input(
     the GIL), which is how a 2-core machine reads at twice the single-thread speed.
     """
     src = resolve(source) if isinstance(source, str) else source
-    options = {"timeout": timeout}
-    if src.scheme in ("http", "https"):
+    # no array cache: every range is read once; pread instead of mmap for local files, so
+    # RSS stays bounded by the chunk, not by how much of the file has been touched
+    options = {"timeout": timeout, "array_cache": None}
+    if not src.remote:
+        options["handler"] = uproot.source.file.MultithreadedFileSource
+    elif src.scheme in ("http", "https"):
         # uproot's default handler goes through fsspec, whose HTTP needs aiohttp; uproot's own
         # HTTPSource needs only the standard library (and does multi-range requests)
         options["handler"] = uproot.source.http.HTTPSource
+    elif src.scheme == "root":
+        # fsspec-xrootd hands the timeout to the XRootD client, which takes whole seconds only
+        options["timeout"] = max(1, math.ceil(timeout))
     try:
         file = uproot.open(src.url, **options)
     except FileNotFoundError as err:
@@ -241,13 +253,14 @@ def open_input(
                 f"\nin file {src.url}"
             )
         try:
-            obj = file[tree]
+            # RootInput reads the entry count and the field list: for an RNTuple that is the
+            # footer, often the first thing past the end of a truncated file
+            return RootInput(file, file[tree], src, tree, workers)
         except _READ_ERRORS as err:
             raise InputFileError(
                 f"cannot read the header of {tree!r}: {_short(err)};\n"
                 f"the file is truncated or corrupt: fetch it again\nin file {src.url}"
             ) from err
-        return RootInput(file, obj, src, tree, workers)
     except BaseException:
         file.close()
         raise
