@@ -104,7 +104,12 @@ def rootml_pipeline(paths: list[Path], settings: Settings, out: Path, procs: int
         with ProcessPoolExecutor(procs) as pool:
             list(pool.map(_preprocess_job, parts))
     t_pre = time.perf_counter() - t1
-    return {"layout": layout, "specs": t_specs, "preprocess": t_pre, "total": time.perf_counter() - t0}
+    return {
+        "layout": layout,
+        "specs": t_specs,
+        "preprocess": t_pre,
+        "total": time.perf_counter() - t0,
+    }
 
 
 def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> int:
@@ -112,8 +117,19 @@ def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> in
     specs = [_specs_job(str(p)) for p in paths]
     layout = merge(specs, settings, labels=["1", "0"])
     spec_path = write_layout(work / "specs.json", layout)
-    cmd = [sys.executable, "-m", "rootml", "-q", "preprocess", "--specs", str(spec_path),
-           "--chunk", "all", "--out", str(work / "shards")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rootml",
+        "-q",
+        "preprocess",
+        "--specs",
+        str(spec_path),
+        "--chunk",
+        "all",
+        "--out",
+        str(work / "shards"),
+    ]
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
     if status != 0:
@@ -143,16 +159,22 @@ def main() -> None:
     branches = layout["read"]
     n_flat = sum(c["kind"] == "flat" for c in layout["inputs"])
     n_jag = sum(c["kind"] == "jagged" for c in layout["inputs"])
-    print(f"sample: {args.events:,} events in {len(paths)} files, {disk / 1e6:.1f} MB on disk; "
-          f"{n_flat} flat + {n_jag} jagged branches -> rows of {layout['dim']} floats "
-          f"(jagged cap {args.jagged_cap}); chunk size {args.chunk_size:,}; {os.cpu_count()} cores")
+    print(
+        f"sample: {args.events:,} events in {len(paths)} files, {disk / 1e6:.1f} MB on disk; "
+        f"{n_flat} flat + {n_jag} jagged branches -> rows of {layout['dim']} floats "
+        f"(jagged cap {args.jagged_cap}); chunk size {args.chunk_size:,}; {os.cpu_count()} cores"
+    )
 
     raw1 = best(lambda: raw_read(paths, branches, 1), args.repeat)
     raw2 = best(lambda: raw_read(paths, branches, 2), args.repeat)
-    serial = min((rootml_pipeline(paths, settings, out / "shards", 1) for _ in range(args.repeat)),
-                 key=lambda r: r["total"])
-    scattered = min((rootml_pipeline(paths, settings, out / "shards", 2) for _ in range(args.repeat)),
-                    key=lambda r: r["total"])
+    serial = min(
+        (rootml_pipeline(paths, settings, out / "shards", 1) for _ in range(args.repeat)),
+        key=lambda r: r["total"],
+    )
+    scattered = min(
+        (rootml_pipeline(paths, settings, out / "shards", 2) for _ in range(args.repeat)),
+        key=lambda r: r["total"],
+    )
 
     n = args.events
     rows = [
@@ -163,18 +185,30 @@ def main() -> None:
     ]
     print(f"\n{'':47s} {'seconds':>8s} {'events/s':>11s} {'disk MB/s':>9s} {'vs raw':>7s}")
     for name, secs, detail in rows:
-        print(f"{name:47s} {secs:8.2f} {n / secs:11,.0f} {disk / 1e6 / secs:9.1f} {raw1 / secs:7.2f}x")
+        print(
+            f"{name:47s} {secs:8.2f} {n / secs:11,.0f} {disk / 1e6 / secs:9.1f} {raw1 / secs:7.2f}x"
+        )
         if detail:
-            print(f"{'    specs / preprocess':47s} {detail['specs']:.2f} s / {detail['preprocess']:.2f} s")
+            print(
+                f"{'    specs / preprocess':47s} {detail['specs']:.2f} s / {detail['preprocess']:.2f} s"
+            )
     conv = n / serial["preprocess"]
     lo, hi = MLAAS4HEP_CONVERSION
-    print(f"\npreprocess alone (serial): {conv:,.0f} events/s = {conv / hi:.0f}-{conv / lo:.0f}x "
-          f"MLaaS4HEP's per-event conversion ({lo:,}-{hi:,} events/s on 52-wide rows; ours "
-          f"{layout['dim']} wide)")
+    print(
+        f"\npreprocess alone (serial): {conv:,.0f} events/s = {conv / hi:.0f}-{conv / lo:.0f}x "
+        f"MLaaS4HEP's per-event conversion ({lo:,}-{hi:,} events/s on 52-wide rows; ours "
+        f"{layout['dim']} wide)"
+    )
     figures = {
-        "events": n, "disk_bytes": disk, "dim": layout["dim"], "raw_1thread_s": raw1,
-        "raw_2threads_s": raw2, "serial_s": serial["total"], "scattered_s": scattered["total"],
-        "ratio_serial": raw1 / serial["total"], "ratio_scattered": raw1 / scattered["total"],
+        "events": n,
+        "disk_bytes": disk,
+        "dim": layout["dim"],
+        "raw_1thread_s": raw1,
+        "raw_2threads_s": raw2,
+        "serial_s": serial["total"],
+        "scattered_s": scattered["total"],
+        "ratio_serial": raw1 / serial["total"],
+        "ratio_scattered": raw1 / scattered["total"],
         "preprocess_events_per_s": conv,
     }
 
@@ -185,10 +219,12 @@ def main() -> None:
         rss_small = peak_rss_preprocess(small, mem_settings, out / "mem-small")
         rss_big = peak_rss_preprocess(paths, mem_settings, out / "mem-big")
         events_small, events_big = small_n, args.events
-        print(f"\npeak RSS of 'rootml preprocess' at chunk size {mem_settings.chunk_size:,}: "
-              f"{events_small:,} events {rss_small / 2**20:.0f} MiB, {events_big:,} events "
-              f"{rss_big / 2**20:.0f} MiB: {events_big / events_small:.0f}x the data needs "
-              f"{rss_big / rss_small:.2f}x the memory (target <= 1.3x)")
+        print(
+            f"\npeak RSS of 'rootml preprocess' at chunk size {mem_settings.chunk_size:,}: "
+            f"{events_small:,} events {rss_small / 2**20:.0f} MiB, {events_big:,} events "
+            f"{rss_big / 2**20:.0f} MiB: {events_big / events_small:.0f}x the data needs "
+            f"{rss_big / rss_small:.2f}x the memory (target <= 1.3x)"
+        )
         figures.update(rss_small=rss_small, rss_big=rss_big, rss_ratio=rss_big / rss_small)
     if args.json:
         write_json(args.json, figures)

@@ -12,14 +12,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from rootfiles import write_events
 
 ROOTML = shutil.which("rootml", path=str(Path(sys.executable).parent)) or "rootml"
 
 
 def rootml(*args, cwd=None, ok=True):
-    proc = subprocess.run([ROOTML, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [ROOTML, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
     if ok and proc.returncode != 0:
         raise AssertionError(f"rootml {args} failed:\n{proc.stderr}")
     return proc
@@ -36,7 +36,9 @@ def test_help_is_instant_and_lists_stages():
     proc = rootml("--help")
     for cmd in ("sample", "fetch", "specs", "merge", "preprocess"):
         assert cmd in proc.stdout
-    code = "import sys, rootml.cli; sys.exit('uproot' in sys.modules or 'tensorflow' in sys.modules)"
+    code = (
+        "import sys, rootml.cli; sys.exit('uproot' in sys.modules or 'tensorflow' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -45,16 +47,41 @@ def test_mlaas4hep_inputs_run_unchanged(example, tmp_path):
     specs = []
     for line in (inputs / "files.txt").read_text().split("\n"):
         if line.strip() and not line.startswith("#"):
-            rootml("specs", inputs / line.strip(), "--params", inputs / "params.json", "--out", f"{tmp_path}/specs/")
+            rootml(
+                "specs",
+                inputs / line.strip(),
+                "--params",
+                inputs / "params.json",
+                "--out",
+                f"{tmp_path}/specs/",
+            )
     specs = sorted((tmp_path / "specs").glob("specs-*.json"))
     assert [p.name for p in specs] == ["specs-background.json", "specs-signal.json"]
-    rootml("merge", *specs, "--files", inputs / "files.txt", "--labels", inputs / "labels.txt",
-           "--params", inputs / "params.json", "--out", tmp_path / "specs.json")
+    rootml(
+        "merge",
+        *specs,
+        "--files",
+        inputs / "files.txt",
+        "--labels",
+        inputs / "labels.txt",
+        "--params",
+        inputs / "params.json",
+        "--out",
+        tmp_path / "specs.json",
+    )
     layout = json.loads((tmp_path / "specs.json").read_text())
     assert [f["basename"] for f in layout["files"]] == ["signal.root", "background.root"]
     assert [f["label"] for f in layout["files"]] == [1, 0]
     assert layout["chunk_size"] == 10_000
-    proc = rootml("preprocess", "--specs", tmp_path / "specs.json", "--chunk", "all", "--out", tmp_path / "shards")
+    proc = rootml(
+        "preprocess",
+        "--specs",
+        tmp_path / "specs.json",
+        "--chunk",
+        "all",
+        "--out",
+        tmp_path / "shards",
+    )
     shards = proc.stdout.split()
     assert len(shards) == len(layout["chunks"])
     n = 0
@@ -74,12 +101,30 @@ def test_input_yml_and_fetch_record(example, tmp_path):
         record = tmp_path / name / "fetch.json"
         assert json.loads(record.read_text())["copied"] is False
         rootml("specs", record, "--input", inputs / "input.yml", "--out", f"{tmp_path}/specs/")
-    rootml("merge", *sorted((tmp_path / "specs").iterdir()), "--input", inputs / "input.yml",
-           "--jagged-cap", "p99", "--counts", "--out", tmp_path / "specs.json")
+    rootml(
+        "merge",
+        *sorted((tmp_path / "specs").iterdir()),
+        "--input",
+        inputs / "input.yml",
+        "--jagged-cap",
+        "p99",
+        "--counts",
+        "--out",
+        tmp_path / "specs.json",
+    )
     layout = json.loads((tmp_path / "specs.json").read_text())
     assert "Jet__count" in layout["features"]
-    rootml("preprocess", "--specs", tmp_path / "specs.json", "--chunk", "0", "--out", tmp_path / "s0.h5",
-           "--fetched", tmp_path / "signal" / "fetch.json")
+    rootml(
+        "preprocess",
+        "--specs",
+        tmp_path / "specs.json",
+        "--chunk",
+        "0",
+        "--out",
+        tmp_path / "s0.h5",
+        "--fetched",
+        tmp_path / "signal" / "fetch.json",
+    )
     assert (tmp_path / "s0.h5").is_file()
 
 
@@ -94,18 +139,40 @@ def test_errors_are_one_message_exit_1_and_no_output(example, tmp_path):
     text = tmp_path / "notroot.root"
     text.write_text("this is a list of files, not a ROOT file\n")
     out = tmp_path / "specs-x.json"
-    _fails(rootml("specs", text, "--tree", "events", "--out", out, ok=False),
-           "cannot open as a ROOT file", f"in file {text}")
-    _fails(rootml("specs", example / "signal.root", "--tree", "Events", "--out", out, ok=False),
-           "no TTree or RNTuple named 'Events'", "'events' (TTree)")
-    _fails(rootml("specs", example / "signal.root", "--tree", "events", "--branches", "HT,Jet_pT",
-                  "--out", out, ok=False), "'Jet_pT'", "closest: 'Jet_pt'")
+    _fails(
+        rootml("specs", text, "--tree", "events", "--out", out, ok=False),
+        "cannot open as a ROOT file",
+        f"in file {text}",
+    )
+    _fails(
+        rootml("specs", example / "signal.root", "--tree", "Events", "--out", out, ok=False),
+        "no TTree or RNTuple named 'Events'",
+        "'events' (TTree)",
+    )
+    _fails(
+        rootml(
+            "specs",
+            example / "signal.root",
+            "--tree",
+            "events",
+            "--branches",
+            "HT,Jet_pT",
+            "--out",
+            out,
+            ok=False,
+        ),
+        "'Jet_pT'",
+        "closest: 'Jet_pt'",
+    )
     _fails(rootml("specs", tmp_path / "nope.root", "--out", out, ok=False), "does not exist")
     _fails(rootml("specs", "/store/mc/x.root", "--out", out, ok=False), "no redirector is set")
     bad = tmp_path / "params.json"
     bad.write_text(json.dumps({"chunk_sise": 10}))
-    _fails(rootml("specs", example / "signal.root", "--params", bad, "--out", out, ok=False),
-           "unknown params.json key 'chunk_sise'", "'chunk_size'")
+    _fails(
+        rootml("specs", example / "signal.root", "--params", bad, "--out", out, ok=False),
+        "unknown params.json key 'chunk_sise'",
+        "'chunk_size'",
+    )
     assert not out.exists()
     assert not list(tmp_path.glob(".*tmp"))
 
@@ -118,12 +185,18 @@ def test_merge_errors(example, tmp_path):
     out = tmp_path / "specs.json"
     _fails(rootml("merge", *files, "--labels", "1", "--out", out, ok=False), "for 2 files")
     _fails(rootml("merge", *files, "--labels", "1,1", "--out", out, ok=False), "only one class")
-    _fails(rootml("merge", *files, "--labels", "1,0", "--files", "a.root,b.root", "--out", out, ok=False),
-           "do not match the file list")
+    _fails(
+        rootml(
+            "merge", *files, "--labels", "1,0", "--files", "a.root,b.root", "--out", out, ok=False
+        ),
+        "do not match the file list",
+    )
     assert not out.exists()
     rootml("merge", *files, "--labels", "1,0", "--chunk-size", "500", "--out", out)
-    _fails(rootml("preprocess", "--specs", out, "--chunk", "99", "--out", tmp_path / "x", ok=False),
-           "outside the plan")
+    _fails(
+        rootml("preprocess", "--specs", out, "--chunk", "99", "--out", tmp_path / "x", ok=False),
+        "outside the plan",
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4")

@@ -95,7 +95,7 @@ def test_list_files(tmp_path):
     assert read_list_file(f) == ["a.root", "root://host//b.root"]
     root = tmp_path / "x.root"
     root.write_bytes(b"root\x00\x00binary")
-    with pytest.raises(ConfigError, match="binary .*ROOT.* not a text list"):
+    with pytest.raises(ConfigError, match=r"binary .*ROOT.* not a text list"):
         read_list_file(root)
 
 
@@ -104,7 +104,7 @@ def test_inputs_checks():
         Inputs((), ("1",), None)
     with pytest.raises(ConfigError, match="1 labels for 2 files"):
         Inputs(("a.root", "b.root"), ("1",), None)
-    with pytest.raises(ConfigError, match="same file name 'a.root'"):
+    with pytest.raises(ConfigError, match=r"same file name 'a\.root'"):
         Inputs(("x/a.root", "root://h//y/a.root"), ("1", "0"), None)
 
 

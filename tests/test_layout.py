@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -109,7 +110,7 @@ def test_same_basename_rejected(specs3):
     twin = json.loads(json.dumps(specs3[1]))
     twin["file"]["url"] = "/elsewhere/a.root"
     twin["file"]["basename"] = "a.root"
-    with pytest.raises(ConfigError, match="same file name 'a.root'"):
+    with pytest.raises(ConfigError, match=r"same file name 'a\.root'"):
         merge([specs3[0], twin], _settings(), labels=["1", "0"])
 
 
@@ -163,14 +164,14 @@ def test_nevts_and_chunks(specs3):
         ranges = [(c["start"], c["stop"]) for c in doc["chunks"] if c["file"] == f["id"]]
         assert ranges[0][0] == 0
         assert ranges[-1][1] == f["used"]
-        assert all(b[0] == a[1] for a, b in zip(ranges, ranges[1:]))
+        assert all(b[0] == a[1] for a, b in itertools.pairwise(ranges))
 
 
 @given(st.lists(st.integers(1, 10_000), min_size=1, max_size=8), st.integers(1, 50_000))
 def test_allocate_events_properties(entries, nevts):
     used = allocate_events(entries, nevts)
     assert sum(used) == min(nevts, sum(entries))
-    assert all(0 <= u <= e for u, e in zip(used, entries))
+    assert all(0 <= u <= e for u, e in zip(used, entries, strict=True))
     assert allocate_events(entries, -1) == entries
 
 

@@ -98,7 +98,7 @@ def test_split_stable_across_chunkings_and_fractions(files, tmp_path):
         table = {}
         for p in paths:
             with h5py.File(p) as h5:
-                for e, s, row in zip(h5["entry"][:], h5["split"][:], h5["x"][:]):
+                for e, s, row in zip(h5["entry"][:], h5["split"][:], h5["x"][:], strict=True):
                     table[(h5.attrs["file"], int(e))] = (int(s), row)
         return table
 

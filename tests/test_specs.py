@@ -8,12 +8,11 @@ import pytest
 import uproot
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rootfiles import event_arrays, write_events, write_rntuple
 
 from rootml.exceptions import BranchError, DataError
-from rootml.specs import Moments, file_specs, histogram_quantile, multiplicity_summary
 from rootml.schemas import validate
-
-from rootfiles import event_arrays, write_events, write_rntuple
+from rootml.specs import Moments, file_specs, histogram_quantile, multiplicity_summary
 
 IDS = ("run", "event", "luminosityBlock")
 

@@ -22,6 +22,7 @@ log = logging.getLogger("rootml")
 
 # ------------------------------------------------------------------ settings from flags
 
+
 def _add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
     g = p.add_argument_group("settings (override --params / --input)")
     g.add_argument("--input", metavar="INPUT_YML", help="rootml input.yml")
@@ -35,8 +36,12 @@ def _add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
         return
     g.add_argument("--scaling", choices=["minmax", "standard"])
     g.add_argument("--jagged-cap", help="max, a quantile such as p99 or p99.9, or an integer")
-    g.add_argument("--counts", action="store_true", default=None, help="add a count feature per collection")
-    g.add_argument("--masks", action="store_true", default=None, help="add mask features per collection")
+    g.add_argument(
+        "--counts", action="store_true", default=None, help="add a count feature per collection"
+    )
+    g.add_argument(
+        "--masks", action="store_true", default=None, help="add mask features per collection"
+    )
     g.add_argument("--nan-policy", choices=["error", "drop", "replace"])
     g.add_argument("--pad-value", type=float)
     g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
@@ -71,8 +76,18 @@ def _settings(args: argparse.Namespace):
         "identifiers": _names(args.identifiers),
         "redirector": args.redirector,
     }
-    for key in ("scaling", "counts", "masks", "nan_policy", "pad_value", "nevts", "chunk_size",
-                "val_fraction", "test_fraction", "seed"):
+    for key in (
+        "scaling",
+        "counts",
+        "masks",
+        "nan_policy",
+        "pad_value",
+        "nevts",
+        "chunk_size",
+        "val_fraction",
+        "test_fraction",
+        "seed",
+    ):
         changes[key] = getattr(args, key, None)
     changes["jagged_cap"] = cap
     return inputs, with_overrides(settings, **changes)
@@ -80,20 +95,35 @@ def _settings(args: argparse.Namespace):
 
 # ------------------------------------------------------------------ subcommands
 
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from .sample import make_sample
 
     result = make_sample(args.out, args.events, args.seed, tree=args.tree)
-    print(json.dumps({"files": [str(f) for f in result.files], "inputs": str(result.inputs),
-                      "entries": list(result.entries)}))
+    print(
+        json.dumps(
+            {
+                "files": [str(f) for f in result.files],
+                "inputs": str(result.inputs),
+                "entries": list(result.entries),
+            }
+        )
+    )
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .fetching import fetch
 
-    record = fetch(args.src, args.out, tree=args.tree, redirector=args.redirector,
-                   sha256=args.sha256, retries=args.retries, timeout=args.timeout)
+    record = fetch(
+        args.src,
+        args.out,
+        tree=args.tree,
+        redirector=args.redirector,
+        sha256=args.sha256,
+        retries=args.retries,
+        timeout=args.timeout,
+    )
     print(json.dumps(record.to_json()))
     return 0
 
@@ -120,9 +150,16 @@ def cmd_specs(args: argparse.Namespace) -> int:
     label_branch = args.label_branch or (inputs.label_branch if inputs else None)
     source, sha256, size = _source_of(args.file, settings.redirector)
     doc = file_specs(
-        source, settings.tree, selected=settings.selected, exclude=settings.exclude,
-        identifiers=settings.identifiers, label_branch=label_branch, sha256=sha256,
-        size=size, step=args.step, workers=args.workers,
+        source,
+        settings.tree,
+        selected=settings.selected,
+        exclude=settings.exclude,
+        identifiers=settings.identifiers,
+        label_branch=label_branch,
+        sha256=sha256,
+        size=size,
+        step=args.step,
+        workers=args.workers,
     )
     name = specs_filename(doc["file"]["basename"])
     out = Path(args.out or name)
@@ -149,7 +186,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     elif inputs is not None:
         labels, label_branch = inputs.labels, inputs.label_branch
     else:
-        raise ConfigError("merge needs --labels (labels.txt, a comma list, or branch:NAME) or --input")
+        raise ConfigError(
+            "merge needs --labels (labels.txt, a comma list, or branch:NAME) or --input"
+        )
     layout = merge(docs, settings, labels=labels, label_branch=label_branch)
     write_layout(args.out, layout)
     print(args.out)
@@ -192,6 +231,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ parser
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rootml",
@@ -209,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tree", default="events")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("fetch", help="download a remote file (or verify a local one) and record its checksum")
+    p = sub.add_parser(
+        "fetch", help="download a remote file (or verify a local one) and record its checksum"
+    )
     p.add_argument("src", help="local path, file://, https://, root:// URL or /store/ LFN")
     p.add_argument("--out", required=True, help="folder for the copy and fetch.json")
     p.add_argument("--tree", help="check that this tree opens")
@@ -228,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(p, layout=False)
     p.set_defaults(func=cmd_specs)
 
-    p = sub.add_parser("merge", help="merge per-file specs into the layout and chunk plan (specs.json)")
+    p = sub.add_parser(
+        "merge", help="merge per-file specs into the layout and chunk plan (specs.json)"
+    )
     p.add_argument("specs", nargs="+", help="per-file specs JSON files")
     p.add_argument("--labels", help="labels.txt, a comma list (one per file), or branch:NAME")
     p.add_argument("--files", help="files.txt (or comma list) giving the file order")
@@ -238,8 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("preprocess", help="write HDF5 shards for chunks of the plan")
     p.add_argument("--specs", required=True, help="merged specs.json")
-    p.add_argument("--chunk", action="append", required=True,
-                   help="chunk id, range a-b, comma list, or 'all' (repeatable)")
+    p.add_argument(
+        "--chunk",
+        action="append",
+        required=True,
+        help="chunk id, range a-b, comma list, or 'all' (repeatable)",
+    )
     p.add_argument("--out", required=True, help="shard.h5 for one chunk, else a folder")
     p.add_argument("--fetched", action="append", help="fetch.json records of local copies")
     p.add_argument("--workers", type=int, default=1, help="decompression threads")
@@ -251,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return args.func(args)
     except RootmlError as err:

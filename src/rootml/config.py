@@ -81,6 +81,7 @@ def check_fractions(val: float, test: float) -> None:
 
 # ---------------------------------------------------------------- MLaaS4HEP params.json
 
+
 def _names(value: Any, key: str) -> tuple[str, ...]:
     """A branch list given as a JSON list or as one comma-separated string."""
     if value is None:
@@ -167,7 +168,9 @@ PARAMS_KEYS: dict[str, Any] = {
 
 def _tree(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"params.json key 'branch' (the tree name) must be a string, got {value!r}")
+        raise ConfigError(
+            f"params.json key 'branch' (the tree name) must be a string, got {value!r}"
+        )
     return value
 
 
@@ -195,7 +198,9 @@ def load_params(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     data = _read_json(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"params.json must hold a JSON object, got {type(data).__name__}\nin file {path}")
+        raise ConfigError(
+            f"params.json must hold a JSON object, got {type(data).__name__}\nin file {path}"
+        )
     return params_overrides(data, path.parent, str(path))
 
 
@@ -211,6 +216,7 @@ def _read_json(path: Path) -> Any:
 
 
 # ---------------------------------------------------------------- files.txt, labels.txt
+
 
 def read_list_file(path: str | Path) -> list[str]:
     """Lines of a list file, without blank lines and ``#`` comments."""
@@ -290,6 +296,7 @@ def _is_number(text: str) -> bool:
 
 # ---------------------------------------------------------------- input.yml
 
+
 def load_input(path: str | Path) -> tuple[Inputs, Settings]:
     """Read and validate ``input.yml`` (and the MLaaS4HEP files it points at)."""
     path = Path(path)
@@ -363,7 +370,11 @@ def load_mlaas4hep(
 ) -> tuple[Inputs, Settings]:
     """Read MLaaS4HEP's ``files.txt``, ``labels.txt`` and ``params.json`` unchanged."""
     file_list = list_arg(files)
-    search = [str(Path(files).parent.resolve())] if isinstance(files, str) and Path(files).is_file() else []
+    search = (
+        [str(Path(files).parent.resolve())]
+        if isinstance(files, str) and Path(files).is_file()
+        else []
+    )
     label_values, label_branch = parse_labels(list_arg(labels), len(file_list))
     fields = load_params(params) if params else {}
     inputs = Inputs(tuple(file_list), label_values, label_branch, search_dirs=tuple(search))

@@ -312,7 +312,7 @@ def _open_http(url: str, timeout: float) -> Iterator[tuple[int | None, Callable]
 @contextlib.contextmanager
 def _open_xrootd(url: str, timeout: float) -> Iterator[tuple[int | None, Callable]]:
     try:
-        import fsspec  # noqa: PLC0415  (with fsspec-xrootd; only root:// downloads need it)
+        import fsspec
 
         # the XRootD client takes whole seconds only
         fs, path = fsspec.core.url_to_fs(url, timeout=max(1, math.ceil(timeout)))

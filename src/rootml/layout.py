@@ -68,8 +68,14 @@ def merge(
     for name in names:
         m = merged[name]
         shift, scale = _scaling(name, m, settings.scaling)
-        entry = {"branch": name, "kind": m["kind"], "dtype": m["dtype"], "offset": offset,
-                 "shift": shift, "scale": scale}
+        entry = {
+            "branch": name,
+            "kind": m["kind"],
+            "dtype": m["dtype"],
+            "offset": offset,
+            "shift": shift,
+            "scale": scale,
+        }
         if m["kind"] == "jagged":
             cap = _cap(name, m, settings)
             entry.update(collection=m["collection"], cap=cap, width=cap)
@@ -88,25 +94,47 @@ def merge(
     for coll, entry in collections.items():
         if settings.counts:
             top = max(merged[entry["branch"]]["multiplicity"]["max"], 1)
-            extras.append({"kind": "count", "collection": coll, "branch": entry["branch"],
-                           "offset": offset, "width": 1, "scale": (hi - lo) / top})
+            extras.append(
+                {
+                    "kind": "count",
+                    "collection": coll,
+                    "branch": entry["branch"],
+                    "offset": offset,
+                    "width": 1,
+                    "scale": (hi - lo) / top,
+                }
+            )
             features.append(f"{coll}__count")
             offset += 1
         if settings.masks:
-            extras.append({"kind": "mask", "collection": coll, "branch": entry["branch"],
-                           "offset": offset, "width": entry["cap"]})
+            extras.append(
+                {
+                    "kind": "mask",
+                    "collection": coll,
+                    "branch": entry["branch"],
+                    "offset": offset,
+                    "width": entry["cap"],
+                }
+            )
             features += [f"{coll}__mask[{i}]" for i in range(entry["cap"])]
             offset += entry["cap"]
 
     used = allocate_events([s["entries"] for s in specs], settings.nevts)
     files = []
     for i, s in enumerate(specs):
-        files.append({
-            "id": i, "source": s["file"]["source"], "url": s["file"]["url"],
-            "basename": s["file"]["basename"], "entries": s["entries"], "used": used[i],
-            "label": file_labels[i] if file_labels else None,
-            "sha256": s["file"].get("sha256"), "size": s["file"].get("size"),
-        })
+        files.append(
+            {
+                "id": i,
+                "source": s["file"]["source"],
+                "url": s["file"]["url"],
+                "basename": s["file"]["basename"],
+                "entries": s["entries"],
+                "used": used[i],
+                "label": file_labels[i] if file_labels else None,
+                "sha256": s["file"].get("sha256"),
+                "size": s["file"].get("size"),
+            }
+        )
     val, test = settings.val_fraction, settings.test_fraction
     doc = {
         "schema": SCHEMA_ID,
@@ -139,7 +167,12 @@ def merge(
     validate(doc, "layout", where="the merged layout")
     log.info(
         "merge: %d files, %d branches -> %d features, %d classes, %d chunks, %d events",
-        len(files), len(names), offset, len(classes), len(doc["chunks"]), sum(used),
+        len(files),
+        len(names),
+        offset,
+        len(classes),
+        len(doc["chunks"]),
+        sum(used),
     )
     return doc
 
@@ -167,7 +200,10 @@ def write_layout(path: str | Path, doc: dict) -> Path:
 
 # --------------------------------------------------------------------------- helpers
 
-def _feature_branches(specs: Sequence[dict], settings: Settings, label_branch: str | None) -> list[str]:
+
+def _feature_branches(
+    specs: Sequence[dict], settings: Settings, label_branch: str | None
+) -> list[str]:
     first = specs[0]["branches"]
     if settings.selected:
         names = [n for n in settings.selected if n not in settings.exclude]
@@ -228,8 +264,15 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
             f"branch {name!r} has no finite value in any file; exclude it "
             "(exclude_branches) or fix the inputs"
         )
-    out = {"kind": ref["kind"], "dtype": ref["dtype"], "count": count, "mean": mean,
-           "std": math.sqrt(m2 / count), "min": lo, "max": hi}
+    out = {
+        "kind": ref["kind"],
+        "dtype": ref["dtype"],
+        "count": count,
+        "mean": mean,
+        "std": math.sqrt(m2 / count),
+        "min": lo,
+        "max": hi,
+    }
     if ref["kind"] == "jagged":
         nonzero = np.flatnonzero(hist)
         out["collection"] = ref["collection"]
@@ -299,7 +342,9 @@ def _scaling(name: str, m: dict, kind: str) -> tuple[float, float]:
 
 
 def _cap(name: str, m: dict, settings: Settings) -> int:
-    spec = settings.jagged_caps.get(name, settings.jagged_caps.get(m["collection"], settings.jagged_cap))
+    spec = settings.jagged_caps.get(
+        name, settings.jagged_caps.get(m["collection"], settings.jagged_cap)
+    )
     hist = m["multiplicity"]["histogram"]
     if isinstance(spec, int) and not isinstance(spec, bool):
         cap = spec
@@ -333,7 +378,7 @@ def allocate_events(entries: Sequence[int], nevts: int) -> list[int]:
     order = sorted(range(len(entries)), key=lambda i: (used[i] - exact[i], i))
     for i in order[: nevts - sum(used)]:
         used[i] += 1
-    return [min(u, e) for u, e in zip(used, entries)]
+    return [min(u, e) for u, e in zip(used, entries, strict=True)]
 
 
 def chunk_plan(used: Sequence[int], chunk_size: int) -> list[dict]:
@@ -342,5 +387,7 @@ def chunk_plan(used: Sequence[int], chunk_size: int) -> list[dict]:
     for f, n in enumerate(used):
         step = n if chunk_size == -1 else chunk_size
         for start in range(0, n, max(step, 1)):
-            chunks.append({"id": len(chunks), "file": f, "start": start, "stop": min(start + step, n)})
+            chunks.append(
+                {"id": len(chunks), "file": f, "start": start, "stop": min(start + step, n)}
+            )
     return chunks

@@ -35,6 +35,7 @@ SPLIT_NAMES = ("train", "val", "test")
 
 # ------------------------------------------------------------------ split assignment
 
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser on uint64 arrays (wrap-around arithmetic is intended)."""
     with np.errstate(over="ignore"):
@@ -61,6 +62,7 @@ def split_of(basename: str, entries: np.ndarray, seed: int, val: float, test: fl
 
 
 # ------------------------------------------------------------------ the transform
+
 
 def _scaled(values: np.ndarray, shift: float, scale: float, lo: float, hi: float) -> np.ndarray:
     """float32 ``clip((x - shift) * scale, lo, hi)`` in a new array (NaN stays NaN)."""
@@ -162,12 +164,13 @@ def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: st
 
 # ------------------------------------------------------------------ the stage
 
+
 def parse_chunks(text: str | Sequence[str], n_chunks: int) -> list[int]:
     """Chunk ids from "3", "0-9", "0,2,5" or "all" (or a list of such strings)."""
     parts = [text] if isinstance(text, str) else list(text)
     ids: list[int] = []
-    for part in ",".join(parts).split(","):
-        part = part.strip()
+    for raw in ",".join(parts).split(","):
+        part = raw.strip()
         if not part:
             continue
         if part == "all":
@@ -208,7 +211,7 @@ def preprocess(
     single = len(chunk_ids) == 1 and out.suffix == ".h5"
     targets = [out if single else out / shard_name(i) for i in chunk_ids]
     by_file: dict[int, list[tuple[dict, Path]]] = {}
-    for cid, target in zip(chunk_ids, targets):
+    for cid, target in zip(chunk_ids, targets, strict=True):
         chunk = layout["chunks"][cid]
         by_file.setdefault(chunk["file"], []).append((chunk, target))
     written: list[Path] = []
@@ -227,9 +230,15 @@ def preprocess(
                 dt = time.perf_counter() - t0
                 log.info(
                     "preprocess: chunk %d (%s %d-%d): %d rows x %d in %.2f s (%.0f events/s) -> %s",
-                    chunk["id"], info["basename"], chunk["start"], chunk["stop"],
-                    shard["x"].shape[0], layout["dim"], dt,
-                    (chunk["stop"] - chunk["start"]) / max(dt, 1e-9), target,
+                    chunk["id"],
+                    info["basename"],
+                    chunk["start"],
+                    chunk["stop"],
+                    shard["x"].shape[0],
+                    layout["dim"],
+                    dt,
+                    (chunk["stop"] - chunk["start"]) / max(dt, 1e-9),
+                    target,
                 )
     return written
 
@@ -251,8 +260,9 @@ def _shard_arrays(
         if policy == "drop":
             keep = ~bad
             x, y, entries = x[keep], y[keep], entries[keep]
-    split = split_of(info["basename"], entries, layout["seed"],
-                     layout["split"]["val"], layout["split"]["test"])
+    split = split_of(
+        info["basename"], entries, layout["seed"], layout["split"]["val"], layout["split"]["test"]
+    )
     return {"x": x, "y": y, "split": split, "entry": entries}
 
 
@@ -260,12 +270,14 @@ def _write_shard(h5py, target: Path, shard: dict, layout: dict, info: dict, chun
     with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
         for name, data in shard.items():
             h5.create_dataset(name, data=data)
-        h5.attrs.update({
-            "specs_digest": layout["digest"],
-            "rootml_version": __version__,
-            "chunk": chunk["id"],
-            "file": info["basename"],
-            "start": chunk["start"],
-            "stop": chunk["stop"],
-            "dim": layout["dim"],
-        })
+        h5.attrs.update(
+            {
+                "specs_digest": layout["digest"],
+                "rootml_version": __version__,
+                "chunk": chunk["id"],
+                "file": info["basename"],
+                "start": chunk["start"],
+                "stop": chunk["stop"],
+                "dim": layout["dim"],
+            }
+        )

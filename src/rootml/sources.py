@@ -57,9 +57,7 @@ def resolve(
     scheme = parsed.scheme.lower()
     if scheme in REMOTE_SCHEMES:
         if not parsed.netloc:
-            raise ConfigError(
-                f"the URL {name!r} has no host; write it as {scheme}://HOST/PATH"
-            )
+            raise ConfigError(f"the URL {name!r} has no host; write it as {scheme}://HOST/PATH")
         return Source(name, name, scheme)
     if scheme == "file":
         return _local(name, unquote(parsed.path), search_dirs=())

@@ -36,6 +36,7 @@ MAX_UNIQUE = 64  # distinct values kept for integer/bool branches
 
 # ------------------------------------------------------------------ pure accumulators
 
+
 @dataclass
 class Moments:
     """Running count/min/max/mean/M2 over finite values plus NaN/inf counts."""
@@ -123,6 +124,7 @@ def add_histogram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------ branch selection
 
+
 def select_branches(
     branches: dict[str, BranchInfo],
     *,
@@ -161,6 +163,7 @@ def select_branches(
 
 
 # ------------------------------------------------------------------ the stage
+
 
 def scan(
     root: RootInput,
@@ -248,14 +251,19 @@ def file_specs(
     rate = doc["entries"] / max(doc["seconds"], 1e-9)
     log.info(
         "specs: %s: %d entries, %d branches (%d skipped) in %.2f s (%.0f events/s)",
-        doc["file"]["basename"], doc["entries"], len(names), len(skipped), doc["seconds"], rate,
+        doc["file"]["basename"],
+        doc["entries"],
+        len(names),
+        len(skipped),
+        doc["seconds"],
+        rate,
     )
     return doc
 
 
 def specs_filename(basename: str) -> str:
     """``specs-<basename without .root>.json``; basenames are unique within a run."""
-    stem = basename[:-5] if basename.endswith(".root") else basename
+    stem = basename.removesuffix(".root")
     return f"specs-{stem}.json"
 
 

@@ -52,6 +52,4 @@ def validate(document: Any, name: str, *, where: str = "document") -> None:
     err = errors[0]
     path = "/".join(str(p) for p in err.absolute_path) or "(top level)"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    raise SchemaValidationError(
-        f"invalid {name} at key {path!r}: {err.message}{more}\nin {where}"
-    )
+    raise SchemaValidationError(f"invalid {name} at key {path!r}: {err.message}{more}\nin {where}")
