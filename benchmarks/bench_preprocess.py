@@ -39,6 +39,10 @@ from rootml.storage import write_json
 
 MLAAS4HEP_CONVERSION = (8_000, 14_000)  # events/s on 52-wide rows, 2 cores (notes/mlaas4hep.md §9)
 IDS = ("run", "event", "luminosityBlock")
+COMPARABLE_FLAT = (
+    "HT", "MET_pt", "MET_phi", "MET_sumEt", "MET_significance", "MT", "PV_npvs", "PV_z",
+    "rho", "Lepton_isoSum", "deltaPhi_j1j2", "mjj",
+)  # fmt: skip
 
 
 def sample(out: Path, events: int, seed: int) -> list[Path]:
@@ -76,8 +80,8 @@ def raw_read(paths: list[Path], branches: list[str], threads: int) -> None:
         pool.shutdown()
 
 
-def _specs_job(path: str) -> dict:
-    return file_specs(path, "events", identifiers=IDS)
+def _specs_job(path: str, selected: tuple[str, ...] = ()) -> dict:
+    return file_specs(path, "events", identifiers=IDS, selected=selected)
 
 
 def _preprocess_job(args: tuple[dict, list[int], str]) -> int:
@@ -89,10 +93,12 @@ def rootml_pipeline(paths: list[Path], settings: Settings, out: Path, procs: int
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     if procs == 1:
-        specs = [_specs_job(str(p)) for p in paths]
+        specs = [_specs_job(str(p), settings.selected) for p in paths]
     else:
         with ProcessPoolExecutor(procs) as pool:
-            specs = list(pool.map(_specs_job, [str(p) for p in paths]))
+            specs = list(
+                pool.map(_specs_job, [str(p) for p in paths], [settings.selected] * len(paths))
+            )
     t_specs = time.perf_counter() - t0
     layout = merge(specs, settings, labels=["1", "0"])
     ids = list(range(len(layout["chunks"])))
@@ -112,15 +118,21 @@ def rootml_pipeline(paths: list[Path], settings: Settings, out: Path, procs: int
     }
 
 
+# The child reports its own high-water mark: ru_maxrss of a forked child also counts the
+# parent's pages it shared before exec, which would measure this benchmark, not rootml.
+_CHILD = (
+    "import sys; from rootml.cli import main; rc = main(sys.argv[1:]); "
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+    "print('VmHWM', hwm, file=sys.stderr); sys.exit(rc)"
+)
+
+
 def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> int:
-    """Peak RSS (bytes) of a ``rootml preprocess`` subprocess over every chunk of ``paths``."""
-    specs = [_specs_job(str(p)) for p in paths]
+    """Peak RSS (bytes) of a ``rootml preprocess`` process over every chunk of ``paths``."""
+    specs = [_specs_job(str(p), settings.selected) for p in paths]
     layout = merge(specs, settings, labels=["1", "0"])
     spec_path = write_layout(work / "specs.json", layout)
-    cmd = [
-        sys.executable,
-        "-m",
-        "rootml",
+    args = [
         "-q",
         "preprocess",
         "--specs",
@@ -130,11 +142,13 @@ def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> in
         "--out",
         str(work / "shards"),
     ]
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"preprocess failed: {cmd}")
-    return usage.ru_maxrss * 1024
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"preprocess failed:\n{proc.stderr}")
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("VmHWM"))
+    return int(line.split()[1]) * 1024
 
 
 def main() -> None:
@@ -142,6 +156,11 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--chunk-size", type=int, default=100_000)
     ap.add_argument("--jagged-cap", default="max")
+    ap.add_argument(
+        "--comparable",
+        action="store_true",
+        help="rows like MLaaS4HEP's measured ones: 12 flat + Jet_pt/Jet_eta/Muon_pt, 52 wide",
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default="bench-out/preprocess")
@@ -151,11 +170,19 @@ def main() -> None:
     out = Path(args.out)
     cap = int(args.jagged_cap) if args.jagged_cap.isdigit() else args.jagged_cap
     settings = with_overrides(Settings(tree="events"), chunk_size=args.chunk_size, jagged_cap=cap)
+    if args.comparable:
+        settings = with_overrides(
+            settings,
+            selected=(*COMPARABLE_FLAT, "Jet_pt", "Jet_eta", "Muon_pt"),
+            jagged_caps={"Jet": 16, "Muon": 8},
+        )
 
     paths = sample(out / "sample", args.events, args.seed)
     disk = sum(p.stat().st_size for p in paths)
     warm(paths)
-    layout = merge([_specs_job(str(p)) for p in paths], settings, labels=["1", "0"])
+    layout = merge(
+        [_specs_job(str(p), settings.selected) for p in paths], settings, labels=["1", "0"]
+    )
     branches = layout["read"]
     n_flat = sum(c["kind"] == "flat" for c in layout["inputs"])
     n_jag = sum(c["kind"] == "jagged" for c in layout["inputs"])
@@ -213,9 +240,9 @@ def main() -> None:
     }
 
     if not args.skip_memory:
-        small_n = max(args.events // 10, 2 * args.chunk_size)
+        small_n = args.events // 10
         small = sample(out / "sample-small", small_n, args.seed)
-        mem_settings = with_overrides(settings, chunk_size=min(args.chunk_size, small_n // 2))
+        mem_settings = with_overrides(settings, chunk_size=min(args.chunk_size, small_n // 4))
         rss_small = peak_rss_preprocess(small, mem_settings, out / "mem-small")
         rss_big = peak_rss_preprocess(paths, mem_settings, out / "mem-big")
         events_small, events_big = small_n, args.events

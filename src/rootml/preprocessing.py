@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import awkward as ak
@@ -202,45 +203,46 @@ def preprocess(
     """Write one shard per chunk. ``out`` is a ``.h5`` file for a single chunk, else a folder.
 
     ``paths`` maps a file's basename to a local copy (from ``rootml fetch``) to read instead
-    of the URL recorded in the layout. Consecutive chunks of one file share one open file.
+    of the URL recorded in the layout. Consecutive chunks of one file share one open file,
+    one row buffer is reused for every chunk, and each shard is written to disk on a
+    background thread while the next chunk is read.
     """
     import h5py  # only this stage writes HDF5
 
-    chunk_ids = list(chunk_ids)
+    chunks = [layout["chunks"][i] for i in chunk_ids]
     out = Path(out)
-    single = len(chunk_ids) == 1 and out.suffix == ".h5"
-    targets = [out if single else out / shard_name(i) for i in chunk_ids]
+    single = len(chunks) == 1 and out.suffix == ".h5"
     by_file: dict[int, list[tuple[dict, Path]]] = {}
-    for cid, target in zip(chunk_ids, targets, strict=True):
-        chunk = layout["chunks"][cid]
+    for chunk in chunks:
+        target = out if single else out / shard_name(chunk["id"])
         by_file.setdefault(chunk["file"], []).append((chunk, target))
+    buffer = np.empty((max(c["stop"] - c["start"] for c in chunks), layout["dim"]), np.float32)
     written: list[Path] = []
-    rows = max(c["stop"] - c["start"] for c in (layout["chunks"][i] for i in chunk_ids))
-    buffer = np.empty((rows, layout["dim"]), dtype=np.float32)
-    for file_id, items in by_file.items():
-        info = layout["files"][file_id]
-        location = (paths or {}).get(info["basename"], info["url"])
-        with open_input(resolve(location), layout["tree"], workers=workers) as root:
-            for chunk, target in items:
-                t0 = time.perf_counter()
-                arrays = root.arrays(layout["read"], chunk["start"], chunk["stop"])
-                shard = _shard_arrays(arrays, layout, info, chunk, root.path, buffer)
-                _write_shard(h5py, target, shard, layout, info, chunk)
-                written.append(target)
-                dt = time.perf_counter() - t0
-                log.info(
-                    "preprocess: chunk %d (%s %d-%d): %d rows x %d in %.2f s (%.0f events/s) -> %s",
-                    chunk["id"],
-                    info["basename"],
-                    chunk["start"],
-                    chunk["stop"],
-                    shard["x"].shape[0],
-                    layout["dim"],
-                    dt,
-                    (chunk["stop"] - chunk["start"]) / max(dt, 1e-9),
-                    target,
-                )
+    writer = _BackgroundWriter()
+    try:
+        for file_id, items in by_file.items():
+            info = layout["files"][file_id]
+            location = (paths or {}).get(info["basename"], info["url"])
+            with open_input(resolve(location), layout["tree"], workers=workers) as root:
+                for chunk, target in items:
+                    t0 = time.perf_counter()
+                    arrays = root.arrays(layout["read"], chunk["start"], chunk["stop"])
+                    shard = _shard_arrays(arrays, layout, info, chunk, root.path, buffer)
+                    writer.submit(target, _shard_image(h5py, shard, _attrs(layout, info, chunk)))
+                    written.append(target)
+                    _log_chunk(chunk, info, shard["x"].shape, time.perf_counter() - t0, target)
+    finally:
+        writer.close()
     return written
+
+
+def _log_chunk(chunk: dict, info: dict, shape: tuple, seconds: float, target: Path) -> None:
+    rate = (chunk["stop"] - chunk["start"]) / max(seconds, 1e-9)
+    log.info(
+        "preprocess: chunk %d (%s %d-%d): %d rows x %d in %.2f s (%.0f events/s) -> %s",
+        chunk["id"], info["basename"], chunk["start"], chunk["stop"], *shape, seconds, rate,
+        target,
+    )  # fmt: skip
 
 
 def _shard_arrays(
@@ -266,18 +268,53 @@ def _shard_arrays(
     return {"x": x, "y": y, "split": split, "entry": entries}
 
 
-def _write_shard(h5py, target: Path, shard: dict, layout: dict, info: dict, chunk: dict) -> None:
-    with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
+def _attrs(layout: dict, info: dict, chunk: dict) -> dict:
+    return {
+        "specs_digest": layout["digest"],
+        "rootml_version": __version__,
+        "chunk": chunk["id"],
+        "file": info["basename"],
+        "start": chunk["start"],
+        "stop": chunk["stop"],
+        "dim": layout["dim"],
+    }
+
+
+def _shard_image(h5py, shard: dict, attrs: dict) -> bytes:
+    """The shard as the bytes of an HDF5 file, built in memory (the ``core`` driver)."""
+    with h5py.File(f"shard-{id(shard)}.h5", "w", driver="core", backing_store=False) as h5:
         for name, data in shard.items():
             h5.create_dataset(name, data=data)
-        h5.attrs.update(
-            {
-                "specs_digest": layout["digest"],
-                "rootml_version": __version__,
-                "chunk": chunk["id"],
-                "file": info["basename"],
-                "start": chunk["start"],
-                "stop": chunk["stop"],
-                "dim": layout["dim"],
-            }
-        )
+        h5.attrs.update(attrs)
+        h5.flush()
+        return h5.id.get_file_image()
+
+
+class _BackgroundWriter:
+    """Writes shard images on one thread, so the disk write of one chunk overlaps the read and
+    transform of the next (file writes release the GIL). At most one write is in flight, so
+    memory stays bounded by two shards. Each shard is renamed into place when complete."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rootml-shard-writer")
+        self._pending: Future | None = None
+
+    def submit(self, target: Path, image: bytes) -> None:
+        self.wait()
+        self._pending = self._pool.submit(_write_bytes, target, image)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+
+def _write_bytes(target: Path, image: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(image)
