@@ -242,7 +242,12 @@ def main() -> None:
     if not args.skip_memory:
         small_n = args.events // 10
         small = sample(out / "sample-small", small_n, args.seed)
-        mem_settings = with_overrides(settings, chunk_size=min(args.chunk_size, small_n // 4))
+        # the same row layout for both files: caps fixed to the big sample's, so only the
+        # number of events differs
+        caps = {c["branch"]: c["cap"] for c in layout["inputs"] if c["kind"] == "jagged"}
+        mem_settings = with_overrides(
+            settings, chunk_size=min(args.chunk_size, small_n // 4), jagged_caps=caps
+        )
         rss_small = peak_rss_preprocess(small, mem_settings, out / "mem-small")
         rss_big = peak_rss_preprocess(paths, mem_settings, out / "mem-big")
         events_small, events_big = small_n, args.events
