@@ -229,6 +229,41 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard_paths(items: Sequence[str]) -> list[Path]:
+    """Shard files, or folders holding ``*.h5`` shards."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        out.extend(sorted(path.glob("*.h5")) if path.is_dir() else [path])
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Settings, load_input, load_params
+    from .layout import load_layout
+    from .training import TrainOptions, train
+
+    model_path = args.model
+    if args.input:
+        _, settings = load_input(args.input)
+        model_path = model_path or settings.model
+    else:
+        settings = Settings(**(load_params(args.params) if args.params else {}))
+    options = TrainOptions(
+        epochs=args.epochs or settings.epochs,
+        batch_size=args.batch_size or settings.batch_size,
+        shuffle=settings.shuffle,
+        seed=settings.seed if args.seed is None else args.seed,
+        patience=args.patience,
+        class_weight=args.class_weight,
+    )
+    layout = load_layout(args.specs)
+    bundle = train(layout, _shard_paths(args.shards), args.out, model_path=model_path,
+                   options=options, name=args.name)  # fmt: skip
+    print(bundle)
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -292,6 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetched", action="append", help="fetch.json records of local copies")
     p.add_argument("--workers", type=int, default=1, help="decompression threads")
     p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser(
+        "train", help="train model(idim) from model.py on the shards; write a bundle"
+    )
+    p.add_argument("--specs", required=True, help="merged specs.json")
+    p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
+    p.add_argument("--model", help="model.py defining model(idim) (default: a small MLP)")
+    p.add_argument("--params", help="MLaaS4HEP params.json (epochs, batch_size, shuffle, seed)")
+    p.add_argument("--input", help="rootml input.yml")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="rootml_model", help="model name for TFaaS")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

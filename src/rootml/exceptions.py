@@ -51,6 +51,17 @@ class LayoutError(RootmlError):
     chunk index is outside the plan."""
 
 
+class ModelError(RootmlError):
+    """Raised when the user's ``model.py`` cannot be loaded, does not define ``model(idim)``,
+    returns something that is not a compiled Keras model, or does not fit the labels and
+    the feature layout (input size, output units, loss)."""
+
+
+class BundleError(RootmlError):
+    """Raised when a model bundle is incomplete, was built from other specs than the shards
+    it is used with, or its exported model disagrees with the trained one."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to ``n`` candidates, the ones most similar to ``name`` first.
 

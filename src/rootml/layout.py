@@ -182,6 +182,26 @@ def layout_digest(doc: dict) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
+def column_constants(layout: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column float32 ``shift`` and ``scale`` of the raw feature vector."""
+    dim = layout["dim"]
+    shift = np.zeros(dim, dtype=np.float32)
+    scale = np.ones(dim, dtype=np.float32)
+    for col in layout["inputs"]:
+        sl = slice(col["offset"], col["offset"] + col["width"])
+        shift[sl], scale[sl] = col["shift"], col["scale"]
+    lo = layout["clip"][0]
+    for extra in layout["extras"]:
+        if extra["kind"] == "count":
+            shift[extra["offset"]], scale[extra["offset"]] = count_shift(extra, lo), extra["scale"]
+    return shift, scale
+
+
+def count_shift(extra: dict, lo: float) -> float:
+    """The shift that maps an object count n to ``n * scale + lo`` in the shift/scale form."""
+    return -lo / extra["scale"]
+
+
 def load_layout(path: str | Path) -> dict:
     """Read ``specs.json``, validate it and check its digest."""
     doc = read_json(path)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import __version__
 from .exceptions import DataError, LayoutError
+from .layout import column_constants, count_shift
 from .reading import open_input
 from .sources import resolve
 from .storage import atomic_path
@@ -136,10 +137,57 @@ def transform(
         counts = lengths[extra["branch"]]
         off, width = extra["offset"], extra["width"]
         if extra["kind"] == "count":
-            x[:, off] = np.clip(counts.astype(np.float32) * np.float32(extra["scale"]) + lo, lo, hi)
+            x[:, off] = _scaled(counts, count_shift(extra, lo), extra["scale"], lo, hi)
         else:
             x[:, off : off + width] = (np.arange(width) < counts[:, None]).astype(np.float32)
     return x, bad
+
+
+def scale_rows(raw: np.ndarray, layout: dict) -> np.ndarray:
+    """NumPy twin of the exported graph: raw feature rows to model inputs."""
+    shift, scale = column_constants(layout)
+    lo, hi = layout["clip"]
+    with np.errstate(invalid="ignore"):
+        z = (raw.astype(np.float32) - shift) * scale
+        np.clip(z, np.float32(lo), np.float32(hi), out=z)
+    z[~np.isfinite(raw)] = np.float32(layout["pad_value"])
+    return z
+
+
+def unscale_rows(x: np.ndarray, layout: dict) -> np.ndarray:
+    """Approximate raw rows for scaled rows (padding becomes NaN): reference inputs."""
+    shift, scale = column_constants(layout)
+    raw = x.astype(np.float64) / scale + shift
+    raw[x == np.float32(layout["pad_value"])] = np.nan
+    return raw.astype(np.float32)
+
+
+def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
+    """The RAW feature rows of ``arrays``: physics values in the layout's column order, NaN
+    for missing objects, object counts and 0/1 masks for the extras. ``scale_rows`` turns them
+    into exactly what :func:`transform` writes (this is what a served model receives)."""
+    n, dim = len(arrays), layout["dim"]
+    raw = np.full((n, dim), np.nan, dtype=np.float32)
+    flat_raw = raw.reshape(-1)
+    lengths: dict[str, np.ndarray] = {}
+    for col in layout["inputs"]:
+        column = arrays[col["branch"]]
+        if col["kind"] == "flat":
+            raw[:, col["offset"]] = np.asarray(ak.to_numpy(column))
+            continue
+        counts = np.asarray(ak.num(column, axis=1), dtype=np.int64)
+        lengths[col["branch"]] = counts
+        src, dst = _gather_index(counts, col["width"], dim)
+        content = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
+        flat_raw[dst + col["offset"]] = content[src]
+    for extra in layout["extras"]:
+        counts = lengths[extra["branch"]]
+        off, width = extra["offset"], extra["width"]
+        if extra["kind"] == "count":
+            raw[:, off] = counts
+        else:
+            raw[:, off : off + width] = np.arange(width) < counts[:, None]
+    return raw
 
 
 def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: str) -> np.ndarray:
