@@ -35,8 +35,16 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "inputs_input"  # signature input; TF names the op serving_default_inputs_input
 OUTPUT_KEY = "scores"
-REQUIRED = ("saved_model.pb", "variables", "model.keras", "model.onnx", "params.json",
-            "labels.txt", "specs.json", "provenance.json")  # fmt: skip
+REQUIRED = (
+    "saved_model.pb",
+    "variables",
+    "model.keras",
+    "model.onnx",
+    "params.json",
+    "labels.txt",
+    "specs.json",
+    "provenance.json",
+)
 ONNX_TOLERANCE = 1e-5
 ONNX_OPSET = 17
 
@@ -89,7 +97,7 @@ def export_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save(tmp / "model.keras")
-        module, spec = _serving_module(model, layout)
+        module, _ = _serving_module(model, layout)
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
         export_onnx(model, layout, tmp / "model.onnx")
         reference = _check_onnx(tmp / "model.onnx", model, layout, reference_x)
@@ -134,8 +142,13 @@ def export_onnx(model, layout: dict, path: Path) -> None:
     net, _ = tf2onnx.convert.from_function(network, input_signature=[spec], opset=ONNX_OPSET)
     shift, scale = column_constants(layout)
     lo, hi = (np.float32(v) for v in layout["clip"])
-    consts = {"shift": shift, "scale": scale, "lo": np.array(lo), "hi": np.array(hi),
-              "pad": np.array(np.float32(layout["pad_value"]))}  # fmt: skip
+    consts = {
+        "shift": shift,
+        "scale": scale,
+        "lo": np.array(lo),
+        "hi": np.array(hi),
+        "pad": np.array(np.float32(layout["pad_value"])),
+    }
     nodes = [
         helper.make_node("IsNaN", [INPUT_NAME], ["is_nan"]),
         helper.make_node("IsInf", [INPUT_NAME], ["is_inf"]),

@@ -258,9 +258,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         class_weight=args.class_weight,
     )
     layout = load_layout(args.specs)
-    bundle = train(layout, _shard_paths(args.shards), args.out, model_path=model_path,
-                   options=options, name=args.name)  # fmt: skip
+    bundle = train(
+        layout,
+        _shard_paths(args.shards),
+        args.out,
+        model_path=model_path,
+        options=options,
+        name=args.name,
+    )
     print(bundle)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .scoring import evaluate
+
+    metrics = evaluate(args.bundle, _shard_paths(args.shards), args.out, max_train=args.max_train)
+    keys = ("n_test", "auc", "auc_macro", "accuracy", "log_loss")
+    print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle
+    from .scoring import predict_files, write_predictions
+
+    results = predict_files(args.bundle, args.files, redirector=args.redirector)
+    classes = load_bundle(args.bundle).layout["labels"]["classes"]
+    if args.out:
+        print(write_predictions(args.out, results, classes))
+    else:
+        for r in results:
+            mean = r["scores"].mean(axis=0).tolist() if len(r["scores"]) else None
+            print(json.dumps({"file": r["file"], "events": len(r["entry"]), "mean_score": mean}))
     return 0
 
 
@@ -344,6 +374,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on the test split")
+    p.add_argument("--bundle", required=True, help="bundle folder written by 'rootml train'")
+    p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument(
+        "--max-train",
+        type=int,
+        default=200_000,
+        help="train events scored for the overtraining check",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="score every event of raw ROOT files through a bundle")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("files", nargs="+", help="ROOT files (paths or URLs)")
+    p.add_argument("--redirector", help="XRootD prefix for LFNs")
+    p.add_argument("--out", help="predictions .h5, .csv or .json (default: a summary on stdout)")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -9,12 +9,13 @@ says what to change.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ def build_model(path: str | Path | None, idim: int, n_classes: int) -> CheckedMo
         return CheckedModel(default_model(idim, n_classes), target, "default")
     fn = load_model_function(path)
     where = f"in file {path}"
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, keras2_compat():
         warnings.simplefilter("always")
         try:
             model = fn(idim)
@@ -145,6 +146,39 @@ def build_model(path: str | Path | None, idim: int, n_classes: int) -> CheckedMo
     activation = _output_activation(model)
     loss = _loss_name(model.loss)
     return CheckedModel(model, _target(loss, n_classes, units, activation, where), str(path))
+
+
+@contextlib.contextmanager
+def keras2_compat() -> Iterator[None]:
+    """Let Keras-2-era model files run on Keras 3 while ``model(idim)`` is called.
+
+    MLaaS4HEP's documented examples build ``keras.optimizers.Adam(lr=1e-3)``; Keras 3 renamed
+    ``lr`` to ``learning_rate`` and rejects the old name. The optimizers accept it here, with
+    a warning naming the new spelling.
+    """
+    import keras
+
+    patched = []
+    for name in dir(keras.optimizers):
+        cls = getattr(keras.optimizers, name)
+        if isinstance(cls, type) and issubclass(cls, keras.optimizers.Optimizer):
+            original = cls.__dict__.get("__init__")
+            if original is None:
+                continue
+
+            def init(self, *args, _original=original, _name=name, **kwargs):
+                if "lr" in kwargs and "learning_rate" not in kwargs:
+                    log.warning("model.py: %s(lr=...) is Keras 2; use learning_rate=", _name)
+                    kwargs["learning_rate"] = kwargs.pop("lr")
+                _original(self, *args, **kwargs)
+
+            cls.__init__ = init
+            patched.append((cls, original))
+    try:
+        yield
+    finally:
+        for cls, original in patched:
+            cls.__init__ = original
 
 
 def _output_activation(model) -> str:

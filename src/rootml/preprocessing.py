@@ -284,9 +284,15 @@ def _log_chunk(chunk: dict, info: dict, shape: tuple, seconds: float, target: Pa
     rate = (chunk["stop"] - chunk["start"]) / max(seconds, 1e-9)
     log.info(
         "preprocess: chunk %d (%s %d-%d): %d rows x %d in %.2f s (%.0f events/s) -> %s",
-        chunk["id"], info["basename"], chunk["start"], chunk["stop"], *shape, seconds, rate,
+        chunk["id"],
+        info["basename"],
+        chunk["start"],
+        chunk["stop"],
+        *shape,
+        seconds,
+        rate,
         target,
-    )  # fmt: skip
+    )
 
 
 def _shard_arrays(

@@ -100,6 +100,24 @@ def blocks(
         yield _shuffled(xs, ys, rng)
 
 
+def aligned(
+    source: Iterator[tuple[np.ndarray, np.ndarray]], batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Re-cut blocks so every block but the last holds a multiple of ``batch`` rows: batches
+    then never straddle two blocks, and an epoch has exactly ceil(rows / batch) of them."""
+    held_x: np.ndarray | None = None
+    held_y: np.ndarray | None = None
+    for x, y in source:
+        if held_x is not None and len(held_y):
+            x, y = np.concatenate([held_x, x]), np.concatenate([held_y, y])
+        cut = len(y) - len(y) % batch
+        if cut:
+            yield x[:cut], y[:cut]
+        held_x, held_y = x[cut:], y[cut:]
+    if held_y is not None and len(held_y):
+        yield held_x, held_y
+
+
 def _shuffled(xs, ys, rng) -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate(xs) if len(xs) > 1 else xs[0]
     y = np.concatenate(ys) if len(ys) > 1 else ys[0]

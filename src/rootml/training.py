@@ -25,12 +25,23 @@ from .bundle import export_bundle
 from .exceptions import ConfigError, DataError
 from .modelfile import CheckedModel, build_model, model_digest
 from .preprocessing import TRAIN, VAL
-from .shards import Shard, blocks, describe, open_shards, split_total
+from .shards import Shard, aligned, blocks, describe, open_shards, split_total
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("rootml", "numpy", "awkward", "uproot", "h5py", "tensorflow", "tensorflow-cpu",
-            "keras", "tf2onnx", "onnx", "onnxruntime")  # fmt: skip
+PACKAGES = (
+    "rootml",
+    "numpy",
+    "awkward",
+    "uproot",
+    "h5py",
+    "tensorflow",
+    "tensorflow-cpu",
+    "keras",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+)
 
 
 @dataclass(frozen=True)
@@ -62,8 +73,15 @@ def seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def make_dataset(shards: Sequence[Shard], split: int, checked: CheckedModel, options: TrainOptions,
-                 n_classes: int, *, shuffle: bool):  # fmt: skip
+def make_dataset(
+    shards: Sequence[Shard],
+    split: int,
+    checked: CheckedModel,
+    options: TrainOptions,
+    n_classes: int,
+    *,
+    shuffle: bool,
+):
     """A ``tf.data`` pipeline over one split: blocks from the shards (shuffled with a new
     permutation each epoch when ``shuffle``), batched in C++, prefetched."""
     import tensorflow as tf
@@ -73,7 +91,9 @@ def make_dataset(shards: Sequence[Shard], split: int, checked: CheckedModel, opt
     def generate():
         rng = np.random.default_rng([options.seed, split, epoch[0]]) if shuffle else None
         epoch[0] += 1
-        yield from blocks(shards, split, rng=rng, window=options.window)
+        yield from aligned(
+            blocks(shards, split, rng=rng, window=options.window), options.batch_size
+        )
 
     dim = _dim(shards)
     ds = tf.data.Dataset.from_generator(
@@ -89,7 +109,9 @@ def make_dataset(shards: Sequence[Shard], split: int, checked: CheckedModel, opt
         return x, y
 
     batch = options.batch_size
+    n_batches = -(-split_total(shards, split) // batch)
     ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     return ds.map(encode, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
@@ -143,21 +165,41 @@ def train(
     )
     callbacks = []
     if val_ds is not None and options.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=options.patience, restore_best_weights=True))  # fmt: skip
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=options.patience, restore_best_weights=True
+            )
+        )
     elif val_ds is None:
         log.warning("the val split is empty: no validation and no early stopping")
     weights = class_weights(shards, len(classes)) if options.class_weight == "balanced" else None
-    log.info("train: %s on %s; model %s, %d epochs, batch %d", describe(shards), layout["dim"],
-             checked.source, options.epochs, options.batch_size)  # fmt: skip
+    log.info(
+        "train: %s on %s; model %s, %d epochs, batch %d",
+        describe(shards),
+        layout["dim"],
+        checked.source,
+        options.epochs,
+        options.batch_size,
+    )
     t0 = time.perf_counter()
-    fit = checked.model.fit(train_ds, validation_data=val_ds, epochs=options.epochs,
-                            callbacks=callbacks, class_weight=weights, verbose=2)  # fmt: skip
+    fit = checked.model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=options.epochs,
+        callbacks=callbacks,
+        class_weight=weights,
+        shuffle=False,  # the dataset shuffles across shards itself (options.shuffle)
+        verbose=2,
+    )
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     epochs_run = len(next(iter(history.values()), []))
-    log.info("train: %d epochs in %.1f s (%.0f events/s)", epochs_run, seconds,
-             n_train * epochs_run / max(seconds, 1e-9))  # fmt: skip
+    log.info(
+        "train: %d epochs in %.1f s (%.0f events/s)",
+        epochs_run,
+        seconds,
+        n_train * epochs_run / max(seconds, 1e-9),
+    )
     reference = next(blocks(shards, VAL if n_val else TRAIN))[0]
     provenance = {
         "rootml_version": __version__,
@@ -169,7 +211,7 @@ def train(
         "inputs": [
             {k: f.get(k) for k in ("source", "url", "sha256", "size", "entries", "used")}
             for f in layout["files"]
-        ],  # fmt: skip
+        ],
         "shards": [str(s.path) for s in shards],
         "events": {"train": n_train, "val": n_val},
         "training_seconds": round(seconds, 3),
@@ -179,8 +221,15 @@ def train(
         "platform": platform.platform(),
         "devices": _devices(),
     }
-    return export_bundle(checked.model, layout, out, name=name, history=history,
-                         provenance=provenance, reference_x=reference)  # fmt: skip
+    return export_bundle(
+        checked.model,
+        layout,
+        out,
+        name=name,
+        history=history,
+        provenance=provenance,
+        reference_x=reference,
+    )
 
 
 def package_versions() -> dict[str, str]:

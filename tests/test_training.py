@@ -1,0 +1,273 @@
+"""Training, the bundle and predict: real Keras training on shards made from uproot-written files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from rootml.bundle import INPUT_NAME, load_bundle
+from rootml.config import Settings
+from rootml.exceptions import BundleError, DataError, LayoutError, ModelError
+from rootml.layout import merge
+from rootml.modelfile import build_model
+from rootml.preprocessing import TEST, preprocess, scale_rows
+from rootml.sample import make_sample
+from rootml.scoring import as_scores, predict_files
+from rootml.specs import file_specs
+from rootml.training import TrainOptions, train
+
+pytest.importorskip("tensorflow")
+
+IDS = ("run", "event", "luminosityBlock")
+FAST = TrainOptions(epochs=2, batch_size=128, seed=3, patience=0)
+
+
+def _data(tmp, events=3000, labels=("1", "0"), files=None, **settings):
+    if files is None:
+        files = make_sample(tmp / "sample", events, seed=4).files
+    specs = [file_specs(str(f), "events", identifiers=IDS) for f in files]
+    layout = merge(
+        specs,
+        Settings(tree="events", chunk_size=700, jagged_cap="p99", **settings),
+        labels=list(labels),
+    )
+    shards = preprocess(layout, range(len(layout["chunks"])), tmp / "shards")
+    return layout, shards, files
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _data(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def bundle(data, tmp_path_factory):
+    layout, shards, files = data
+    model = files[0].parent / "inputs" / "model.py"
+    return train(
+        layout,
+        shards,
+        tmp_path_factory.mktemp("bundle") / "b",
+        model_path=model,
+        options=FAST,
+        name="sample_model",
+    )
+
+
+def test_bundle_has_every_file_and_tfaas_fields(bundle, data):
+    layout = data[0]
+    b = load_bundle(bundle)
+    for name in (
+        "saved_model.pb",
+        "variables",
+        "assets",
+        "model.keras",
+        "model.onnx",
+        "params.json",
+        "labels.txt",
+        "specs.json",
+        "history.json",
+        "provenance.json",
+    ):
+        assert (bundle / name).exists(), name
+    params = b.params
+    assert params["name"] == "sample_model"
+    assert params["inputNode"] == params["input_node"] == "serving_default_inputs_input"
+    assert params["outputNode"] == params["output_node"] == "StatefulPartitionedCall"
+    assert params["features"] == layout["features"]
+    assert (bundle / "labels.txt").read_text().split() == ["0", "1"]
+    prov = json.loads((bundle / "provenance.json").read_text())
+    assert prov["seed"] == 3
+    assert prov["specs_digest"] == layout["digest"]
+    assert "tensorflow-cpu" in prov["packages"] or "tensorflow" in prov["packages"]
+    assert len(json.loads((bundle / "history.json").read_text())["loss"]) == 2
+    assert not list(bundle.parent.glob(".*"))  # no temporary directory left
+
+
+def test_saved_model_signature_takes_raw_values_under_tfaas_names(bundle, data):
+    import tensorflow as tf
+
+    layout, shards, _ = data
+    sig = tf.saved_model.load(str(bundle)).signatures["serving_default"]
+    placeholders = [op.name for op in sig.graph.get_operations() if op.type == "Placeholder"]
+    assert INPUT_NAME in placeholders
+    with h5py.File(shards[0]) as h5:
+        x = h5["x"][:64]
+    raw = np.where(x == layout["pad_value"], np.nan, 0).astype(np.float32)
+    # rebuild raw rows exactly: preprocess's raw twin on the same events
+    from rootml.bundle import unscale_rows
+
+    raw = unscale_rows(x, layout)
+    np.testing.assert_allclose(scale_rows(raw, layout), x, atol=1e-6)
+    keras_out = np.asarray(load_bundle(bundle).keras_model()(x))
+    served = sig(**{INPUT_NAME: tf.constant(raw)})["scores"].numpy()
+    np.testing.assert_allclose(served, keras_out, atol=1e-5)
+
+
+def test_onnx_matches_keras_and_missing_objects_are_padding(bundle, data):
+    layout, shards, _ = data
+    b = load_bundle(bundle)
+    with h5py.File(shards[1]) as h5:
+        x = h5["x"][:500]
+    from rootml.bundle import unscale_rows
+
+    raw = unscale_rows(x, layout)
+    assert np.isnan(raw).any()  # padded jets are sent as NaN
+    session = b.onnx_session()
+    got = session.run(None, {session.get_inputs()[0].name: raw})[0]
+    np.testing.assert_allclose(got, np.asarray(b.keras_model()(x)), atol=1e-5)
+
+
+def test_predict_on_raw_root_equals_scores_on_shards(bundle, data):
+    layout, shards, files = data
+    [result] = predict_files(bundle, [str(files[0])])
+    model = load_bundle(bundle).keras_model()
+    with h5py.File(shards[0]) as h5:
+        assert h5.attrs["file"] == files[0].name
+        x, entry = h5["x"][:], h5["entry"][:]
+    expected = as_scores(np.asarray(model(x)), 2)
+    np.testing.assert_allclose(result["scores"][entry], expected, atol=1e-5)
+    assert len(result["scores"]) == layout["files"][0]["entries"]
+
+
+def test_same_seed_same_weights_other_seed_other_weights(data, tmp_path):
+    layout, shards, _ = data
+    a = train(layout, shards, tmp_path / "a", options=FAST)
+    b = train(layout, shards, tmp_path / "b", options=FAST)
+    c = train(
+        layout,
+        shards,
+        tmp_path / "c",
+        options=TrainOptions(epochs=2, batch_size=128, seed=4, patience=0),
+    )
+    wa, wb, wc = (load_bundle(p).keras_model().get_weights() for p in (a, b, c))
+    assert all(np.array_equal(u, v) for u, v in zip(wa, wb, strict=True))
+    assert not all(np.array_equal(u, v) for u, v in zip(wa, wc, strict=True))
+
+
+def test_multiclass_default_model(tmp_path):
+    sample = make_sample(tmp_path / "s", 1500, seed=9).files
+    extra = tmp_path / "third.root"
+    shutil.copy(sample[0], extra)
+    layout, shards, _ = _data(tmp_path, files=[*sample, extra], labels=("2", "0", "1"))
+    bundle = train(layout, shards, tmp_path / "b", options=FAST)
+    out = np.asarray(load_bundle(bundle).keras_model()(np.zeros((2, layout["dim"]), np.float32)))
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(out.sum(axis=1), 1, atol=1e-5)
+
+
+MODEL_FILES = {
+    "mlaas4hep_tf_keras": """
+        from tensorflow import keras
+
+        def model(idim):
+            m = keras.Sequential([keras.layers.Dense(8, activation='relu', input_shape=(idim,), name='inputs'),
+                                  keras.layers.Dropout(0.5),
+                                  keras.layers.Dense(1, activation='sigmoid')])
+            m.compile(optimizer=keras.optimizers.Adam(lr=1e-3), loss=keras.losses.BinaryCrossentropy(),
+                      metrics=[keras.metrics.BinaryAccuracy(name='accuracy')])
+            return m
+    """,
+    "mlaas4hep_keras_softmax2": """
+        from keras.models import Sequential
+        from keras.layers import Dense, Activation
+
+        def model(idim):
+            model = Sequential([Dense(8, input_shape=(idim,)), Activation('relu'), Dense(2), Activation('softmax')])
+            model.compile(optimizer='adam', loss='categorical_crossentropy', metrics=['accuracy'])
+            return model
+    """,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_FILES))
+def test_mlaas4hep_documented_models_train(name, data, tmp_path):
+    layout, shards, _ = data
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(MODEL_FILES[name]))
+    bundle = train(layout, shards, tmp_path / "b", model_path=path, options=FAST)
+    assert (bundle / "model.onnx").is_file()
+
+
+BAD_MODELS = [
+    (None, "does not exist"),
+    ("def model(idim)\n    return 1\n", "syntax error in the model file at line 1"),
+    (
+        "def build(idim):\n    return None\n",
+        r"must define a function model\(idim\)(.|\n)*found: build",
+    ),
+    ("import nonexistent_pkg_xyz\n", "importing the model file raised ModuleNotFoundError"),
+    ("def model(idim):\n    return 42\n", "must return a keras Model, got int"),
+    (
+        "def model(idim):\n    raise RuntimeError('boom')\n",
+        r"model\(\d+\) raised RuntimeError: boom(.|\n)*line 2",
+    ),
+    (
+        "import keras\ndef model(idim):\n    return keras.Sequential([keras.Input((idim,)), keras.layers.Dense(1)])\n",
+        "not compiled",
+    ),
+    (
+        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, activation='sigmoid')])\n"
+        "    m.compile('adam', 'binary_crossentropy')\n    return m\n",
+        "takes 10 inputs but the feature layout has",
+    ),
+    (
+        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(1, activation='softmax')])\n"
+        "    m.compile('adam', 'binary_crossentropy')\n    return m\n",
+        "single unit with softmax",
+    ),
+    (
+        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(3, activation='softmax')])\n"
+        "    m.compile('adam', 'sparse_categorical_crossentropy')\n    return m\n",
+        "3 outputs but the labels have 2 classes",
+    ),
+    (
+        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(1)])\n"
+        "    m.compile('adam', 'mse')\n    return m\n",
+        "does not match a classification",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "match"), BAD_MODELS, ids=[m[:24] for _, m in BAD_MODELS])
+def test_bad_model_files_named_with_the_fix(tmp_path, text, match):
+    path = tmp_path / "model.py"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ModelError, match=match) as info:
+        build_model(path, 20, 2)
+    assert str(path) in str(info.value)
+
+
+def test_shards_from_other_specs_rejected(data, tmp_path):
+    layout, shards, _ = data
+    other = dict(layout, digest="f" * 64)
+    with pytest.raises(LayoutError, match=r"built from other specs(.|\n)*in file .*shard-"):
+        train(other, shards, tmp_path / "b", options=FAST)
+    assert not (tmp_path / "b").exists()
+
+
+def test_empty_train_split(data, tmp_path):
+    layout, shards, _ = data
+    test_only = []
+    for p in shards[:1]:
+        q = tmp_path / p.name
+        shutil.copy(p, q)
+        with h5py.File(q, "r+") as h5:
+            h5["split"][...] = TEST
+        test_only.append(q)
+    with pytest.raises(DataError, match="train split is empty"):
+        train(layout, test_only, tmp_path / "b", options=FAST)
+
+
+def test_incomplete_bundle_names_missing_files(bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"missing model.onnx(.|\n)*in folder"):
+        load_bundle(copy)
