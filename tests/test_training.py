@@ -194,6 +194,13 @@ def test_mlaas4hep_documented_models_train(name, data, tmp_path):
     assert (bundle / "model.onnx").is_file()
 
 
+def _compiled(layers: str, loss: str) -> str:
+    return (
+        f"import keras\ndef model(idim):\n    m = keras.Sequential([{layers}])\n"
+        f"    m.compile('adam', '{loss}')\n    return m\n"
+    )
+
+
 BAD_MODELS = [
     (None, "does not exist"),
     ("def model(idim)\n    return 1\n", "syntax error in the model file at line 1"),
@@ -212,23 +219,27 @@ BAD_MODELS = [
         "not compiled",
     ),
     (
-        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, activation='sigmoid')])\n"
-        "    m.compile('adam', 'binary_crossentropy')\n    return m\n",
+        _compiled(
+            "keras.Input((10,)), keras.layers.Dense(1, activation='sigmoid')", "binary_crossentropy"
+        ),
         "takes 10 inputs but the feature layout has",
     ),
     (
-        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(1, activation='softmax')])\n"
-        "    m.compile('adam', 'binary_crossentropy')\n    return m\n",
+        _compiled(
+            "keras.Input((idim,)), keras.layers.Dense(1, activation='softmax')",
+            "binary_crossentropy",
+        ),
         "single unit with softmax",
     ),
     (
-        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(3, activation='softmax')])\n"
-        "    m.compile('adam', 'sparse_categorical_crossentropy')\n    return m\n",
+        _compiled(
+            "keras.Input((idim,)), keras.layers.Dense(3, activation='softmax')",
+            "sparse_categorical_crossentropy",
+        ),
         "3 outputs but the labels have 2 classes",
     ),
     (
-        "import keras\ndef model(idim):\n    m = keras.Sequential([keras.Input((idim,)), keras.layers.Dense(1)])\n"
-        "    m.compile('adam', 'mse')\n    return m\n",
+        _compiled("keras.Input((idim,)), keras.layers.Dense(1)", "mse"),
         "does not match a classification",
     ),
 ]

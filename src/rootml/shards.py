@@ -107,9 +107,10 @@ def aligned(
     then never straddle two blocks, and an epoch has exactly ceil(rows / batch) of them."""
     held_x: np.ndarray | None = None
     held_y: np.ndarray | None = None
-    for x, y in source:
+    for block_x, block_y in source:
+        x, y = block_x, block_y
         if held_x is not None and len(held_y):
-            x, y = np.concatenate([held_x, x]), np.concatenate([held_y, y])
+            x, y = np.concatenate([held_x, block_x]), np.concatenate([held_y, block_y])
         cut = len(y) - len(y) % batch
         if cut:
             yield x[:cut], y[:cut]
