@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import awkward as ak
 import numpy as np
+from tqdm import tqdm
 
 from . import __version__
 from .exceptions import DataError, LayoutError
@@ -266,6 +268,12 @@ def preprocess(
         by_file.setdefault(chunk["file"], []).append((chunk, target))
     buffer = np.empty((max(c["stop"] - c["start"] for c in chunks), layout["dim"]), np.float32)
     written: list[Path] = []
+    bar = tqdm(
+        total=sum(c["stop"] - c["start"] for c in chunks),
+        unit="events",
+        desc="preprocess",
+        disable=not sys.stderr.isatty(),
+    )
     for file_id, items in by_file.items():
         info = layout["files"][file_id]
         location = (paths or {}).get(info["basename"], info["url"])
@@ -276,7 +284,9 @@ def preprocess(
                 shard = _shard_arrays(arrays, layout, info, chunk, root.path, buffer)
                 _write_shard(h5py, target, shard, _attrs(layout, info, chunk))
                 written.append(target)
+                bar.update(chunk["stop"] - chunk["start"])
                 _log_chunk(chunk, info, shard["x"].shape, time.perf_counter() - t0, target)
+    bar.close()
     return written
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import awkward as ak
 import numpy as np
+from tqdm import tqdm
 
 from . import __version__
 from .exceptions import BranchError, DataError
@@ -176,7 +178,14 @@ def scan(
     infos = [root.branches[n] for n in names]
     moments = {n: Moments() for n in names}
     hists = {n: np.zeros(0, dtype=np.int64) for n in names}
+    bar = tqdm(
+        total=root.entries,
+        unit="events",
+        desc=f"specs {root.source.basename}",
+        disable=not sys.stderr.isatty(),
+    )
     for _, arrays in root.iterate(names, step):
+        bar.update(len(arrays))
         for info in infos:
             column = arrays[info.name]
             if info.kind == FLAT:
@@ -185,6 +194,7 @@ def scan(
                 counts = np.asarray(ak.num(column, axis=1))
                 hists[info.name] = add_histogram(hists[info.name], np.bincount(counts))
                 moments[info.name].add(np.asarray(ak.to_numpy(ak.flatten(column, axis=1))))
+    bar.close()
     out: dict[str, dict] = {}
     for info in infos:
         entry = {"kind": info.kind, "dtype": info.dtype, "entries": root.entries}
