@@ -193,3 +193,33 @@ def test_parse_chunks():
         parse_chunks("7", 5)
     with pytest.raises(LayoutError, match="not a number"):
         parse_chunks("x", 5)
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"counts": True, "masks": True, "jagged_cap": 2}, {"scaling": "standard"}]
+)
+def test_raw_rows_and_named_events_scale_to_the_shard_rows(files, kw):
+    from rootml.preprocessing import events_to_raw, raw_rows, scale_rows
+
+    layout = _layout(files, **kw)
+    arrays = uproot.open(files[0])["events"].arrays(layout["read"], entry_stop=300)
+    x, _ = transform(arrays, layout)
+    raw = raw_rows(arrays, layout)
+    assert np.isnan(raw).any()  # missing objects are NaN in the raw vector
+    np.testing.assert_array_equal(scale_rows(raw, layout), x)
+    np.testing.assert_array_equal(scale_rows(events_to_raw(ak.to_list(arrays), layout), layout), x)
+
+
+def test_named_event_errors(files):
+    from rootml.preprocessing import events_to_raw
+
+    layout = _layout(files)
+    event = ak.to_list(uproot.open(files[0])["events"].arrays(layout["read"], entry_stop=1))[0]
+    with pytest.raises(DataError, match=r"unknown branch 'Jet_ptt' \(closest: 'Jet_pt'"):
+        events_to_raw([{**event, "Jet_ptt": [1.0]}], layout)
+    with pytest.raises(DataError, match="lacks branch 'MET'"):
+        events_to_raw([{k: v for k, v in event.items() if k != "MET"}], layout)
+    with pytest.raises(DataError, match="'Jet_pt' must be a list of numbers"):
+        events_to_raw([{**event, "Jet_pt": 3.0}], layout)
+    with pytest.raises(DataError, match="'MET' must be a number"):
+        events_to_raw([{**event, "MET": "high"}], layout)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .exceptions import DataError, LayoutError
+from .exceptions import DataError, LayoutError, format_closest
 from .layout import column_constants, count_shift
 from .reading import open_input
 from .sources import resolve
@@ -190,6 +190,53 @@ def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
         else:
             raw[:, off : off + width] = np.arange(width) < counts[:, None]
     return raw
+
+
+def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
+    """Raw feature rows for events given by branch name, as a client sends them:
+    ``{"HT": 512.0, "Jet_pt": [120.5, 64.2], ...}``. Lists longer than the cap are truncated
+    and shorter ones padded, exactly as in training."""
+    names = [n for n in layout["read"] if n != layout["labels"]["branch"]]
+    kinds = {c["branch"]: c["kind"] for c in layout["inputs"]}
+    columns: dict[str, list] = {n: [] for n in names}
+    for i, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise DataError(
+                f"event {i} must be an object of branch: value, got {type(event).__name__}"
+            )
+        unknown = sorted(set(event) - set(names))
+        if unknown:
+            raise DataError(
+                f"event {i} has unknown branch {unknown[0]!r} "
+                f"({format_closest(unknown[0], names)}); the model takes: {', '.join(names)}"
+            )
+        for name in names:
+            if name not in event:
+                raise DataError(
+                    f"event {i} lacks branch {name!r}; the model takes: {', '.join(names)}"
+                )
+            value = event[name]
+            if kinds.get(name, "jagged") == "jagged":
+                if not isinstance(value, list) or not all(_is_number(v) for v in value):
+                    raise DataError(
+                        f"event {i}: {name!r} must be a list of numbers (one per object)"
+                    )
+                columns[name].append([float(v) for v in value])
+            else:
+                if not _is_number(value):
+                    raise DataError(f"event {i}: {name!r} must be a number, got {value!r}")
+                columns[name].append(float(value))
+    arrays = ak.Array(
+        {
+            n: ak.Array(v) if kinds.get(n, "jagged") == "jagged" else np.asarray(v, np.float64)
+            for n, v in columns.items()
+        }
+    )
+    return raw_rows(arrays, layout)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float))  # bool flags count as 0/1
 
 
 def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: str) -> np.ndarray:
