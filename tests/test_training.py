@@ -282,3 +282,74 @@ def test_incomplete_bundle_names_missing_files(bundle, tmp_path):
     (copy / "model.onnx").unlink()
     with pytest.raises(BundleError, match=r"missing model.onnx(.|\n)*in folder"):
         load_bundle(copy)
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+@pytest.fixture(scope="module")
+def evaluated(bundle, data, tmp_path_factory):
+    from rootml.scoring import evaluate
+
+    out = tmp_path_factory.mktemp("report")
+    metrics = evaluate(bundle, data[1], out)
+    return out, metrics
+
+
+def test_evaluate_writes_metrics_plots_and_report_on_the_test_split(evaluated, bundle, data):
+    out, metrics = evaluated
+    shards = data[1]
+    n_test = 0
+    for p in shards:
+        with h5py.File(p) as h5:
+            n_test += int((h5["split"][:] == TEST).sum())
+    assert metrics["n_test"] == n_test
+    assert 0.5 < metrics["auc"] <= 1.0
+    assert len(metrics["confusion_matrix"]) == 2
+    for name in (
+        "metrics.json",
+        "report.html",
+        "roc.png",
+        "scores.png",
+        "history.png",
+        "confusion.png",
+        "features.png",
+        "scores.h5",
+    ):
+        assert (out / name).is_file(), name
+    assert json.loads((bundle / "metrics.json").read_text())["auc"] == metrics["auc"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 5
+    assert "http://" not in html
+    assert "https://" not in html
+
+
+def test_evaluation_scores_equal_predict_on_raw_files(evaluated, bundle, data):
+    out, _ = evaluated
+    files = data[2]
+    with h5py.File(out / "scores.h5") as h5:
+        names = h5["file"][:].astype(str)
+        entries, scores = h5["entry"][:], h5["scores"][:]
+    for result in predict_files(bundle, [str(f) for f in files]):
+        mine = names == result["file"]
+        assert mine.any()
+        np.testing.assert_allclose(result["scores"][entries[mine]], scores[mine], atol=1e-5)
+
+
+def test_evaluate_refuses_foreign_shards_and_empty_test_split(bundle, data, tmp_path):
+    from rootml.scoring import evaluate
+
+    _, shards, files = data
+    _, other_shards, _ = _data(tmp_path / "other", files=files, labels=("0", "1"))
+    with pytest.raises(BundleError, match="do not belong to bundle"):
+        evaluate(bundle, other_shards, tmp_path / "r1")
+    no_test = []
+    for p in shards[:2]:
+        q = tmp_path / p.name
+        shutil.copy(p, q)
+        with h5py.File(q, "r+") as h5:
+            h5["split"][...] = 0
+        no_test.append(q)
+    with pytest.raises(DataError, match="test split is empty"):
+        evaluate(bundle, no_test, tmp_path / "r2")
+    assert not (tmp_path / "r2" / "report.html").exists()
