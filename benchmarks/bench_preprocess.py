@@ -40,9 +40,19 @@ from rootml.storage import write_json
 MLAAS4HEP_CONVERSION = (8_000, 14_000)  # events/s on 52-wide rows, 2 cores (notes/mlaas4hep.md §9)
 IDS = ("run", "event", "luminosityBlock")
 COMPARABLE_FLAT = (
-    "HT", "MET_pt", "MET_phi", "MET_sumEt", "MET_significance", "MT", "PV_npvs", "PV_z",
-    "rho", "Lepton_isoSum", "deltaPhi_j1j2", "mjj",
-)  # fmt: skip
+    "HT",
+    "MET_pt",
+    "MET_phi",
+    "MET_sumEt",
+    "MET_significance",
+    "MT",
+    "PV_npvs",
+    "PV_z",
+    "rho",
+    "Lepton_isoSum",
+    "deltaPhi_j1j2",
+    "mjj",
+)
 
 
 def sample(out: Path, events: int, seed: int) -> list[Path]:
