@@ -1,0 +1,736 @@
+"""Plots of a classifier's test results and one self-contained HTML report.
+
+:func:`write_report` draws ``roc.png``, ``scores.png``, ``history.png``, ``confusion.png`` and
+``features.png`` and writes ``report.html`` with every image embedded as a base64 data URI,
+inline CSS and no scripts, so the file can be mailed, archived or opened offline.
+
+Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, so no backend or global
+figure state is touched) inside a style context that starts from matplotlib's defaults, so a
+user's ``matplotlibrc`` does not change the output. When mplhep is installed its CMS style
+(fonts, ticks, colours) is used, at sizes suited to a report; no experiment label is drawn.
+Everything is rendered in memory first and written only when all of it succeeded, each file
+atomically. PNGs carry no software version and the HTML no timestamp, so the same inputs give
+the same bytes with the same library versions.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .exceptions import DataError
+
+log = logging.getLogger(__name__)
+
+#: features.png shows at most this many features
+MAX_FEATURE_PLOTS = 36
+#: bins of the score histograms over [0, 1]
+SCORE_BINS = 40
+
+_RC: dict[str, Any] = {
+    "font.size": 11,
+    "axes.titlesize": "medium",
+    "axes.labelsize": "medium",
+    "xtick.labelsize": "small",
+    "ytick.labelsize": "small",
+    "legend.fontsize": "small",
+    "legend.frameon": False,
+    "axes.linewidth": 1.0,
+    "lines.linewidth": 1.8,
+    "xtick.major.size": 5,
+    "xtick.minor.size": 2.5,
+    "ytick.major.size": 5,
+    "ytick.minor.size": 2.5,
+    "xtick.major.pad": 4,
+    "ytick.major.pad": 4,
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "savefig.facecolor": "white",
+    # class and feature names are plain text, never mathtext ("$" is common in branch names)
+    "text.parse_math": False,
+}
+
+
+# ------------------------------------------------------------------ small helpers
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _nonfinite_path(doc: Any, where: str = "") -> str | None:
+    """The key path of the first NaN/inf in a JSON-like document, or None."""
+    if isinstance(doc, (float, np.floating)):
+        return None if math.isfinite(doc) else (where or "the document")
+    if isinstance(doc, np.ndarray):
+        doc = doc.tolist()
+    if isinstance(doc, Mapping):
+        for k, v in doc.items():
+            hit = _nonfinite_path(v, f"{where}.{k}" if where else str(k))
+            if hit:
+                return hit
+    elif isinstance(doc, (list, tuple)):
+        for i, v in enumerate(doc):
+            hit = _nonfinite_path(v, f"{where}[{i}]")
+            if hit:
+                return hit
+    return None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write ``metrics`` as indented JSON, atomically (temporary file in the same folder,
+    then ``os.replace``). NaN or inf anywhere raises :class:`DataError` naming its key path,
+    and nothing is written."""
+    path = Path(path)
+    bad = _nonfinite_path(metrics)
+    if bad:
+        raise DataError(
+            f"metrics must be finite numbers, {bad} is NaN or inf; nothing was written to {path}"
+        )
+    text = json.dumps(metrics, indent=1, allow_nan=False, default=_json_default) + "\n"
+    _write_atomic(path, text.encode("utf-8"))
+    return path
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """matplotlib defaults, then the CMS style if mplhep is installed, then report sizes."""
+    import matplotlib.style
+
+    styles: list[Any] = ["default"]
+    try:
+        import mplhep
+    except ImportError:
+        pass
+    else:
+        styles.append(mplhep.style.CMS)
+        # list the fonts themselves so glyphs missing from TeX Gyre Heros fall back to DejaVu
+        styles.append({"font.family": ["TeX Gyre Heros", "DejaVu Sans"]})
+    styles.append(_RC)
+    with matplotlib.style.context(styles):
+        yield
+
+
+class _Text:
+    """Make user strings safe to draw: characters no bundled font has become "?" (they
+    would raise a missing-glyph warning), long names are shortened, and a leading "_"
+    (which hides a legend entry) gets a space in front."""
+
+    def __init__(self) -> None:
+        import matplotlib as mpl
+        from matplotlib.ft2font import FT2Font
+
+        font = Path(mpl.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        self._known = set(FT2Font(str(font)).get_charmap())
+
+    def __call__(self, text: Any, limit: int = 60) -> str:
+        s = "".join(ch if ord(ch) in self._known else "?" for ch in str(text))
+        s = s.replace("\n", " ")
+        if len(s) > limit:
+            s = s[: limit - 1] + "\u2026"
+        return " " + s if s.startswith("_") else s
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _colors(n: int) -> list[Any]:
+    import matplotlib as mpl
+
+    cycle = [p["color"] for p in mpl.rcParams["axes.prop_cycle"]]
+    if n <= len(cycle):
+        return cycle[:n]
+    return [mpl.colormaps["tab20"](i % 20) for i in range(n)]
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    cols = min(n, max_cols)
+    return math.ceil(n / cols), cols
+
+
+# ------------------------------------------------------------------ the figures
+
+
+def _plot_roc(metrics: Mapping[str, Any], names: list[str], text: _Text) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 5.8), layout="constrained")
+    ax = fig.add_subplot()
+    binary = len(names) == 2
+    curves = metrics["roc"]
+    for (name, curve), color in zip(curves.items(), _colors(len(curves)), strict=True):
+        if binary:
+            label = f"{text(names[1], 30)} vs {text(names[0], 30)}, AUC = {metrics['auc']:.4f}"
+        else:
+            label = f"{text(name, 30)} vs rest, AUC = {metrics['auc_ovr'][name]:.4f}"
+        ax.plot(curve["fpr"], curve["tpr"], color=color, label=label)
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1.2, label="random guess, AUC = 0.5")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.02)
+    if binary:
+        ax.set_xlabel(f"False positive rate ({text(names[0], 30)} selected)")
+        ax.set_ylabel(f"True positive rate ({text(names[1], 30)} selected)")
+    else:
+        ax.set_xlabel("False positive rate (other classes selected)")
+        ax.set_ylabel("True positive rate (class selected)")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def _density(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-area histogram of ``values`` and its statistical error per bin."""
+    counts, _ = np.histogram(values, bins=edges)
+    norm = max(len(values), 1) * np.diff(edges)
+    return counts / norm, np.sqrt(counts) / norm
+
+
+def _score_panel(
+    ax: Any,
+    edges: np.ndarray,
+    groups: list[tuple[str, np.ndarray, np.ndarray | None, str]],
+    colors: list[Any],
+) -> None:
+    """Filled test histograms and train points for each (label, test, train, ks) group."""
+    centres = (edges[1:] + edges[:-1]) / 2
+    for (label, test, train, ks_text), color in zip(groups, colors, strict=True):
+        dens, _ = _density(test, edges)
+        ax.stairs(dens, edges, fill=True, alpha=0.3, color=color, label=f"{label} (test)")
+        ax.stairs(dens, edges, color=color, lw=1.2)
+        if train is not None and len(train):
+            tdens, terr = _density(train, edges)
+            ax.errorbar(
+                centres,
+                tdens,
+                yerr=terr,
+                fmt="o",
+                ms=3.5,
+                lw=1.0,
+                color=color,
+                label=f"{label} (train){ks_text}",
+            )
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(bottom=0.0)
+    ax.set_ylabel("Density (unit area)")
+    ax.legend(loc="upper center")
+
+
+def _plot_scores(
+    test_p: np.ndarray,
+    test_y: np.ndarray,
+    train_p: np.ndarray | None,
+    train_y: np.ndarray | None,
+    names: list[str],
+    ks: Mapping[str, Any] | None,
+    text: _Text,
+) -> bytes:
+    from matplotlib.figure import Figure
+
+    k = len(names)
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    per_class = (ks or {}).get("per_class", {})
+
+    def ks_text(name: str) -> str:
+        hit = per_class.get(name)
+        return f", KS p = {hit['pvalue']:.3g}" if hit else ""
+
+    def train_of(col: int, mask_class: int, invert: bool = False) -> np.ndarray | None:
+        if train_p is None or train_y is None:
+            return None
+        mask = (train_y != mask_class) if invert else (train_y == mask_class)
+        return train_p[mask, col]
+
+    if k == 2:
+        fig = Figure(figsize=(7.2, 5.6), layout="constrained")
+        ax = fig.add_subplot()
+        groups = [
+            (text(n, 30), test_p[test_y == c, 1], train_of(1, c), ks_text(n))
+            for c, n in enumerate(names)
+        ]
+        _score_panel(ax, edges, groups, _colors(2))
+        ax.set_xlabel(f"Score P({text(names[1], 30)})")
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.35)  # room for the legend
+        return _png(fig)
+
+    rows, cols = _grid(k, 3)
+    fig = Figure(figsize=(5.0 * cols, 4.3 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for c, name in enumerate(names):
+        ax = axes[c]
+        groups = [
+            (text(name, 24), test_p[test_y == c, c], train_of(c, c), ks_text(name)),
+            ("other classes", test_p[test_y != c, c], train_of(c, c, invert=True), ""),
+        ]
+        _score_panel(ax, edges, groups, _colors(2))
+        ax.set_xlabel(f"Score P({text(name, 24)})")
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.45)
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    return _png(fig)
+
+
+def _history_series(history: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
+    """{"loss": {"training": [...], "validation": [...]}, ...} in first-seen order."""
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    for key, values in history.items():
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"history[{key!r}] must be a list of numbers per epoch, got {values!r:.80}"
+            ) from None
+        if arr.ndim != 1:
+            raise DataError(f"history[{key!r}] must be a list per epoch, got shape {arr.shape}")
+        name = str(key)
+        base = name[4:] if name.startswith("val_") and len(name) > 4 else name
+        which = "validation" if base != name else "training"
+        panels.setdefault(base, {})[which] = arr
+    return panels
+
+
+def _plot_history(history: Mapping[str, Any], text: _Text) -> bytes:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = _history_series(history)
+    rows, cols = _grid(len(panels), 3)
+    fig = Figure(figsize=(4.8 * cols, 3.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = _colors(2)
+    val_loss = panels.get("loss", {}).get("validation")
+    best = (
+        int(np.nanargmin(val_loss)) + 1
+        if val_loss is not None and np.isfinite(val_loss).any()
+        else None
+    )
+    for ax, (base, series) in zip(axes, panels.items(), strict=False):
+        for (which, values), color in zip(series.items(), colors, strict=False):
+            epochs = np.arange(1, len(values) + 1)
+            ax.plot(epochs, values, color=color, marker="o", ms=3, label=which)
+        if best is not None:
+            ax.axvline(best, color="0.4", ls=":", lw=1.2, label=f"lowest val_loss (epoch {best})")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(text(base, 30))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(loc="best")
+    for ax in axes[len(panels) :]:
+        ax.set_axis_off()
+    return _png(fig)
+
+
+def _plot_confusion(confusion: np.ndarray, names: list[str], text: _Text) -> bytes:
+    from matplotlib.figure import Figure
+
+    k = len(names)
+    totals = confusion.sum(axis=1, keepdims=True)
+    frac = confusion / np.maximum(totals, 1)
+    size = max(5.0, 1.0 * k + 2.6)
+    fig = Figure(figsize=(size + 1.0, size), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
+    fontsize = max(6.0, 12.0 - k)
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j,
+                i,
+                f"{frac[i, j]:.1%}\n{confusion[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if frac[i, j] > 0.55 else "black",
+            )
+    labels = [text(n, 20) for n in names]
+    ax.set_xticks(range(k), labels, rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
+    ax.set_yticks(range(k), labels)
+    ax.minorticks_off()
+    ax.tick_params(top=False, right=False, direction="out")
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    fig.colorbar(image, ax=ax, label="Fraction of the true class", shrink=0.85)
+    return _png(fig)
+
+
+def _missing_text(fractions: np.ndarray) -> str:
+    parts = []
+    for f in fractions:
+        if f == 0:
+            parts.append("0%")
+        elif f < 0.005:
+            parts.append("<1%")
+        else:
+            parts.append(f"{100 * f:.0f}%")
+    return "missing " + " | ".join(parts)
+
+
+def _plot_features(h: Any, text: _Text) -> bytes:
+    from matplotlib.figure import Figure
+
+    n_show = min(len(h.features), MAX_FEATURE_PLOTS)
+    rows, cols = _grid(n_show, 6)
+    fig = Figure(figsize=(2.7 * cols, 2.25 * rows + 0.5), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colors = _colors(len(h.classes))
+    width = np.diff(h.edges)
+    n_events = np.maximum(h.n_events, 1)
+    handles: dict[int, Any] = {}  # the first line drawn of each class, for the legend
+    for f in range(n_show):
+        ax = axes[f]
+        for c, color in enumerate(colors):
+            counts = h.counts[c, f]
+            total = counts.sum()
+            if total == 0:
+                continue
+            line = ax.stairs(counts / (total * width), h.edges, color=color, lw=1.3)
+            handles.setdefault(c, line)
+        missing = h.missing[:, f] / n_events
+        ax.set_title(f"{text(h.features[f], 30)}\n{_missing_text(missing)}", fontsize=8)
+        ax.set_xlim(h.lo, h.hi)
+        ax.set_ylim(bottom=0.0)
+        ax.tick_params(labelsize=7, which="both")
+        ax.minorticks_off()
+    for ax in axes[n_show:]:
+        ax.set_axis_off()
+    order = sorted(handles)
+    fig.legend(
+        [handles[c] for c in order],
+        [text(h.classes[c], 30) for c in order],
+        loc="outside upper center",
+        ncols=min(len(order), 6),
+        fontsize=10,
+    )
+    return _png(fig)
+
+
+# ------------------------------------------------------------------ the HTML page
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif;
+       color: #1d2330; background: #f4f5f7; margin: 0; line-height: 1.45; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 32px 48px; background: #fff; }
+h1 { font-size: 1.7em; margin: 0.2em 0 0.1em; overflow-wrap: anywhere; }
+h2 { font-size: 1.25em; margin: 1.6em 0 0.5em; padding-bottom: 4px;
+     border-bottom: 1px solid #d8dbe2; }
+p.lead { color: #505869; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.4em 0 1em; font-size: 0.95em; }
+th, td { border: 1px solid #d8dbe2; padding: 5px 10px; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
+th { background: #eef0f4; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { width: 16em; }
+table.cm td { text-align: center; min-width: 6em; font-variant-numeric: tabular-nums; }
+table.cm .sub { display: block; font-size: 0.8em; color: #505869; }
+.verdict { padding: 8px 12px; border-radius: 4px; margin: 0.5em 0 1em; }
+.ok { background: #e5f4ea; border-left: 4px solid #2e8b57; }
+.warn { background: #fdf0dc; border-left: 4px solid #d9822b; }
+figure { margin: 1em 0 2em; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto;
+             border: 1px solid #e3e5ea; }
+figcaption { font-size: 0.92em; color: #3c4352; margin-top: 0.6em; }
+details { font-size: 0.9em; margin: 0.5em 0 1em; }
+details p { overflow-wrap: anywhere; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return _e(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.6g}"
+    if isinstance(value, (Mapping, list, tuple)):
+        return _e(json.dumps(value, default=_json_default, sort_keys=True))
+    return _e(value)
+
+
+def _kv_table(rows: Sequence[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _summary_rows(metrics: Mapping[str, Any], names: list[str], ks: Mapping | None) -> list:
+    k = len(names)
+    rows: list[tuple[str, str]] = []
+    if k == 2:
+        rows.append((f"AUC ({_e(names[1])} vs {_e(names[0])})", f"{metrics['auc']:.4f}"))
+        rule = f"P({_e(names[1])}) &gt; 0.5"
+    else:
+        rows.append(("AUC, macro average of one vs rest", f"{metrics['auc_macro']:.4f}"))
+        rows.extend((f"AUC, {_e(n)} vs rest", f"{metrics['auc_ovr'][n]:.4f}") for n in names)
+        rule = "highest probability"
+    rows.append((f"Accuracy ({rule})", f"{metrics['accuracy']:.2%}"))
+    rows.append(("Log loss (cross-entropy)", f"{metrics['log_loss']:.4f}"))
+    rows.append(("Test events", f"{metrics['n_test']:,}"))
+    rows.extend((f"Test events of {_e(n)}", f"{metrics['counts'][n]:,}") for n in names)
+    if ks:
+        for n, r in ks["per_class"].items():
+            rows.append(
+                (
+                    f"KS train vs test, {_e(n)} ({_e(r['score'])})",
+                    f"D = {r['statistic']:.4f}, p = {r['pvalue']:.3g}",
+                )
+            )
+    return rows
+
+
+def _confusion_html(confusion: np.ndarray, names: list[str]) -> str:
+    totals = np.maximum(confusion.sum(axis=1), 1)
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    body = []
+    for i, n in enumerate(names):
+        cells = []
+        for j in range(len(names)):
+            frac = confusion[i, j] / totals[i]
+            shade = f"background: rgba(33, 102, 172, {0.08 + 0.6 * frac:.3f})"
+            cells.append(
+                f'<td style="{shade}">{confusion[i, j]:,}<span class="sub">{frac:.1%}</span></td>'
+            )
+        body.append(f"<tr><th>{_e(n)}</th>{''.join(cells)}</tr>")
+    return f'<table class="cm"><tr><th>true \\ predicted</th>{head}</tr>{"".join(body)}</table>'
+
+
+def _figure_html(name: str, png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure id="{_e(name)}"><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def _captions(names: list[str], h: Any) -> dict[str, str]:
+    binary = len(names) == 2
+    pos, neg = (_e(names[1]), _e(names[0])) if binary else ("a class", "the other classes")
+    captions = {
+        "roc": (
+            f"<b>ROC curve</b> on the held-out test split. Each point is one threshold on the "
+            f"score: the fraction of {pos} events selected (true positive rate) against the "
+            f"fraction of {neg} events selected (false positive rate). Better classifiers bend "
+            "toward the top-left corner; the dashed diagonal is a random guess. The AUC is the "
+            f"probability that a random {pos} event scores higher than a random {neg} event."
+            + (
+                ""
+                if binary
+                else " Each curve treats one class as signal and the rest as background."
+            )
+        ),
+        "scores": (
+            "<b>Score distributions</b>, each normalised to unit area. Filled: test split; "
+            "points with statistical error bars: training split. Points that follow the filled "
+            "histograms mean the model treats unseen events like those it was trained on. A "
+            "Kolmogorov&ndash;Smirnov p-value below 0.01 (in the legend) flags overtraining; "
+            "with large samples it also flags differences too small to matter, so judge the "
+            "agreement by eye as well."
+        ),
+        "history": (
+            "<b>Training history</b>: loss and metrics per epoch on training and validation "
+            "data. Both should fall and level off. A validation loss that rises while the "
+            "training loss keeps falling is overtraining; the dotted line marks the epoch with "
+            "the lowest validation loss."
+        ),
+        "confusion": (
+            "<b>Confusion matrix</b> of the test split: rows are true classes, columns predicted "
+            + (
+                f"classes (predicted {pos} when P({pos}) &gt; 0.5). "
+                if binary
+                else "classes (the class with the highest probability). "
+            )
+            + "Colours and percentages are normalised per true class, so the diagonal is the "
+            "fraction of each class classified correctly; the numbers are event counts."
+        ),
+    }
+    if h is not None:
+        captions["features"] = (
+            "<b>Input features</b> after preprocessing (scaled into "
+            f"[{h.lo:g}, {h.hi:g}]), one histogram per class, each normalised to unit area. "
+            "Padding values (absent objects, such as jets beyond an event's multiplicity) are "
+            "not drawn; each title gives the fraction of events where the feature is missing, "
+            "per class in legend order. Features whose shapes differ between classes are the "
+            "ones the classifier can use."
+        )
+    return captions
+
+
+def _page(
+    title: str,
+    metrics: Mapping[str, Any],
+    names: list[str],
+    ks: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    figures: list[str],
+    omitted: list[str],
+    n_features: int,
+) -> str:
+    confusion = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    k = len(names)
+    lead = (
+        f"Evaluation on the held-out test split: {metrics['n_test']:,} events, {k} classes "
+        f"({', '.join(_e(n) for n in names)})."
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        (
+            '<meta http-equiv="Content-Security-Policy" '
+            "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+        ),
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="lead">{lead}</p>',
+        "<h2>Summary</h2>",
+    ]
+    if ks:
+        css = "warn" if ks["overtraining_suspected"] else "ok"
+        parts.append(f'<div class="verdict {css}">{_e(ks["verdict"])}</div>')
+    parts.append(_kv_table(_summary_rows(metrics, names, ks)))
+    parts.append("<h2>Confusion matrix</h2>")
+    parts.append(_confusion_html(confusion, names))
+    if extra:
+        parts.append("<h2>Run</h2>")
+        parts.append(_kv_table([(_e(key), _fmt(value)) for key, value in extra.items()]))
+    parts.append("<h2>Plots</h2>")
+    parts.extend(figures)
+    if omitted:
+        shown = n_features - len(omitted)
+        parts.append(
+            f"<details><summary>{len(omitted):,} of {n_features:,} features are not plotted "
+            f"(only the first {shown} are)</summary><p>{_e(', '.join(omitted))}</p></details>"
+        )
+    parts.append("</main></body></html>\n")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def write_report(
+    out_dir: str | Path,
+    metrics: Mapping[str, Any],
+    *,
+    test_scores: Any,
+    test_y: Any,
+    train_scores: Any | None,
+    train_y: Any | None,
+    classes: Sequence[str],
+    history: Mapping[str, Sequence[float]] | None,
+    histograms: Any | None,
+    title: str,
+    ks: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Draw the plots and write ``report.html`` into ``out_dir``; return the paths by name.
+
+    ``metrics`` is :func:`rootml.evaluation.compute_metrics` output for ``test_scores`` and
+    ``test_y``; ``ks`` is :func:`rootml.evaluation.ks_overtraining` output or None.
+    ``train_scores``/``train_y`` overlay the training split on ``scores.png`` (None to
+    leave it out). ``history`` is a Keras ``History.history`` dict (``history.png`` is
+    skipped when None); ``histograms`` a :class:`rootml.evaluation.FeatureHistograms` or
+    its ``to_json()`` dict (``features.png`` is skipped when None). ``extra`` is shown as a
+    key/value table (bundle, digests, seed, ...).
+
+    Keys of the result: ``roc``, ``scores``, ``confusion``, ``history``, ``features`` (the
+    PNGs drawn) and ``report`` (the HTML). Inputs are checked and everything is rendered
+    before the first file is written.
+    """
+    from .evaluation import FeatureHistograms, as_probabilities, check_labels
+
+    out_dir = Path(out_dir)
+    names = [str(c) for c in classes]
+    if list(metrics.get("classes", [])) != names:
+        raise DataError(
+            f"the metrics are for classes {metrics.get('classes')!r}, the report for {names!r}; "
+            "pass the compute_metrics output of the same classes"
+        )
+    k = len(names)
+    test_p = as_probabilities(test_scores, k)
+    test_lab = check_labels(test_y, k, "test labels")
+    if len(test_p) != len(test_lab):
+        raise DataError(f"{len(test_lab)} test labels but {len(test_p)} test score rows")
+    train_p = train_lab = None
+    if (train_scores is None) != (train_y is None):
+        raise DataError("pass both train_scores and train_y, or neither")
+    if train_scores is not None:
+        train_p = as_probabilities(train_scores, k)
+        train_lab = check_labels(train_y, k, "training labels")
+        if len(train_p) != len(train_lab):
+            raise DataError(f"{len(train_lab)} training labels but {len(train_p)} score rows")
+    h = histograms
+    if isinstance(h, Mapping):
+        h = FeatureHistograms.from_json(h)
+    if h is not None and list(h.classes) != names:
+        raise DataError(f"the feature histograms are for classes {h.classes!r}, not {names!r}")
+    if history is not None and len(history) == 0:
+        history = None
+
+    text = _Text()
+    pngs: dict[str, bytes] = {}
+    with _style():
+        pngs["roc"] = _plot_roc(metrics, names, text)
+        pngs["scores"] = _plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
+        if history is not None:
+            pngs["history"] = _plot_history(history, text)
+        pngs["confusion"] = _plot_confusion(
+            np.asarray(metrics["confusion_matrix"], dtype=np.int64), names, text
+        )
+        if h is not None and h.features:
+            pngs["features"] = _plot_features(h, text)
+
+    captions = _captions(names, h)
+    alts = {
+        "roc": "ROC curve",
+        "scores": "Score distributions of training and test events",
+        "history": "Loss and metrics per epoch",
+        "confusion": "Confusion matrix",
+        "features": "Input feature distributions per class",
+    }
+    figures = [_figure_html(n, png, alts[n], captions[n]) for n, png in pngs.items()]
+    n_features = len(h.features) if h is not None else 0
+    omitted = h.features[MAX_FEATURE_PLOTS:] if h is not None else []
+    page = _page(title, metrics, names, ks, extra, figures, omitted, n_features)
+
+    paths: dict[str, Path] = {}
+    for name, png in pngs.items():
+        paths[name] = out_dir / f"{name}.png"
+        _write_atomic(paths[name], png)
+    paths["report"] = out_dir / "report.html"
+    _write_atomic(paths["report"], page.encode("utf-8"))
+    log.info("report: %d plots and report.html in %s", len(pngs), out_dir)
+    return paths
