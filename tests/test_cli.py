@@ -202,3 +202,98 @@ def test_merge_errors(example, tmp_path):
 @pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4")
 def test_version():
     assert rootml("--version").stdout.startswith("rootml ")
+
+
+def test_model_path_through_the_console_script(example, tmp_path):
+    """train -> evaluate -> predict as the workflow steps call them, with MLaaS4HEP inputs."""
+    pytest.importorskip("tensorflow")
+    inputs = example / "inputs"
+    for name in ("signal", "background"):
+        rootml(
+            "specs",
+            example / f"{name}.root",
+            "--params",
+            inputs / "params.json",
+            "--out",
+            f"{tmp_path}/specs/",
+        )
+    rootml(
+        "merge",
+        *sorted((tmp_path / "specs").iterdir()),
+        "--files",
+        inputs / "files.txt",
+        "--labels",
+        inputs / "labels.txt",
+        "--params",
+        inputs / "params.json",
+        "--jagged-cap",
+        "p99",
+        "--out",
+        tmp_path / "specs.json",
+    )
+    rootml(
+        "preprocess",
+        "--specs",
+        tmp_path / "specs.json",
+        "--chunk",
+        "all",
+        "--out",
+        tmp_path / "shards",
+    )
+    rootml(
+        "train",
+        "--specs",
+        tmp_path / "specs.json",
+        "--shards",
+        tmp_path / "shards",
+        "--model",
+        inputs / "model.py",
+        "--params",
+        inputs / "params.json",
+        "--epochs",
+        2,
+        "--out",
+        tmp_path / "bundle",
+    )
+    metrics = json.loads(
+        rootml(
+            "evaluate",
+            "--bundle",
+            tmp_path / "bundle",
+            "--shards",
+            tmp_path / "shards",
+            "--out",
+            tmp_path / "report",
+        ).stdout
+    )
+    assert 0.5 < metrics["auc"] <= 1.0
+    rootml(
+        "predict",
+        "--bundle",
+        tmp_path / "bundle",
+        example / "signal.root",
+        "--out",
+        tmp_path / "p.csv",
+    )
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "file,entry,score_1"
+    assert len(lines) == 1 + 1500
+    bad = tmp_path / "bad_model.py"
+    bad.write_text("def model(idim):\n    return None\n")
+    _fails(
+        rootml(
+            "train",
+            "--specs",
+            tmp_path / "specs.json",
+            "--shards",
+            tmp_path / "shards",
+            "--model",
+            bad,
+            "--out",
+            tmp_path / "b2",
+            ok=False,
+        ),
+        "must return a keras Model",
+        str(bad),
+    )
+    assert not (tmp_path / "b2").exists()
