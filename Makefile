@@ -19,8 +19,10 @@ venv: $(STAMP)
 test-deps:
 	bash scripts/install-test-deps.sh
 
+# Two processes: the XRootD client library segfaults once TensorFlow is loaded beside it.
 test: venv test-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not tensorflow"
+	$(BIN)/python -m pytest -m tensorflow
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -204,9 +205,10 @@ def test_version():
     assert rootml("--version").stdout.startswith("rootml ")
 
 
+@pytest.mark.tensorflow
+@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow")
 def test_model_path_through_the_console_script(example, tmp_path):
     """train -> evaluate -> predict as the workflow steps call them, with MLaaS4HEP inputs."""
-    pytest.importorskip("tensorflow")
     inputs = example / "inputs"
     for name in ("signal", "background"):
         rootml(

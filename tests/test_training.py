@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import textwrap
@@ -21,7 +22,10 @@ from rootml.scoring import as_scores, predict_files
 from rootml.specs import file_specs
 from rootml.training import TrainOptions, train
 
-pytest.importorskip("tensorflow")
+pytestmark = [
+    pytest.mark.tensorflow,
+    pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow"),
+]
 
 IDS = ("run", "event", "luminosityBlock")
 FAST = TrainOptions(epochs=2, batch_size=128, seed=3, patience=0)

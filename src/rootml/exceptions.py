@@ -62,6 +62,22 @@ class BundleError(RootmlError):
     it is used with, or its exported model disagrees with the trained one."""
 
 
+class RequestError(RootmlError):
+    """Raised by ``rootml serve`` for a client's mistake: a body that is not JSON, an unknown
+    model, a wrong feature count, an upload that is too large or a hostile tarball, a missing
+    token. ``status`` is the HTTP status the server answers with (4xx)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PublishError(RootmlError):
+    """Raised by the client side (``rootml publish``, ``models``, ``delete``, ``predict --url``)
+    when a server cannot be reached, answers with an error, or serves predictions that differ
+    from the bundle's reference outputs."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to ``n`` candidates, the ones most similar to ``name`` first.
 

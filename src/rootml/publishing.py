@@ -1,0 +1,545 @@
+"""The publish stage and the serving client: pack a bundle as TFaaS expects, upload it, check
+that the server lists it and serves the bundle's reference predictions, and write a receipt.
+
+The client speaks to ``rootml serve`` and to the Go TFaaS alike, with the standard library
+only (no TLS or HTTP package to install in the publish image). It finds out which one it
+talks to from ``GET /v2`` (rootml answers with its name; the Go server has no such route)
+and uses only TFaaS routes with the Go server:
+
+- upload: ``POST /upload``, the gzip tarball as the body with ``Content-Encoding: gzip``;
+  the model name is the tarball's top-level folder (the Go server's bundle upload; its form
+  upload takes single files, not a SavedModel folder). ``--form`` sends the tarball as the
+  file field ``model`` with a ``name`` field instead (rootml serve only);
+- check: ``GET /models`` must list the name, with the bundle's ``specs_digest``;
+- predict: ``POST /json`` with ``keys`` (the bundle's features) and ``values``: all reference
+  rows at once for rootml, one row per request for the Go server (it takes one row only).
+
+JSON has no NaN: rootml takes ``null`` as a missing object, but the Go server decodes ``null``
+into a float32 as 0. Against the Go server, rows are sent with 0 in place of ``null`` and
+compared with the bundle's own ``model.onnx`` on exactly those rows (the receipt says so).
+
+Redirects are never followed (they would carry the token elsewhere), and the token is never
+logged or written to the receipt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import logging
+import os
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from . import __version__
+from .bundle import load_bundle
+from .exceptions import ConfigError, PublishError
+from .storage import read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-5
+ROOTML, TFAAS = "rootml", "tfaas"
+_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+BATCH = 10_000
+
+
+# ------------------------------------------------------------------ the tarball
+
+
+def check_name(name: str) -> str:
+    if not 1 <= len(name) <= 64 or not set(name) <= _NAME_CHARS:
+        raise ConfigError(
+            f"model name {name!r} is not allowed: TFaaS takes 1 to 64 letters, digits or "
+            "underscores; pass --name"
+        )
+    return name
+
+
+def pack_bundle(bundle: str | Path, name: str, out: BinaryIO) -> None:
+    """Write a gzip tarball of ``bundle`` whose one top-level folder is ``name`` (the model
+    name TFaaS takes), with ``params.json``'s ``name`` set to match. The bytes depend only on
+    the bundle's contents: sorted members, fixed times, owners and modes."""
+    bundle = Path(bundle)
+    check_name(name)
+    stamp = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    with (
+        gzip.GzipFile(filename="", fileobj=out, mode="wb", mtime=stamp) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        tar.addfile(_info(name, tarfile.DIRTYPE, 0, stamp))
+        for path in sorted(bundle.rglob("*")):
+            rel = path.relative_to(bundle).as_posix()
+            if path.is_symlink():
+                raise ConfigError(
+                    f"bundle {bundle} holds a symbolic link ({rel}); servers refuse links: "
+                    "copy the file in instead"
+                )
+            arcname = f"{name}/{rel}"
+            if path.is_dir():
+                tar.addfile(_info(arcname, tarfile.DIRTYPE, 0, stamp))
+            elif rel == "params.json":
+                params = json.loads(path.read_text("utf-8"))
+                params["name"] = name
+                data = (json.dumps(params, indent=1) + "\n").encode()
+                tar.addfile(_info(arcname, tarfile.REGTYPE, len(data), stamp), io.BytesIO(data))
+            else:
+                with open(path, "rb") as handle:
+                    info = _info(arcname, tarfile.REGTYPE, path.stat().st_size, stamp)
+                    tar.addfile(info, handle)
+
+
+def _info(name: str, kind: bytes, size: int, stamp: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    info.mtime = stamp
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+class _ConnectionCut(PublishError):
+    """The server closed the connection while the request body was still being sent."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ARG002
+        raise PublishError(
+            f"{req.get_method()} {req.full_url} was redirected to {newurl} ({code}); "
+            "give the final URL (redirects are not followed, so a token is not sent elsewhere)"
+        )
+
+
+def _is_loopback(host: str | None) -> bool:
+    from ipaddress import ip_address
+
+    if host in (None, "localhost"):
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Client:
+    """A TFaaS / rootml serve endpoint: ``url`` is the base (``http://host:8083`` or with a
+    prefix such as ``/core``), ``token`` goes in ``Authorization: Bearer`` when given."""
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 120.0) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"server URL {url!r} must look like http://host:8083")
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        handlers: list = [_NoRedirect()]
+        if _is_loopback(parts.hostname):
+            handlers.append(urllib.request.ProxyHandler({}))
+        elif token and parts.scheme == "http":
+            log.warning("sending a token over plain http to %s; use https", parts.hostname)
+        self._opener = urllib.request.build_opener(*handlers)
+        self._kind: str | None = None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        ok: Sequence[int] = (200,),
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Send one request; an error status, a refused connection or a timeout is a
+        :class:`PublishError` naming the URL and the server's message."""
+        url = self.url + path
+        headers = dict(headers or {})
+        headers.setdefault("User-Agent", f"rootml/{__version__}")
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        req = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as reply:
+                status, data = reply.status, reply.read()
+                reply_headers = {k.lower(): v for k, v in reply.headers.items()}
+        except urllib.error.HTTPError as err:
+            status, data = err.code, err.read()
+            reply_headers = {k.lower(): v for k, v in err.headers.items()}
+            err.close()
+        except urllib.error.URLError as err:
+            if body is not None and isinstance(err.reason, BrokenPipeError | ConnectionResetError):
+                raise _ConnectionCut(
+                    f"{method} {url}: the server closed the connection while the body was "
+                    f"being sent ({err.reason})"
+                ) from None
+            raise PublishError(
+                f"cannot reach {url}: {err.reason}; is the server running "
+                "(rootml serve --models DIR) and the URL right?"
+            ) from None
+        except (OSError, HTTPException) as err:
+            raise PublishError(
+                f"{method} {url} failed: {err!r} (the server closed the connection; a body "
+                "over its size limit does that)"
+            ) from None
+        if status not in ok:
+            raise PublishError(f"{method} {url} answered {status}: {_message(data)}")
+        return status, reply_headers, data
+
+    def json(self, method: str, path: str, doc: Any = None, **kwargs: Any) -> Any:
+        body = None if doc is None else json.dumps(doc, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        _, _, data = self.request(method, path, body, headers, **kwargs)
+        try:
+            return json.loads(data) if data.strip() else None
+        except ValueError:
+            raise PublishError(
+                f"{method} {self.url}{path} did not answer JSON: {data[:200]!r}"
+            ) from None
+
+    def kind(self) -> str:
+        """``"rootml"`` for rootml serve, ``"tfaas"`` for a server without ``/v2``."""
+        if self._kind is None:
+            try:
+                doc = self.json("GET", "/v2")
+                self._kind = (
+                    ROOTML if isinstance(doc, dict) and doc.get("name") == ROOTML else TFAAS
+                )
+            except PublishError as err:
+                if "cannot reach" in str(err) or "failed:" in str(err):
+                    raise
+                self._kind = TFAAS
+        return self._kind
+
+    def upload(self, tarball: str | Path, *, form: bool = False, name: str | None = None) -> Any:
+        """Upload a gzip bundle tarball (raw body, or a multipart form). A server that refuses
+        the upload before reading it (no token, too large) closes the connection while the
+        client is still sending; an empty request then tells which it was."""
+        try:
+            return self._upload(Path(tarball), form=form, name=name)
+        except _ConnectionCut as err:
+            self.request("POST", "/upload", b"", {"Content-Type": "application/octet-stream"},
+                         ok=(200, 400))  # fmt: skip
+            raise PublishError(
+                f"{err}; the bundle ({Path(tarball).stat().st_size} bytes) may be over the "
+                "server's upload limit (rootml serve --max-upload-mb)"
+            ) from None
+
+    def _upload(self, tarball: Path, *, form: bool, name: str | None) -> Any:
+        if form:
+            boundary = uuid.uuid4().hex
+            body = _multipart(boundary, {"name": name} if name else {}, "model", tarball)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            _, _, data = self.request("POST", "/upload", body, headers)
+        else:
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Encoding": "gzip",
+                "Content-Length": str(tarball.stat().st_size),
+            }
+            with open(tarball, "rb") as handle:
+                _, _, data = self.request("POST", "/upload", handle, headers)
+        try:
+            return json.loads(data) if data.strip() else None
+        except ValueError:
+            return None  # the Go server answers an empty body
+
+    def models(self) -> list[dict]:
+        doc = self.json("GET", "/models")
+        return doc if isinstance(doc, list) else []  # the Go server says null when empty
+
+    def delete(self, name: str) -> None:
+        self.request("DELETE", f"/delete/{check_name(name)}")
+
+    def params(self, name: str) -> dict:
+        doc = self.json("GET", f"/params/{check_name(name)}")
+        if not isinstance(doc, dict):
+            raise PublishError(f"GET /params/{name} did not answer a params object")
+        return doc
+
+    def infer(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Outputs ``[n, k]`` through KServe V2 with binary tensors (rootml serve; fast)."""
+        rows = np.ascontiguousarray(rows, dtype="<f4")
+        meta = self.json("GET", f"/v2/models/{check_name(name)}")
+        input_name = meta["inputs"][0]["name"]
+        parts = []
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            data = chunk.tobytes()
+            head = json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": input_name,
+                            "shape": list(chunk.shape),
+                            "datatype": "FP32",
+                            "parameters": {"binary_data_size": len(data)},
+                        }
+                    ],
+                    "parameters": {"binary_data_output": True},
+                }
+            ).encode()
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(head)),
+            }
+            _, reply_headers, body = self.request(
+                "POST", f"/v2/models/{check_name(name)}/infer", head + data, headers
+            )
+            cut = int(reply_headers.get("inference-header-content-length", len(body)))
+            out = json.loads(body[:cut])["outputs"][0]
+            parts.append(np.frombuffer(body[cut:], dtype="<f4").reshape(out["shape"]))
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 1))
+
+    def predict(self, name: str, rows: np.ndarray, features: Sequence[str] | None) -> np.ndarray:
+        """Outputs ``[n, k]`` for float32 raw rows (NaN: a missing object)."""
+        rows = np.asarray(rows, dtype=np.float32)
+        keys = list(features) if features is not None else []
+        if self.kind() == ROOTML:
+            parts = []
+            for start in range(0, len(rows), BATCH):
+                chunk = rows[start : start + BATCH]
+                values = np.where(np.isnan(chunk), None, chunk.astype(np.float64)).tolist()
+                doc = self.json("POST", "/json", {"keys": keys, "values": values, "model": name})
+                parts.append(np.asarray(doc, dtype=np.float64).reshape(len(chunk), -1))
+            return np.concatenate(parts) if parts else np.zeros((0, 1))
+        out = []
+        for row in np.nan_to_num(rows, nan=0.0).astype(np.float64):
+            doc = self.json("POST", "/json", {"keys": keys, "values": row.tolist(), "model": name})
+            out.append(np.asarray(doc, dtype=np.float64).reshape(-1))
+        return np.array(out)
+
+
+def _message(data: bytes) -> str:
+    try:
+        doc = json.loads(data)
+        if isinstance(doc, dict) and "error" in doc:
+            return str(doc["error"])
+    except ValueError:
+        pass
+    return data[:300].decode("utf-8", "replace").strip() or "(empty body)"
+
+
+def _multipart(boundary: str, fields: dict[str, str], file_field: str, path: Path) -> bytes:
+    chunks = []
+    for key, value in fields.items():
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode()
+        )
+    chunks.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
+        f'filename="{path.name}"\r\nContent-Type: application/gzip\r\n\r\n'.encode()
+    )
+    chunks.append(path.read_bytes())
+    chunks.append(f"\r\n--{boundary}--\r\n".encode())
+    return b"".join(chunks)
+
+
+def token_from_env(variable: str | None) -> str | None:
+    """The token in environment variable ``variable`` (``None`` when no variable is named)."""
+    if variable is None:
+        return None
+    token = os.environ.get(variable, "").strip()
+    if not token:
+        raise ConfigError(f"--token-env names {variable}, but that environment variable is empty")
+    return token
+
+
+# ------------------------------------------------------------------ publish
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    doc = read_json(path / "reference.json")
+    inputs, outputs = doc.get("inputs"), doc.get("outputs")
+    if not inputs or not outputs or len(inputs) != len(outputs):
+        raise ConfigError(
+            f"reference.json of bundle {path} has no reference rows; rerun 'rootml train'"
+        )
+    x = np.array([[np.nan if v is None else v for v in row] for row in inputs], dtype=np.float32)
+    y = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)
+    return x, y
+
+
+def _local_outputs(bundle_path: Path, x: np.ndarray) -> np.ndarray:
+    session = load_bundle(bundle_path).onnx_session()
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x})[0], dtype=np.float64)
+
+
+def publish(
+    bundle: str | Path,
+    url: str,
+    out: str | Path,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    form: bool = False,
+    tolerance: float = TOLERANCE,
+    timeout: float = 120.0,
+) -> dict:
+    """Upload ``bundle`` to ``url``, check it is listed and serves the reference outputs
+    within ``tolerance``, and write the receipt to ``out`` (only when every check passed)."""
+    started = _now()
+    clock = time.perf_counter()
+    b = load_bundle(bundle)
+    x, expected = _reference(b.path)
+    name = check_name(name or str(b.params.get("name", "")))
+    features = b.params.get("features")
+    client = Client(url, token, timeout=timeout)
+    kind = client.kind()
+    if form and kind != ROOTML:
+        raise ConfigError("--form uploads need rootml serve; the Go TFaaS takes the tarball body")
+    with tempfile.TemporaryDirectory(prefix="rootml-publish-") as tmp:
+        tarball = Path(tmp) / f"{name}.tar.gz"
+        with open(tarball, "wb") as handle:
+            pack_bundle(b.path, name, handle)
+        digest, size = sha256_file(tarball), tarball.stat().st_size
+        reply = client.upload(tarball, form=form, name=name)
+    uploaded = _now()
+    if kind == ROOTML and (not isinstance(reply, dict) or reply.get("sha256") != digest):
+        raise PublishError(
+            f"the server received other bytes than were sent (sha256 {digest[:12]}..., server "
+            f"says {str((reply or {}).get('sha256'))[:12]}...); check any proxy in between"
+        )
+    listed = next((m for m in client.models() if m.get("name") == name), None)
+    if listed is None:
+        raise PublishError(f"the upload succeeded but GET /models does not list {name!r}")
+    digest_ok = listed.get("specs_digest") in (None, b.params.get("specs_digest"))
+    if not digest_ok:
+        raise PublishError(
+            f"GET /models lists {name!r} with specs digest {listed.get('specs_digest')!r}, "
+            f"not this bundle's {b.params.get('specs_digest')!r}: another upload replaced it"
+        )
+    missing = "sent as null (a missing object)"
+    if kind != ROOTML and np.isnan(x).any():
+        x = np.nan_to_num(x, nan=0.0)
+        expected = _local_outputs(b.path, x).reshape(len(x), -1)
+        missing = "sent as 0 (the Go TFaaS reads null as 0), compared with model.onnx locally"
+    served = client.predict(name, x, features)
+    if served.shape != expected.shape:
+        raise PublishError(
+            f"the server answered outputs of shape {served.shape}, the bundle expects "
+            f"{expected.shape}"
+        )
+    diff = np.abs(served - expected)
+    worst = float(np.nanmax(diff)) if diff.size else 0.0
+    if not np.isfinite(diff).all() or worst > tolerance:
+        row = int(np.nanargmax(diff.max(axis=1))) if np.isfinite(diff).any() else 0
+        raise PublishError(
+            f"model {name!r} at {url} serves other predictions than the bundle: max difference "
+            f"{worst:.3g} > {tolerance} (row {row}: served {served[row].tolist()}, expected "
+            f"{expected[row].tolist()}); the upload may have been replaced, or the server "
+            "runs a different graph"
+        )
+    receipt = {
+        "url": client.url,
+        "server": kind,
+        "name": name,
+        "bundle": str(b.path),
+        "specs_digest": b.params.get("specs_digest"),
+        "tarball": {"sha256": digest, "bytes": size, "form": form},
+        "server_reply": reply if isinstance(reply, dict) else None,
+        "reference": {
+            "rows": len(x),
+            "max_abs_difference": worst,
+            "tolerance": tolerance,
+            "missing_values": missing,
+        },
+        "started": started,
+        "uploaded": uploaded,
+        "verified": _now(),
+        "seconds": round(time.perf_counter() - clock, 3),
+        "rootml_version": __version__,
+    }
+    write_json(out, receipt)
+    log.info(
+        "publish: %s -> %s/%s (%s), %d reference rows within %.2g -> %s",
+        b.path,
+        client.url,
+        name,
+        kind,
+        len(x),
+        worst,
+        out,
+    )
+    return receipt
+
+
+# ------------------------------------------------------------------ predict through a server
+
+
+def predict_remote(
+    bundle_path: str | Path,
+    files: Sequence[str],
+    url: str,
+    *,
+    name: str | None = None,
+    token: str | None = None,
+    redirector: str | None = None,
+    step: int = 100_000,
+) -> list[dict]:
+    """Like :func:`rootml.scoring.predict_files`, but the served model scores the rows: the
+    bundle gives the layout, the server the predictions. The server's model must carry the
+    bundle's specs digest."""
+    from .preprocessing import raw_rows
+    from .reading import open_input
+    from .scoring import as_scores
+    from .sources import resolve
+
+    b = load_bundle(bundle_path)
+    layout = b.layout
+    name = check_name(name or str(b.params.get("name", "")))
+    client = Client(url, token)
+    served_digest = client.params(name).get("specs_digest")
+    if served_digest not in (None, layout["digest"]):
+        raise PublishError(
+            f"model {name!r} at {url} was trained on other specs (digest {served_digest[:12]}..., "
+            f"bundle {layout['digest'][:12]}...); publish this bundle or pass --name"
+        )
+    if client.kind() != ROOTML:
+        log.warning("the Go TFaaS takes one row per request and reads null as 0: slow and lossy")
+    label = layout["labels"]["branch"]
+    names = [n for n in layout["read"] if n != label]
+    n_classes = len(layout["labels"]["classes"])
+    results = []
+    for path in files:
+        with open_input(resolve(path, redirector=redirector), layout["tree"]) as root:
+            root.require(names)
+            parts = []
+            for _, arrays in root.iterate(names, step):
+                x = raw_rows(arrays, layout)
+                if client.kind() == ROOTML:
+                    outputs = client.infer(name, x)
+                else:
+                    outputs = client.predict(name, x, b.params.get("features"))
+                parts.append(as_scores(outputs, n_classes))
+            scores = np.concatenate(parts) if parts else np.zeros(0)
+            results.append(
+                {
+                    "file": root.source.basename,
+                    "url": root.path,
+                    "entry": np.arange(root.entries, dtype=np.int64),
+                    "scores": scores,
+                }
+            )
+            log.info("predict: %s: %d events scored by %s", root.source.basename, root.entries, url)
+    return results

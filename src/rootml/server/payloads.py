@@ -1,0 +1,287 @@
+"""Request bodies of the serving protocols turned into float32 rows, and outputs into replies.
+
+Pure functions over parsed JSON (dicts and lists) and NumPy arrays; no I/O. Every client
+mistake raises :class:`~rootml.exceptions.RequestError` (400) saying which field was wrong,
+what it held and what was expected. Raw physics values come in; ``null`` (JSON has no NaN)
+marks a missing object and becomes NaN, which the model's graph turns into padding.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import DataError, RequestError
+from .models import LoadedModel
+
+try:  # orjson is in the ``serve`` extra; the standard library is the fallback
+    import orjson
+
+    _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+    def loads(body: bytes | memoryview) -> Any:
+        """Parse a JSON body; a 400 saying where it is broken otherwise."""
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as err:
+            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+
+    def dumps(doc: Any) -> bytes:
+        return orjson.dumps(doc, option=_DUMP_OPTIONS)
+
+except ImportError:  # pragma: no cover - exercised only without orjson
+
+    def loads(body: bytes | memoryview) -> Any:
+        try:
+            return json.loads(bytes(body), parse_constant=_no_constant)
+        except (ValueError, RecursionError) as err:
+            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+
+    def dumps(doc: Any) -> bytes:
+        return json.dumps(doc, default=_plain, allow_nan=False).encode()
+
+    def _plain(value: Any) -> Any:
+        if isinstance(value, np.ndarray | np.generic):
+            return value.tolist()
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (send null for a missing value)")
+
+
+_NUMBER_TYPES = (int, float, bool)
+V2_TYPES = {
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "FP16": "<f2",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "BOOL": "|b1",
+}
+
+
+def object_of(doc: Any, what: str = "the body") -> dict:
+    if not isinstance(doc, dict):
+        raise RequestError(400, f"{what} must be a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def rows(
+    values: Any, what: str = "values", *, allow_single: bool = True
+) -> tuple[np.ndarray, bool]:
+    """A float32 ``[n, f]`` array from one row (a list of numbers) or a list of rows, and
+    whether it was one row. ``null`` becomes NaN."""
+    if not isinstance(values, list) or not values:
+        raise RequestError(
+            400,
+            f"'{what}' must be a non-empty list of numbers (one row) or of equally long rows",
+        )
+    single = not isinstance(values[0], list)
+    if single and not allow_single:
+        raise RequestError(400, f"'{what}' must be a list of rows (lists of numbers)")
+    try:
+        array = np.array(values)
+        if array.dtype.kind == "O":
+            if not all(v is None or type(v) in _NUMBER_TYPES for v in array.flat):
+                raise TypeError
+            array = np.array(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        array = None
+    if array is None or array.dtype.kind not in "fiub" or array.ndim != (1 if single else 2):
+        raise RequestError(
+            400,
+            f"'{what}' must hold numbers or null only, as one row or as equally long rows",
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = array.astype(np.float32)
+    if np.isinf(x).any():
+        raise RequestError(
+            400,
+            f"'{what}' holds a value outside the float32 range; send physics values "
+            "(null for a missing object)",
+        )
+    return (x[None, :] if single else x), single
+
+
+def check_width(x: np.ndarray, model: LoadedModel, what: str = "values") -> None:
+    if x.shape[1] != model.dim:
+        raise RequestError(
+            400,
+            f"model {model.name!r} takes {model.dim} features per row, '{what}' has "
+            f"{x.shape[1]}; GET /params/{model.name} lists them under 'features'",
+        )
+
+
+def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
+    """Raw rows from named events (branch name -> value or list), through the bundle's specs."""
+    from ..preprocessing import events_to_raw
+
+    if model.layout is None:
+        raise RequestError(
+            400, f"model {model.name!r} has no specs.json, so it takes 'values', not events"
+        )
+    what = "event" if single else "events"
+    if single:
+        events = [object_of(events, "'event'")]
+    elif not isinstance(events, list) or not events:
+        raise RequestError(400, "'events' must be a non-empty list of objects")
+    try:
+        return events_to_raw(events, model.layout)
+    except DataError:
+        raise
+    except (ValueError, TypeError, OverflowError) as err:
+        raise RequestError(400, f"'{what}' cannot be read as branch values: {err}") from None
+
+
+def tfaas_rows(doc: dict, model: LoadedModel) -> tuple[np.ndarray, bool]:
+    """Rows of a ``/json`` body: ``values`` (+ optional ``keys``), ``event`` or ``events``."""
+    if "event" in doc:
+        return event_rows(doc["event"], model, True), True
+    if "events" in doc:
+        return event_rows(doc["events"], model, False), False
+    if "values" not in doc:
+        raise RequestError(
+            400, "the body needs 'values' (with optional 'keys'), 'event' or 'events'"
+        )
+    x, single = rows(doc["values"])
+    order = model.order(doc.get("keys"))
+    check_width(x, model)
+    return (x if order is None else x[:, order]), single
+
+
+# ------------------------------------------------------------------ KServe V2
+
+
+def _v2_params(item: dict, what: str) -> dict:
+    params = item.get("parameters", {})
+    if not isinstance(params, dict):
+        raise RequestError(400, f"{what} 'parameters' must be an object")
+    return params
+
+
+def v2_rows(doc: dict, model: LoadedModel, tail: bytes | memoryview) -> np.ndarray:
+    """The one input tensor of a V2 infer request, JSON ``data`` or binary (after the JSON)."""
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestError(
+            400, f"'inputs' must be a list of one tensor, {model.input_name!r} [N, {model.dim}]"
+        )
+    item = inputs[0]
+    if item.get("name") != model.input_name:
+        raise RequestError(
+            400,
+            f"input {str(item.get('name'))[:64]!r} is unknown: model {model.name!r} takes "
+            f"{model.input_name!r}",
+        )
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str) or datatype not in V2_TYPES:
+        raise RequestError(
+            400, f"datatype {str(datatype)[:16]!r} is not numeric; send FP32 (or FP64, INTn)"
+        )
+    shape = item.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(s) is int and s >= 0 for s in shape)
+        or shape[1] != model.dim
+        or shape[0] == 0
+    ):
+        raise RequestError(
+            400, f"shape must be [N, {model.dim}] with N >= 1, got {str(shape)[:64]}"
+        )
+    count = shape[0] * shape[1]
+    params = _v2_params(item, "input")
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        dtype = np.dtype(V2_TYPES[datatype])
+        if type(size) is not int or size != count * dtype.itemsize or size > len(tail):
+            raise RequestError(
+                400,
+                f"binary_data_size must be {count * dtype.itemsize} bytes for shape {shape} "
+                f"{datatype}, with that many bytes after the JSON header ({len(tail)} sent)",
+            )
+        x = np.frombuffer(tail, dtype=dtype, count=count).reshape(shape)
+        return x if x.dtype == np.float32 else x.astype(np.float32)
+    data = item.get("data")
+    if not isinstance(data, list) or not data:
+        raise RequestError(400, "the input needs 'data' (flat or nested) or binary_data_size")
+    x, _ = rows(data if isinstance(data[0], list) else [data], "data")
+    if x.size != count:
+        raise RequestError(400, f"'data' holds {x.size} values but shape {shape} needs {count}")
+    return x.reshape(shape)
+
+
+def v2_binary_output(doc: dict, model: LoadedModel) -> bool:
+    """Whether the output goes back as binary data (the binary tensor data extension)."""
+    binary = _v2_params(doc, "request").get("binary_data_output", False) is True
+    outputs = doc.get("outputs")
+    if outputs is None:
+        return binary
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise RequestError(400, "'outputs' must be a list of objects with a 'name'")
+    for out in outputs:
+        if out.get("name") != model.output_name:
+            raise RequestError(
+                400,
+                f"output {str(out.get('name'))[:64]!r} is unknown: model {model.name!r} gives "
+                f"{model.output_name!r}",
+            )
+        binary = _v2_params(out, "output").get("binary_data", binary) is True
+    return binary
+
+
+def v2_reply(doc: dict, model: LoadedModel, out: np.ndarray, binary: bool) -> tuple[dict, bytes]:
+    """The V2 response object, and the binary tail (empty unless ``binary``)."""
+    out = np.ascontiguousarray(out, dtype=np.float32)
+    tensor: dict[str, Any] = {
+        "name": model.output_name,
+        "datatype": "FP32",
+        "shape": list(out.shape),
+    }
+    tail = b""
+    if binary:
+        tail = out.astype("<f4", copy=False).tobytes()
+        tensor["parameters"] = {"binary_data_size": len(tail)}
+    else:
+        tensor["data"] = out.reshape(-1)
+    reply: dict[str, Any] = {"model_name": model.name, "model_version": "1", "outputs": [tensor]}
+    if "id" in doc:
+        if not isinstance(doc["id"], str):
+            raise RequestError(400, "'id' must be a string")
+        reply["id"] = doc["id"]
+    return reply, tail
+
+
+# ------------------------------------------------------------------ TF Serving REST
+
+
+def tfserving_rows(doc: dict, model: LoadedModel) -> tuple[np.ndarray, str]:
+    """Rows of a ``:predict`` body and the reply key (``predictions`` or ``outputs``)."""
+    signature = doc.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        raise RequestError(400, f"signature {str(signature)[:64]!r} unknown: use serving_default")
+    if ("instances" in doc) == ("inputs" in doc):
+        raise RequestError(400, "send either 'instances' (row format) or 'inputs' (columnar)")
+    key = "predictions" if "instances" in doc else "outputs"
+    value = doc.get("instances", doc.get("inputs"))
+    if isinstance(value, dict):
+        if set(value) != {model.input_name}:
+            raise RequestError(400, f"'inputs' must name the one input {model.input_name!r}")
+        value = value[model.input_name]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if all(set(v) == {model.input_name} for v in value):
+            value = [v[model.input_name] for v in value]
+        else:  # TF Serving's named-feature row format: branch name -> value per instance
+            return event_rows(value, model, False), key
+    x, _ = rows(value, "instances" if key == "predictions" else "inputs", allow_single=False)
+    check_width(x, model, key)
+    return x, key

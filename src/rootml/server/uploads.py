@@ -1,0 +1,187 @@
+"""The routes that change the model store: ``/upload``, ``/delete``, ``POST /params``, and
+the two that read it, ``/models`` and ``GET /params/{name}``.
+
+Every change needs the bearer token when one is configured. An upload is spooled (memory,
+then the system temporary folder) while its size is counted, scanned member by member, and
+only then unpacked into the store's staging folder and installed (see :mod:`.store`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+
+import anyio.to_thread
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..exceptions import RequestError
+from . import payloads
+from .archive import ArchiveLimits, check_model_name, decode_base64, extract_tarball, scan_tarball
+from .auth import require_token
+from .bodies import JSONResponse, chunks, limited, read_json
+from .config import ServerConfig
+from .store import ModelStore
+
+log = logging.getLogger(__name__)
+
+SPOOL_IN_MEMORY = 8 << 20
+FORM_FIELD_BYTES = 1 << 20
+TARBALL_FIELDS = ("bundle", "file", "tarball", "model")
+SMALL_BODY = 1 << 20
+
+
+def _mutation(request: Request) -> None:
+    require_token(request.app.state.token, request.headers.get("authorization"))
+
+
+def _spool() -> tempfile.SpooledTemporaryFile:
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+
+
+async def upload(request: Request) -> Response:
+    """TFaaS ``/upload``: a multipart form (tarball in a file field, optional ``name``) or the
+    tarball as the body (gzip by ``Content-Encoding`` or by its magic bytes)."""
+    _mutation(request)
+    async with request.app.state.upload_slots:
+        return await _upload(request)
+
+
+async def _upload(request: Request) -> Response:
+    config: ServerConfig = request.app.state.config
+    limit = config.max_upload_bytes
+    ctype = request.headers.get("content-type", "")
+    started = time.perf_counter()
+    if "multipart/form-data" in ctype:
+        wrapped = Request(request.scope, limited(request.receive, limit))
+        async with wrapped.form(max_files=8, max_fields=32, max_part_size=FORM_FIELD_BYTES) as form:
+            part = next(
+                (form[f] for f in TARBALL_FIELDS if isinstance(form.get(f), UploadFile)), None
+            )
+            if part is None:
+                raise RequestError(
+                    400,
+                    "the form has no bundle tarball: send it as the file field 'model' (or "
+                    "'bundle'), with an optional 'name' field, or POST the tarball as the body",
+                )
+            rename = form.get("name") or None
+            source = part.file
+            spool = None
+            if request.headers.get("content-encoding", "").lower() == "base64":
+                spool = _spool()
+                await anyio.to_thread.run_sync(decode_base64, source, spool, limit)
+                source = spool
+            digest = await anyio.to_thread.run_sync(_sha256, source)
+            try:
+                result = await _install(request, source, None, rename, digest)
+            finally:
+                if spool is not None:
+                    spool.close()
+    else:
+        encoding = request.headers.get("content-encoding", "").lower().strip()
+        if encoding not in ("", "identity", "gzip", "x-gzip"):
+            raise RequestError(
+                415, f"Content-Encoding {encoding[:32]!r} is not supported; use gzip"
+            )
+        gzipped = True if encoding in ("gzip", "x-gzip") else None
+        rename = request.query_params.get("name") or None
+        with _spool() as spool:
+            digest = hashlib.sha256()
+            async for chunk in chunks(request, limit):
+                digest.update(chunk)
+                spool.write(chunk)
+            result = await _install(request, spool, gzipped, rename, digest.hexdigest())
+    log.info(
+        "upload: model %s (%d files, %d bytes unpacked) in %.2f s",
+        result["name"],
+        result["files"],
+        result["unpacked_bytes"],
+        time.perf_counter() - started,
+    )
+    return JSONResponse(result)
+
+
+def _sha256(handle) -> str:
+    handle.seek(0)
+    digest = hashlib.sha256()
+    while block := handle.read(1 << 20):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+async def _install(
+    request: Request, spool, gzipped: bool | None, rename: object, digest: str
+) -> dict:
+    store: ModelStore = request.app.state.store
+    limits: ArchiveLimits = request.app.state.config.archive
+    if rename is not None:
+        rename = check_model_name(rename, "the 'name' field")
+    # every member is checked before anything is written into the store
+    summary = await anyio.to_thread.run_sync(
+        lambda: scan_tarball(spool, limits, gzipped=gzipped, rename=rename)
+    )
+    staging = store.staging()
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: extract_tarball(spool, staging, limits, gzipped=gzipped, rename=rename)
+        )
+        model = await anyio.to_thread.run_sync(store.install, staging, summary.top)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    store.forget(model.name)
+    store.remember(model)
+    return {
+        "name": model.name,
+        "version": model.version.rsplit(".", 1)[-1],
+        "backend": model.backend,
+        "features": model.dim,
+        "files": summary.files,
+        "unpacked_bytes": summary.unpacked_bytes,
+        "sha256": digest,
+    }
+
+
+async def delete(request: Request) -> Response:
+    """TFaaS ``DELETE /delete`` (form field ``model``, or ``?model=``) and ``/delete/{name}``."""
+    _mutation(request)
+    name = request.path_params.get("name")
+    if name is None:
+        name = request.query_params.get("model")
+    if name is None and "form" in request.headers.get("content-type", ""):
+        wrapped = Request(request.scope, limited(request.receive, SMALL_BODY))
+        async with wrapped.form(max_files=0, max_fields=8, max_part_size=4096) as form:
+            value = form.get("model")
+            name = value if isinstance(value, str) else None
+    if not name:
+        raise RequestError(400, "no model name is provided: send the form field 'model'")
+    store: ModelStore = request.app.state.store
+    name = check_model_name(name)
+    await anyio.to_thread.run_sync(store.delete, name)
+    store.forget(name)
+    log.info("delete: model %s", name)
+    return JSONResponse({"deleted": name})
+
+
+async def post_params(request: Request) -> Response:
+    """TFaaS ``POST /params``: make the named model the default for bodies without 'model'."""
+    _mutation(request)
+    doc = payloads.object_of(await read_json(request, SMALL_BODY))
+    store: ModelStore = request.app.state.store
+    model = await store.get(doc.get("name"))
+    store.set_current(model.name)
+    return JSONResponse({"current": model.name})
+
+
+async def get_params(request: Request) -> Response:
+    store: ModelStore = request.app.state.store
+    return Response(store.params_bytes(request.path_params["name"]), media_type="application/json")
+
+
+async def models(request: Request) -> Response:
+    store: ModelStore = request.app.state.store
+    return JSONResponse(await anyio.to_thread.run_sync(store.listing))
