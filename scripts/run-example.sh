@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make run`: the bundled example through the stages that exist so far: the data path and the
-# model path (train, evaluate, predict). The yadage workflow and the embedded TFaaS server come
-# with issues 4-5; this script then becomes `rootml run --input example/inputs/input.yml`.
+# `make run`: the bundled example through every stage as the workflow's steps call them: the
+# data path, train, evaluate, predict, then `rootml serve` on 127.0.0.1 (the embedded TFaaS
+# server), `rootml publish` and one served prediction. The yadage workflow (issue 5) will run
+# the same commands as containerised steps: `rootml run --input example/inputs/input.yml`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOTML=${ROOTML:-.venv/bin/rootml}
@@ -25,7 +26,20 @@ export TF_CPP_MIN_LOG_LEVEL=2  # TensorFlow's C++ start-up chatter
 "$ROOTML" evaluate --bundle "$RUN/bundle" --shards "$RUN/shards" --out "$RUN/report" > /dev/null
 "$ROOTML" predict --bundle "$RUN/bundle" "$OUT/signal.root" --out "$RUN/predictions.csv" > /dev/null
 
-"$(dirname "$ROOTML")/python" - "$RUN" <<'PY'
+# the embedded TFaaS-compatible server, on loopback only, stopped when this script ends
+PORT=${PORT:-$("$(dirname "$ROOTML")/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+"$ROOTML" -q serve --models "$RUN/models" --host 127.0.0.1 --port "$PORT" --workers 1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  "$(dirname "$ROOTML")/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/v2/health/live', timeout=1)" 2>/dev/null && break
+  sleep 0.2
+done
+"$ROOTML" publish --bundle "$RUN/bundle" --url "http://127.0.0.1:$PORT" --name rootml_sample \
+  --out "$RUN/receipt.json" > /dev/null
+export ROOTML_URL="http://127.0.0.1:$PORT"
+
+"$(dirname "$ROOTML")/python" - "$RUN" "$OUT" <<'PY'
 import json, sys
 from pathlib import Path
 import h5py, numpy as np
@@ -41,6 +55,15 @@ print(f"split train/val/test: {counts[0]:,}/{counts[1]:,}/{counts[2]:,}; layout:
 metrics = json.loads((run / "report" / "metrics.json").read_text())
 print(f"test AUC {metrics['auc']:.3f}, accuracy {metrics['accuracy']:.3f} on {metrics['n_test']:,} test events")
 print(f"bundle: {run / 'bundle'}; report: {run / 'report' / 'report.html'}; "
-      f"predictions: {run / 'predictions.csv'}")
-print("serving and publishing to TFaaS: not yet (issue 4)")
+      f"predictions: {run / 'predictions.csv'}; receipt: {run / 'receipt.json'}")
+# one prediction from the served model: a raw event, by branch name, as a physicist sends it
+import os, urllib.request
+import uproot
+event = uproot.open(Path(sys.argv[2]) / "signal.root")["events"].arrays(
+    layout["read"], entry_stop=1).to_list()[0]
+body = json.dumps({"model": "rootml_sample", "event": event}).encode()
+request = urllib.request.Request(os.environ["ROOTML_URL"] + "/json", body, {"Content-Type": "application/json"})
+with urllib.request.urlopen(request, timeout=30) as reply:
+    served = json.loads(reply.read())
+print(f"served by {os.environ['ROOTML_URL']} (model rootml_sample): first signal event -> {served}")
 PY
