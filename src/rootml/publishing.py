@@ -500,10 +500,7 @@ def predict_remote(
     """Like :func:`rootml.scoring.predict_files`, but the served model scores the rows: the
     bundle gives the layout, the server the predictions. The server's model must carry the
     bundle's specs digest."""
-    from .preprocessing import raw_rows
-    from .reading import open_input
-    from .scoring import as_scores
-    from .sources import resolve
+    from .scoring import score_files
 
     b = load_bundle(bundle_path)
     layout = b.layout
@@ -517,29 +514,10 @@ def predict_remote(
         )
     if client.kind() != ROOTML:
         log.warning("the Go TFaaS takes one row per request and reads null as 0: slow and lossy")
-    label = layout["labels"]["branch"]
-    names = [n for n in layout["read"] if n != label]
-    n_classes = len(layout["labels"]["classes"])
-    results = []
-    for path in files:
-        with open_input(resolve(path, redirector=redirector), layout["tree"]) as root:
-            root.require(names)
-            parts = []
-            for _, arrays in root.iterate(names, step):
-                x = raw_rows(arrays, layout)
-                if client.kind() == ROOTML:
-                    outputs = client.infer(name, x)
-                else:
-                    outputs = client.predict(name, x, b.params.get("features"))
-                parts.append(as_scores(outputs, n_classes))
-            scores = np.concatenate(parts) if parts else np.zeros(0)
-            results.append(
-                {
-                    "file": root.source.basename,
-                    "url": root.path,
-                    "entry": np.arange(root.entries, dtype=np.int64),
-                    "scores": scores,
-                }
-            )
-            log.info("predict: %s: %d events scored by %s", root.source.basename, root.entries, url)
-    return results
+
+    def served(raw: np.ndarray) -> np.ndarray:
+        if client.kind() == ROOTML:
+            return client.infer(name, raw)
+        return client.predict(name, raw, b.params.get("features"))
+
+    return score_files(layout, files, served, redirector=redirector, step=step)

@@ -9,7 +9,7 @@ agree event by event (same float32 scaling arithmetic), which the tests check.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -176,26 +176,44 @@ def predict_files(
 ) -> list[dict]:
     """Scores for every event of each raw ROOT file, through the bundle's ONNX graph."""
     bundle = load_bundle(bundle_path)
-    layout = bundle.layout
     session = bundle.onnx_session()
     input_name = session.get_inputs()[0].name
+    return score_files(
+        bundle.layout,
+        files,
+        lambda raw: session.run(None, {input_name: raw})[0],
+        redirector=redirector,
+        step=step,
+    )
+
+
+def score_files(
+    layout: dict,
+    files: Sequence[str],
+    model: Callable[[np.ndarray], np.ndarray],
+    *,
+    redirector: str | None = None,
+    step: int = 100_000,
+) -> list[dict]:
+    """Read each file in steps, turn the events into raw rows and score them with ``model``
+    (a local ONNX session or a server): ``file``, ``url``, ``entry`` and ``scores`` per file."""
     label = layout["labels"]["branch"]
     names = [n for n in layout["read"] if n != label]
+    n_classes = len(layout["labels"]["classes"])
     results = []
     for name in files:
         with open_input(resolve(name, redirector=redirector), layout["tree"]) as root:
             root.require(names)
-            parts = []
-            for _, arrays in root.iterate(names, step):
-                outputs = session.run(None, {input_name: raw_rows(arrays, layout)})[0]
-                parts.append(as_scores(outputs, len(layout["labels"]["classes"])))
-            scores = np.concatenate(parts) if parts else np.zeros(0)
+            parts = [
+                as_scores(model(raw_rows(arrays, layout)), n_classes)
+                for _, arrays in root.iterate(names, step)
+            ]
             results.append(
                 {
                     "file": root.source.basename,
                     "url": root.path,
                     "entry": np.arange(root.entries, dtype=np.int64),
-                    "scores": scores,
+                    "scores": np.concatenate(parts) if parts else np.zeros(0),
                 }
             )
             log.info("predict: %s: %d events", root.source.basename, root.entries)
