@@ -22,13 +22,12 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import uproot
+from _rss import peak_rss
 
 from rootml.config import Settings, with_overrides
 from rootml.layout import merge, write_layout
@@ -128,15 +127,6 @@ def rootml_pipeline(paths: list[Path], settings: Settings, out: Path, procs: int
     }
 
 
-# The child reports its own high-water mark: ru_maxrss of a forked child also counts the
-# parent's pages it shared before exec, which would measure this benchmark, not rootml.
-_CHILD = (
-    "import sys; from rootml.cli import main; rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print('VmHWM', hwm, file=sys.stderr); sys.exit(rc)"
-)
-
-
 def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> int:
     """Peak RSS (bytes) of a ``rootml preprocess`` process over every chunk of ``paths``."""
     specs = [_specs_job(str(p), settings.selected) for p in paths]
@@ -152,13 +142,7 @@ def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> in
         "--out",
         str(work / "shards"),
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"preprocess failed:\n{proc.stderr}")
-    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("VmHWM"))
-    return int(line.split()[1]) * 1024
+    return peak_rss(args)
 
 
 def main() -> None:

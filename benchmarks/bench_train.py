@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _rss import peak_rss
 
 from rootml.config import Settings
 from rootml.layout import merge, write_layout
@@ -62,11 +61,6 @@ def model(idim):
     m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return m
 """
-_CHILD = (
-    "import sys; from rootml.cli import main; rc = main(sys.argv[1:]); "
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
-    "print('VmHWM', hwm, file=sys.stderr); sys.exit(rc)"
-)
 
 
 def data_path(out: Path, events: int, seed: int, chunk: int) -> tuple[dict, list[Path], float]:
@@ -167,13 +161,7 @@ def peak_rss_train(work: Path, model_py: Path, epochs: int, batch: int) -> int:
         "--out",
         str(work / "bundle"),
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"rootml train failed:\n{proc.stderr[-3000:]}")
-    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("VmHWM"))
-    return int(line.split()[1]) * 1024
+    return peak_rss(args)
 
 
 def main() -> None:
