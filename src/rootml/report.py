@@ -73,6 +73,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        Path(tmp).chmod(0o644)  # mkstemp makes it private; results are meant to be read
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -178,8 +179,9 @@ def _colors(n: int) -> list[Any]:
 
 
 def _grid(n: int, max_cols: int) -> tuple[int, int]:
-    cols = min(n, max_cols)
-    return math.ceil(n / cols), cols
+    """Rows and columns for n panels, at most max_cols wide, rows filled evenly (4 -> 2 x 2)."""
+    rows = math.ceil(n / max_cols)
+    return rows, math.ceil(n / rows)
 
 
 # ------------------------------------------------------------------ the figures
@@ -303,7 +305,9 @@ def _plot_scores(
 
 
 def _history_series(history: Mapping[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-    """{"loss": {"training": [...], "validation": [...]}, ...} in first-seen order."""
+    """{"loss": {"training": [...], "validation": [...]}, ...} in first-seen order: the loss
+    and each metric pair (``x`` and ``val_x``); lone series such as the learning rate are
+    left out."""
     panels: dict[str, dict[str, np.ndarray]] = {}
     for key, values in history.items():
         try:
@@ -318,16 +322,16 @@ def _history_series(history: Mapping[str, Any]) -> dict[str, dict[str, np.ndarra
         base = name[4:] if name.startswith("val_") and len(name) > 4 else name
         which = "validation" if base != name else "training"
         panels.setdefault(base, {})[which] = arr
-    return panels
+    # the loss, and every metric with both a training and a validation series
+    return {b: p for b, p in panels.items() if b == "loss" or len(p) == 2}
 
 
-def _plot_history(history: Mapping[str, Any], text: _Text) -> bytes:
+def _plot_history(panels: Mapping[str, Mapping[str, np.ndarray]], text: _Text) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    panels = _history_series(history)
     rows, cols = _grid(len(panels), 3)
-    fig = Figure(figsize=(4.8 * cols, 3.8 * rows), layout="constrained")
+    fig = Figure(figsize=(4.1 * cols, 3.3 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colors = _colors(2)
     val_loss = panels.get("loss", {}).get("validation")
@@ -341,7 +345,8 @@ def _plot_history(history: Mapping[str, Any], text: _Text) -> bytes:
             epochs = np.arange(1, len(values) + 1)
             ax.plot(epochs, values, color=color, marker="o", ms=3, label=which)
         if best is not None:
-            ax.axvline(best, color="0.4", ls=":", lw=1.2, label=f"lowest val_loss (epoch {best})")
+            label = f"lowest val_loss (epoch {best})" if base == "loss" else None
+            ax.axvline(best, color="0.4", ls=":", lw=1.2, label=label)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(text(base, 30))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -357,7 +362,7 @@ def _plot_confusion(confusion: np.ndarray, names: list[str], text: _Text) -> byt
     k = len(names)
     totals = confusion.sum(axis=1, keepdims=True)
     frac = confusion / np.maximum(totals, 1)
-    size = max(5.0, 1.0 * k + 2.6)
+    size = max(4.4, 0.8 * k + 2.4)
     fig = Figure(figsize=(size + 1.0, size), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
@@ -367,7 +372,7 @@ def _plot_confusion(confusion: np.ndarray, names: list[str], text: _Text) -> byt
             ax.text(
                 j,
                 i,
-                f"{frac[i, j]:.1%}\n{confusion[i, j]}",
+                f"{frac[i, j]:.1%}\n{confusion[i, j]:,}",
                 ha="center",
                 va="center",
                 fontsize=fontsize,
@@ -398,11 +403,26 @@ def _missing_text(fractions: np.ndarray) -> str:
 
 def _plot_features(h: Any, text: _Text) -> bytes:
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     n_show = min(len(h.features), MAX_FEATURE_PLOTS)
     rows, cols = _grid(n_show, 6)
-    fig = Figure(figsize=(2.7 * cols, 2.25 * rows + 0.5), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    # a fixed layout in inches: constrained layout takes seconds on a 6 x 6 grid
+    cell_w, cell_h, left, right, top, bottom = 2.35, 2.0, 0.42, 0.15, 0.8, 0.3
+    gap_w, gap_h = 0.4, 0.62
+    fig_w, fig_h = cell_w * cols, cell_h * rows + top - gap_h + bottom
+    ax_w = (fig_w - left - right - gap_w * (cols - 1)) / cols
+    ax_h = (fig_h - top - bottom - gap_h * (rows - 1)) / rows
+    fig = Figure(figsize=(fig_w, fig_h))
+    grid = {
+        "left": left / fig_w,
+        "right": 1 - right / fig_w,
+        "top": 1 - top / fig_h,
+        "bottom": bottom / fig_h,
+        "wspace": gap_w / ax_w,
+        "hspace": gap_h / ax_h,
+    }
+    axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw=grid).ravel()
     colors = _colors(len(h.classes))
     width = np.diff(h.edges)
     n_events = np.maximum(h.n_events, 1)
@@ -417,18 +437,21 @@ def _plot_features(h: Any, text: _Text) -> bytes:
             line = ax.stairs(counts / (total * width), h.edges, color=color, lw=1.3)
             handles.setdefault(c, line)
         missing = h.missing[:, f] / n_events
-        ax.set_title(f"{text(h.features[f], 30)}\n{_missing_text(missing)}", fontsize=8)
+        ax.set_title(f"{text(h.features[f], 30)}\n{_missing_text(missing)}", fontsize=9)
         ax.set_xlim(h.lo, h.hi)
         ax.set_ylim(bottom=0.0)
-        ax.tick_params(labelsize=7, which="both")
         ax.minorticks_off()
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.yaxis.set_major_locator(MaxNLocator(4))
+        ax.tick_params(labelsize=7.5, which="both")
     for ax in axes[n_show:]:
         ax.set_axis_off()
     order = sorted(handles)
     fig.legend(
         [handles[c] for c in order],
         [text(h.classes[c], 30) for c in order],
-        loc="outside upper center",
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1.0 - 0.05 / fig_h),
         ncols=min(len(order), 6),
         fontsize=10,
     )
@@ -450,7 +473,7 @@ th, td { border: 1px solid #d8dbe2; padding: 5px 10px; text-align: left; vertica
          overflow-wrap: anywhere; }
 th { background: #eef0f4; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-table.kv th { width: 16em; }
+table.kv th { min-width: 18em; }
 table.cm td { text-align: center; min-width: 6em; font-variant-numeric: tabular-nums; }
 table.cm .sub { display: block; font-size: 0.8em; color: #505869; }
 .verdict { padding: 8px 12px; border-radius: 4px; margin: 0.5em 0 1em; }
@@ -504,8 +527,8 @@ def _summary_rows(metrics: Mapping[str, Any], names: list[str], ks: Mapping | No
         for n, r in ks["per_class"].items():
             rows.append(
                 (
-                    f"KS train vs test, {_e(n)} ({_e(r['score'])})",
-                    f"D = {r['statistic']:.4f}, p = {r['pvalue']:.3g}",
+                    f"KS train vs test, {_e(n)}",
+                    f"p = {r['pvalue']:.3g} (D = {r['statistic']:.4f} on {_e(r['score'])})",
                 )
             )
     return rows
@@ -697,16 +720,15 @@ def write_report(
         h = FeatureHistograms.from_json(h)
     if h is not None and list(h.classes) != names:
         raise DataError(f"the feature histograms are for classes {h.classes!r}, not {names!r}")
-    if history is not None and len(history) == 0:
-        history = None
+    panels = _history_series(history) if history else {}
 
     text = _Text()
     pngs: dict[str, bytes] = {}
     with _style():
         pngs["roc"] = _plot_roc(metrics, names, text)
         pngs["scores"] = _plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
-        if history is not None:
-            pngs["history"] = _plot_history(history, text)
+        if panels:
+            pngs["history"] = _plot_history(panels, text)
         pngs["confusion"] = _plot_confusion(
             np.asarray(metrics["confusion_matrix"], dtype=np.int64), names, text
         )
