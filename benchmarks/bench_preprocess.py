@@ -27,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import uproot
-from _rss import peak_rss
+from _common import COMPARABLE_CAPS, COMPARABLE_SELECTION, peak_rss
 
 from rootml.config import Settings, with_overrides
 from rootml.layout import merge, write_layout
@@ -38,20 +38,6 @@ from rootml.storage import write_json
 
 MLAAS4HEP_CONVERSION = (8_000, 14_000)  # events/s on 52-wide rows, 2 cores (notes/mlaas4hep.md §9)
 IDS = ("run", "event", "luminosityBlock")
-COMPARABLE_FLAT = (
-    "HT",
-    "MET_pt",
-    "MET_phi",
-    "MET_sumEt",
-    "MET_significance",
-    "MT",
-    "PV_npvs",
-    "PV_z",
-    "rho",
-    "Lepton_isoSum",
-    "deltaPhi_j1j2",
-    "mjj",
-)
 
 
 def sample(out: Path, events: int, seed: int) -> list[Path]:
@@ -167,8 +153,8 @@ def main() -> None:
     if args.comparable:
         settings = with_overrides(
             settings,
-            selected=(*COMPARABLE_FLAT, "Jet_pt", "Jet_eta", "Muon_pt"),
-            jagged_caps={"Jet": 16, "Muon": 8},
+            selected=COMPARABLE_SELECTION,
+            jagged_caps=COMPARABLE_CAPS,
         )
 
     paths = sample(out / "sample", args.events, args.seed)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _rss import peak_rss
+from _common import COMPARABLE_CAPS, COMPARABLE_SELECTION, peak_rss
 
 from rootml.config import Settings
 from rootml.layout import merge, write_layout
@@ -38,20 +38,6 @@ from rootml.storage import write_json
 from rootml.training import TrainOptions, make_dataset, seed_everything, train
 
 IDS = ("run", "event", "luminosityBlock")
-FLAT = (
-    "HT",
-    "MET_pt",
-    "MET_phi",
-    "MET_sumEt",
-    "MET_significance",
-    "MT",
-    "PV_npvs",
-    "PV_z",
-    "rho",
-    "Lepton_isoSum",
-    "deltaPhi_j1j2",
-    "mjj",
-)
 MLAAS4HEP_SECONDS = 120.0
 MODEL_PY = """
 def model(idim):
@@ -71,8 +57,8 @@ def data_path(out: Path, events: int, seed: int, chunk: int) -> tuple[dict, list
     settings = Settings(
         tree="events",
         chunk_size=chunk,
-        selected=(*FLAT, "Jet_pt", "Jet_eta", "Muon_pt"),
-        jagged_caps={"Jet": 16, "Muon": 8},
+        selected=COMPARABLE_SELECTION,
+        jagged_caps=COMPARABLE_CAPS,
     )
     specs = [
         file_specs(str(f), "events", identifiers=IDS, selected=settings.selected) for f in files

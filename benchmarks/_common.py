@@ -1,4 +1,5 @@
-"""Peak RSS of one ``rootml`` command, as the child process itself reports it.
+"""Shared by the benchmarks: MLaaS4HEP-comparable 52-wide rows, and the peak RSS of one
+``rootml`` command as the child process itself reports it.
 
 ``ru_maxrss`` of a forked child also counts the parent's pages it shared before ``exec``,
 which would measure the benchmark rather than rootml; ``VmHWM`` read by the child is its own.
@@ -8,6 +9,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+
+# 12 flat branches + Jet_pt/Jet_eta capped at 16 + Muon_pt at 8 = 52 columns, the row width
+# MLaaS4HEP was measured with (notes/mlaas4hep.md section 9)
+COMPARABLE_SELECTION = (
+    "HT", "MET_pt", "MET_phi", "MET_sumEt", "MET_significance", "MT", "PV_npvs", "PV_z",
+    "rho", "Lepton_isoSum", "deltaPhi_j1j2", "mjj", "Jet_pt", "Jet_eta", "Muon_pt",
+)  # fmt: skip
+COMPARABLE_CAPS = {"Jet": 16, "Muon": 8}
 
 _CHILD = (
     "import sys; from rootml.cli import main; rc = main(sys.argv[1:]); "
