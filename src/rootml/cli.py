@@ -72,9 +72,9 @@ def _settings(args: argparse.Namespace):
         cap = int(cap)
     changes = {
         "tree": args.tree,
-        "selected": _names(args.branches),
-        "exclude": _names(args.exclude),
-        "identifiers": _names(args.identifiers),
+        "selected": _names(getattr(args, "branches", None)),
+        "exclude": _names(getattr(args, "exclude", None)),
+        "identifiers": _names(getattr(args, "identifiers", None)),
         "redirector": args.redirector,
     }
     for key in (
@@ -116,11 +116,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .fetching import fetch
 
+    tree, redirector = args.tree, args.redirector
+    if args.input or args.params:
+        _, settings = _settings(args)
+        tree, redirector = settings.tree, settings.redirector
     record = fetch(
         args.src,
         args.out,
-        tree=args.tree,
-        redirector=args.redirector,
+        tree=tree,
+        redirector=redirector,
         sha256=args.sha256,
         retries=args.retries,
         timeout=args.timeout,
@@ -174,12 +178,15 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from .config import list_arg, parse_labels
     from .exceptions import ConfigError
-    from .layout import merge, write_layout
+    from .layout import job_batches, merge, write_layout
     from .specs import load_file_specs
 
     inputs, settings = _settings(args)
     docs = [load_file_specs(p) for p in args.specs]
-    files = list_arg(args.files) if args.files else (list(inputs.files) if inputs else None)
+    if args.files:
+        files = list_arg(args.files[0]) if len(args.files) == 1 else list(args.files)
+    else:
+        files = list(inputs.files) if inputs else None
     if files is not None:
         docs = _order_by_files(docs, files)
     if args.labels is not None:
@@ -191,7 +198,56 @@ def cmd_merge(args: argparse.Namespace) -> int:
             "merge needs --labels (labels.txt, a comma list, or branch:NAME) or --input"
         )
     layout = merge(docs, settings, labels=labels, label_branch=label_branch)
+    if args.batches:
+        batches = job_batches(layout["chunks"], args.max_batches)
     write_layout(args.out, layout)
+    if args.batches:
+        import yaml
+
+        from .storage import atomic_path
+
+        doc = {"layout": str(Path(args.out).resolve()), "batches": batches}
+        with atomic_path(args.batches) as tmp:
+            tmp.write_text(yaml.safe_dump(doc, sort_keys=False), "utf-8")
+    print(args.out)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """The workflow's first step: a valid input.yml whose files are the ones being scattered."""
+    from dataclasses import asdict
+
+    from .config import load_input
+    from .exceptions import ConfigError
+    from .storage import write_json
+
+    inputs, settings = load_input(args.input)
+    given = list(args.files or ())
+    if not given:
+        raise ConfigError(
+            "the workflow got an empty file list (parameter 'files'): list the ROOT files in "
+            "reana.yaml's inputs.parameters.files (or run 'rootml run', which takes them from "
+            f"{args.input})"
+        )
+    names = [f.rstrip("/").rsplit("/", 1)[-1] for f in given]
+    expected = [f.rstrip("/").rsplit("/", 1)[-1] for f in inputs.files]
+    if names != expected:
+        raise ConfigError(
+            f"the workflow's files {names} are not the files of {args.input} {expected}: "
+            "give the same files, in the same order, in both"
+        )
+    if settings.model and not Path(settings.model).is_file():
+        raise ConfigError(
+            f"model file {settings.model} (input.yml 'model') does not exist; "
+            "fix the path (relative to input.yml) or remove the key for the default network"
+        )
+    doc = {
+        "input": str(Path(args.input).resolve()),
+        "files": given,
+        "labels": list(inputs.labels) if inputs.labels else {"branch": inputs.label_branch},
+        "settings": asdict(settings),
+    }
+    write_json(args.out, doc)
     print(args.out)
     return 0
 
@@ -365,6 +421,30 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .workflow.runner import RunOptions, run
+
+    if args.input and args.mlaas4hep:
+        from .exceptions import ConfigError
+
+        raise ConfigError("give --input or --mlaas4hep, not both")
+    run(
+        RunOptions(
+            input=Path(args.input) if args.input else None,
+            mlaas4hep=Path(args.mlaas4hep) if args.mlaas4hep else None,
+            engine=args.engine,
+            workdir=Path(args.workdir),
+            resume=args.resume,
+            url=args.url,
+            name=args.name,
+            jobs=args.jobs,
+            parallel=args.parallel,
+            serve=args.serve,
+        )
+    )
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -390,11 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("src", help="local path, file://, https://, root:// URL or /store/ LFN")
     p.add_argument("--out", required=True, help="folder for the copy and fetch.json")
-    p.add_argument("--tree", help="check that this tree opens")
-    p.add_argument("--redirector", help="XRootD prefix for LFNs")
     p.add_argument("--sha256", help="expected checksum")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--timeout", type=float, default=30.0)
+    g = p.add_argument_group("settings (override --params / --input)")
+    g.add_argument("--input", metavar="INPUT_YML", help="rootml input.yml (tree, redirector)")
+    g.add_argument("--params", metavar="PARAMS_JSON", help="MLaaS4HEP params.json")
+    g.add_argument("--tree", help="check that this tree opens")
+    g.add_argument("--redirector", help="XRootD prefix for LFNs")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("specs", help="per-branch statistics of one file (specs-<name>.json)")
@@ -411,10 +494,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("specs", nargs="+", help="per-file specs JSON files")
     p.add_argument("--labels", help="labels.txt, a comma list (one per file), or branch:NAME")
-    p.add_argument("--files", help="files.txt (or comma list) giving the file order")
+    p.add_argument(
+        "--files", nargs="+", help="files.txt, a comma list, or the files, giving the file order"
+    )
     p.add_argument("--out", required=True, help="output specs.json")
+    p.add_argument(
+        "--batches",
+        metavar="YML",
+        help="also write the chunk plan cut into preprocess jobs (layout path + chunk ranges)",
+    )
+    p.add_argument("--max-batches", type=int, default=8, help="most preprocess jobs (--batches)")
     _add_settings_flags(p, layout=True)
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("check", help="check a workflow input: input.yml and the file list")
+    p.add_argument("--input", required=True, metavar="INPUT_YML", help="rootml input.yml")
+    p.add_argument("--files", nargs="*", help="the files the workflow scatters over")
+    p.add_argument("--out", required=True, help="inputs.json to write")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("preprocess", help="write HDF5 shards for chunks of the plan")
     p.add_argument("--specs", required=True, help="merged specs.json")
@@ -425,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunk id, range a-b, comma list, or 'all' (repeatable)",
     )
     p.add_argument("--out", required=True, help="shard.h5 for one chunk, else a folder")
-    p.add_argument("--fetched", action="append", help="fetch.json records of local copies")
+    p.add_argument(
+        "--fetched", nargs="+", action="extend", help="fetch.json records of local copies"
+    )
     p.add_argument("--workers", type=int, default=1, help="decompression threads")
     p.set_defaults(func=cmd_preprocess)
 
@@ -494,6 +593,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--form", action="store_true", help="multipart form upload (rootml serve)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("run", help="run the whole workflow with yadage (Docker or local)")
+    p.add_argument(
+        "--input", metavar="INPUT_YML", help="rootml input.yml (default inputs/input.yml)"
+    )
+    p.add_argument(
+        "--mlaas4hep",
+        metavar="DIR",
+        help="a folder with MLaaS4HEP's files.txt, labels.txt, params.json and model.py",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["auto", "docker", "local"],
+        help="auto (default): Docker when an engine answers and the images exist or build",
+    )
+    p.add_argument("--workdir", default="rootml-run", help="run folder (default rootml-run)")
+    p.add_argument("--resume", action="store_true", help="continue a failed run in --workdir")
+    p.add_argument("--url", help="TFaaS server to publish to (default: an embedded rootml serve)")
+    p.add_argument("--name", help="model name on the server (default: input.yml publish.name)")
+    p.add_argument("--jobs", type=int, default=4, help="most preprocess jobs")
+    p.add_argument("--parallel", type=int, default=0, help="steps at once (default: CPU count)")
+    p.add_argument("--serve", action="store_true", help="keep the embedded server up at the end")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("models", help="list the models on a server")
     p.add_argument("--url", required=True)

@@ -78,6 +78,10 @@ class PublishError(RootmlError):
     from the bundle's reference outputs."""
 
 
+class WorkflowError(RootmlError):
+    """``rootml run``/``replay``: no engine can run the workflow, or a step of it failed."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to ``n`` candidates, the ones most similar to ``name`` first.
 

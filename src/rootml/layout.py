@@ -411,3 +411,31 @@ def chunk_plan(used: Sequence[int], chunk_size: int) -> list[dict]:
                 {"id": len(chunks), "file": f, "start": start, "stop": min(start + step, n)}
             )
     return chunks
+
+
+def job_batches(chunks: Sequence[dict], max_jobs: int, min_events: int = 100_000) -> list[str]:
+    """The chunk plan cut into at most ``max_jobs`` contiguous ranges ("a-b") of similar size.
+
+    One preprocess job per range: a million-event input becomes a handful of jobs, not
+    thousands, and a small input one job (fewer than ``min_events`` events per job is not
+    worth a process start-up). Ranges are in plan order and cover every chunk exactly once.
+    """
+    if max_jobs < 1:
+        raise LayoutError(f"the number of preprocess jobs must be at least 1, got {max_jobs}")
+    if not chunks:
+        raise LayoutError("the chunk plan is empty: no events were selected from the files")
+    sizes = [c["stop"] - c["start"] for c in chunks]
+    total = sum(sizes)
+    n_jobs = max(1, min(max_jobs, len(chunks), -(-total // max(min_events, 1))))
+    ranges, first, done = [], 0, 0
+    for i, size in enumerate(sizes):
+        done += size
+        # close a range once it reaches its share of the events, leaving a chunk for each
+        # range still to come
+        target = total * (len(ranges) + 1) / n_jobs
+        left = len(sizes) - i - 1
+        if len(ranges) < n_jobs - 1 and (done >= target or left == n_jobs - 1 - len(ranges)):
+            ranges.append((first, i))
+            first = i + 1
+    ranges.append((first, len(sizes) - 1))
+    return [f"{chunks[a]['id']}-{chunks[b]['id']}" for a, b in ranges]

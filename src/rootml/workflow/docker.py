@@ -1,0 +1,115 @@
+"""Which engine runs the steps: a Docker engine with rootml's step images, or local processes.
+
+``auto`` picks Docker when ``docker info`` answers and every image named in ``steps/steps.yml``
+exists or builds (``scripts/build-images.sh`` from a source checkout), and local processes
+otherwise, saying why. Under Docker, packtivity is told not to pull (no registry is needed),
+containers share the host network (to reach the embedded server on 127.0.0.1) and see the
+folders of local input files read-only at the same paths.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..exceptions import WorkflowError
+
+BUILD_SCRIPT = "scripts/build-images.sh"
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str  # "local" or "docker"
+    env: dict[str, str] = field(default_factory=dict)
+    images: dict[str, str | None] = field(default_factory=dict)  # image -> id
+
+
+def docker_answers(timeout: float = 15) -> bool:
+    try:
+        return (
+            subprocess.run(
+                ["docker", "info"], capture_output=True, timeout=timeout, check=False
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def step_images(root: Path) -> list[str]:
+    """``image:tag`` of every environment in ``steps/steps.yml``, in file order."""
+    doc = yaml.safe_load((root / "steps" / "steps.yml").read_text("utf-8"))
+    return [f"{env['image']}:{env['imagetag']}" for env in doc["environments"].values()]
+
+
+def image_id(image: str) -> str | None:
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def build_images(root: Path, images: list[str], out=sys.stdout) -> None:
+    script = root / BUILD_SCRIPT
+    if not script.is_file():
+        raise WorkflowError(
+            f"the step images {images} are missing and this installation has no "
+            f"{BUILD_SCRIPT} to build them; build them from a rootml checkout with "
+            "'make images', or use --engine local"
+        )
+    names = [image.split(":")[0].rsplit("/", 1)[-1] for image in images]
+    print(f"building the step images {names} (make images)...", file=out, flush=True)
+    result = subprocess.run(["bash", str(script), *names], cwd=root, check=False)
+    if result.returncode != 0:
+        raise WorkflowError(f"'make images' failed (exit {result.returncode}); see its output")
+
+
+def docker_env(local_files: list[str]) -> dict[str, str]:
+    flags = ["--network", "host"]
+    if os.getuid() != 0:
+        flags += ["-u", f"{os.getuid()}:{os.getgid()}"]
+    for folder in sorted({str(Path(f).parent) for f in local_files}):
+        flags += ["-v", f"{folder}:{folder}:ro"]
+    return {
+        "PACKTIVITY_DOCKER_NOPULL": "1",
+        "PACKTIVITY_DOCKER_CMD_MOD": " ".join(shlex.quote(f) for f in flags),
+    }
+
+
+def choose(requested: str, root: Path, run_input, out=sys.stdout) -> Engine:
+    """The engine for this run (see the module docstring)."""
+    if requested not in ("auto", "docker", "local"):
+        raise WorkflowError(f"--engine must be auto, docker or local, got {requested!r}")
+    if requested == "local":
+        return Engine("local")
+    if not docker_answers():
+        if requested == "docker":
+            raise WorkflowError(
+                "--engine docker: no Docker engine answers ('docker info' failed); start one "
+                "(e.g. bash scripts/start-docker.sh) or use --engine local"
+            )
+        print("no Docker engine answers: running the steps as local processes", file=out)
+        return Engine("local")
+    images = step_images(root)
+    missing = [image for image in images if image_id(image) is None]
+    if missing:
+        try:
+            build_images(root, missing, out)
+        except WorkflowError as err:
+            if requested == "docker":
+                raise
+            print(f"{err}\nrunning the steps as local processes instead", file=out)
+            return Engine("local")
+    local = [f for f in run_input.files if Path(f).is_absolute() and Path(f).exists()]
+    if run_input.params["model"]:
+        local.append(run_input.params["model"])  # model/ is outside init/, which yadage mounts
+    return Engine("docker", docker_env(local), {image: image_id(image) for image in images})

@@ -1,0 +1,189 @@
+"""A run's input, made self-contained: the ``init/`` folder yadage starts from.
+
+``rootml run`` takes an ``input.yml`` (rootml's form) or an MLaaS4HEP folder (``files.txt``,
+``labels.txt``, ``params.json``, ``model.py``) and writes into the run's ``init/`` folder:
+
+- ``input.yml`` with the file list and labels written out (local paths made absolute, URLs and
+  LFNs as given) and ``params`` pointing at a copy beside it, so every step, in any engine,
+  reads the same settings from one folder that yadage mounts;
+- ``model/model.py``, a copy of the user's model, given to the train step as a parameter;
+- ``workflow-input.yml``, the workflow's init parameters (``input``, ``files``, ``model``,
+  ``model_sha256``, ``name``, ``tfaas_url``, ``jobs``), the keys ``reana.yaml`` gives too.
+
+The result is validated with the same loader the steps use before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Inputs, Settings, load_input, read_list_file
+from ..exceptions import ConfigError, WorkflowError
+
+#: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
+MLAAS4HEP_FILES = ("files.txt", "labels.txt", "params.json", "model.py")
+DEFAULT_NAME = "rootml_model"
+
+
+@dataclass(frozen=True)
+class RunInput:
+    """The prepared ``init/`` folder of a run."""
+
+    initdir: Path
+    input_yml: Path
+    init_yml: Path
+    params: dict[str, Any]
+    inputs: Inputs
+    settings: Settings
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.params["files"])
+
+
+def _is_remote(entry: str) -> bool:
+    return "://" in entry or entry.startswith("/store/")
+
+
+def _absolute(entries: list[str], base: Path) -> list[str]:
+    out = []
+    for entry in entries:
+        if _is_remote(entry) or Path(entry).is_absolute():
+            out.append(entry)
+        else:
+            out.append(str((base / entry).resolve()))
+    return out
+
+
+def _entries(value: Any, base: Path, key: str, where: Path) -> list:
+    """A list given inline, or read from a text file named relative to ``base``."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, str):
+        return read_list_file(base / value)
+    raise ConfigError(f"'{key}' must be a list or a file name, got {value!r}\nin file {where}")
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}\nin file {path}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path} must be a YAML mapping (see inputs/input.yml)")
+    return doc
+
+
+def from_input_yml(path: str | Path) -> tuple[dict, Path]:
+    """(document, folder its relative names refer to) of a rootml ``input.yml``."""
+    path = Path(path).resolve()
+    load_input(path)  # the schema, labels and settings, checked before anything is copied
+    return _load_yaml(path), path.parent
+
+
+def from_mlaas4hep(folder: str | Path) -> tuple[dict, Path]:
+    """The ``input.yml`` document equivalent to an MLaaS4HEP folder, read unchanged."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{folder} is not a folder; --mlaas4hep takes the folder that holds "
+            "files.txt, labels.txt, params.json and model.py"
+        )
+    missing = [n for n in ("files.txt", "labels.txt") if not (folder / n).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{folder} has no {' and no '.join(missing)}; an MLaaS4HEP folder needs files.txt "
+            "(one ROOT file per line) and labels.txt (one label per file)"
+        )
+    doc: dict[str, Any] = {"files": "files.txt", "labels": "labels.txt"}
+    if (folder / "params.json").is_file():
+        doc["params"] = "params.json"
+    if (folder / "model.py").is_file():
+        doc["model"] = "model.py"
+    return doc, folder
+
+
+def _write_if_changed(path: Path, data: bytes, *, frozen: bool) -> bool:
+    """Write ``data`` unless ``path`` already holds it; ``frozen`` (a resumed run) makes a
+    change an error. Untouched files keep yadage's step cache valid: it hashes ``init/``."""
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    if frozen:
+        raise WorkflowError(
+            f"--resume: {path.name} differs from the one the run in {path.parent.parent} "
+            "started with; the data settings of a run cannot change (only model.py may): "
+            "start a new run with another --workdir"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return True
+
+
+def prepare(
+    doc: dict,
+    base: Path,
+    workdir: Path,
+    *,
+    name: str | None = None,
+    tfaas_url: str = "",
+    jobs: int = 4,
+    where: Path | None = None,
+    resume: bool = False,
+) -> RunInput:
+    """Write the run's ``init/`` folder (and ``model/``) for ``doc``, an ``input.yml`` document
+    whose relative names refer to ``base``, and return it, validated.
+
+    ``model.py`` goes to ``model/``, outside ``init/``, with its sha256 as a parameter of the
+    train step only: a fixed model resumes with training, not with the whole data path.
+    """
+    where = where or base
+    doc = dict(doc)
+    files = _absolute([str(f) for f in _entries(doc["files"], base, "files", where)], base)
+    if not files:
+        raise ConfigError(f"the file list is empty; list at least one ROOT file\nin {where}")
+    labels = doc["labels"]
+    if not isinstance(labels, dict):
+        labels = _entries(labels, base, "labels", where)
+    sources = {}
+    for key in ("model", "params"):
+        if doc.get(key):
+            sources[key] = base / doc.pop(key)
+            if not sources[key].is_file():
+                raise ConfigError(
+                    f"{key} file {sources[key]} does not exist; fix '{key}' (relative to the "
+                    f"input's folder)\nin {where}"
+                )
+    initdir, modeldir = workdir / "init", workdir / "model"
+    if "params" in sources:
+        doc["params"] = "params.json"
+        _write_if_changed(initdir / "params.json", sources["params"].read_bytes(), frozen=resume)
+    doc["files"], doc["labels"] = files, labels
+    input_yml = initdir / "input.yml"
+    text = f"# written by rootml run from {where}\n" + yaml.safe_dump(doc, sort_keys=False)
+    _write_if_changed(input_yml, text.encode(), frozen=resume)
+    inputs, settings = load_input(input_yml)
+    model, model_sha256 = "", ""
+    if "model" in sources:
+        data = sources["model"].read_bytes()
+        model, model_sha256 = str(modeldir / "model.py"), hashlib.sha256(data).hexdigest()
+        _write_if_changed(Path(model), data, frozen=False)
+    publish = doc.get("publish") or {}
+    params = {
+        "input": str(input_yml),
+        "files": files,
+        "model": model,
+        "model_sha256": model_sha256,
+        "name": name or publish.get("name") or DEFAULT_NAME,
+        "tfaas_url": tfaas_url,
+        "jobs": jobs,
+    }
+    init_yml = workdir / "workflow-input.yml"
+    init_yml.write_text(yaml.safe_dump(params, sort_keys=False), "utf-8")
+    return RunInput(initdir, input_yml, init_yml, params, inputs, settings)

@@ -1,0 +1,151 @@
+"""Packtivity plugin: run rootml's steps as local processes, and record every step.
+
+Loaded by ``yadage-run --plugins rootml.workflow.plugin`` (the ``PACKTIVITY_PLUGINS``
+variable alone is ignored by yadage-run). It takes over packtivity's handler for
+``docker-encapsulated`` environments, the only kind REANA runs:
+
+- ``ROOTML_ENGINE=local`` (the default): the step's script goes to its interpreter (bash) on
+  stdin, or its one-line command to ``sh -c``, in the step folder, with this interpreter's
+  ``bin`` folder first on ``PATH`` so ``rootml`` is the one installed beside yadage. Its
+  output goes where packtivity puts a container's: ``_packtivity/<step>.run.log``.
+- ``ROOTML_ENGINE=docker``: packtivity's own Docker handler runs it (``docker run`` of the
+  step's image; ``PACKTIVITY_DOCKER_NOPULL`` and ``PACKTIVITY_DOCKER_CMD_MOD`` apply).
+
+Either way the step leaves ``_rootml/step.json`` in its folder: name, engine, image (and its
+id under Docker) or interpreter, start and end times, status and log path. ``rootml run``
+reads these records for its progress display, its failure report and the run's provenance.
+
+The override happens at import time in the process that imports this module; yadage's
+``multiproc`` backend forks its workers afterwards (Python's default on Linux), so they see it.
+
+It also makes yadage's step cache (``yadage-run -c checksums``, what ``rootml run --resume``
+uses) usable: yadage keys a cached step by its state, whose upstream folders come in the
+iteration order of a set of random node ids, so a step with two upstream stages got a new key
+on every run and was never found again. The key here lists those folders sorted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from packtivity.handlers.execution_handlers import handlers
+from yadage.backends.caching import CacheBuilder
+from yadage.utils import json_hash
+
+from .docker import image_id
+
+RECORD = Path("_rootml") / "step.json"
+ENGINES = ("local", "docker")
+
+_docker_handler = handlers["docker-encapsulated"]["default"]
+
+
+def engine() -> str:
+    name = os.environ.get("ROOTML_ENGINE", "local")
+    if name not in ENGINES:
+        raise RuntimeError(f"ROOTML_ENGINE must be one of {ENGINES}, got {name!r}")
+    return name
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _write(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), "utf-8")
+    tmp.replace(path)
+
+
+def run_local(state, job: dict, log_path: Path) -> int:
+    """Run one packtivity job as a local process; returns its exit status."""
+    workdir = Path(state.readwrite[0])
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if "script" in job:
+        argv, stdin = [job["interpreter"]], job["script"].encode()
+    elif "command" in job:
+        argv, stdin = ["sh", "-c", job["command"]], None
+    else:
+        raise RuntimeError(f"rootml's local engine runs scripts and commands, not {sorted(job)}")
+    with open(log_path, "ab") as log:
+        proc = subprocess.run(
+            argv,
+            input=stdin,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            check=False,
+        )
+    return proc.returncode
+
+
+def docker_encapsulated(config, environment, state, job, metadata):
+    """packtivity executor for ``docker-encapsulated`` steps (see the module docstring)."""
+    name = metadata["name"]
+    workdir = Path(state.readwrite[0])
+    record_path = workdir / RECORD
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    metadir = Path(state.metadir)
+    metadir.mkdir(parents=True, exist_ok=True)
+    log_path = metadir / f"{name}.run.log"
+    image = f"{environment['image']}:{environment['imagetag']}"
+    chosen = engine()
+    record = {
+        "name": name,
+        "engine": chosen,
+        "image": image,
+        "image_id": image_id(image) if chosen == "docker" else None,
+        "interpreter": sys.executable if chosen == "local" else None,
+        "workdir": str(workdir),
+        "log": str(log_path),
+        "started": _now(),
+        "status": "running",
+    }
+    _write(record_path, record)
+    t0 = time.perf_counter()
+    status, error = "failed", None
+    try:
+        if chosen == "docker":
+            result = _docker_handler(config, environment, state, job, metadata)
+            status = "done"
+            return result
+        returncode = run_local(state, job, log_path)
+        if returncode:
+            error = f"exit status {returncode}"
+            raise RuntimeError(f"step {name} failed ({error}); its log: {log_path}")
+        status = "done"
+        return None
+    except Exception as err:
+        error = error or str(err)
+        raise
+    finally:
+        record.update(
+            status=status,
+            finished=_now(),
+            seconds=round(time.perf_counter() - t0, 3),
+            error=error,
+        )
+        _write(record_path, record)
+
+
+def stable_cacheid(self, task) -> str:  # noqa: ARG001 (a method of CacheBuilder)
+    """yadage's cache key (state, parameters, spec) with the upstream folders in sorted order."""
+    doc = task.json()
+    state = dict(doc["state"])
+    state["readonly"] = sorted(d["path"] for d in state.get("readonly", ()))
+    return json_hash([state, doc["parameters"], doc["spec"]])
+
+
+CacheBuilder.cacheid = stable_cacheid
+handlers["docker-encapsulated"]["default"] = docker_encapsulated
+handlers["docker-encapsulated"]["rootml"] = docker_encapsulated

@@ -1,0 +1,428 @@
+"""``rootml run``: the whole workflow, with yadage, in Docker or as local processes.
+
+1. the input (``input.yml`` or an MLaaS4HEP folder) becomes the run's ``init/`` folder;
+2. the engine is chosen: Docker when an engine answers and the step images exist (or build),
+   else local processes (the packtivity plugin in :mod:`.plugin`);
+3. without a TFaaS URL, the embedded ``rootml serve`` starts on 127.0.0.1 (containers reach it
+   through ``--network host``);
+4. ``yadage-run`` runs ``workflows/main.yml`` in the run folder, with step caching on so that
+   ``--resume`` re-runs only what failed or never ran, while this process prints each step
+   as it starts and ends;
+5. a failed step ends the run with its log's tail and a non-zero exit; a good run ends with the
+   test AUC, where the bundle, report and receipt are, and one prediction from the served model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..exceptions import WorkflowError
+from . import docker
+from .inputs import RunInput, from_input_yml, from_mlaas4hep, prepare
+from .plugin import RECORD
+
+PLUGIN = "rootml.workflow.plugin"
+WORKFLOW = "workflows/main.yml"
+STEPS = "steps/steps.yml"
+RUN_RECORD = "run.json"
+LOG_TAIL = 40
+
+
+def spec_root() -> Path:
+    """The folder holding ``workflows/`` and ``steps/``: the source checkout this package runs
+    from, else the copy installed inside the package."""
+    here = Path(__file__).resolve()
+    for root in (here.parents[3], here.parent / "spec"):
+        if (root / WORKFLOW).is_file() and (root / STEPS).is_file():
+            return root
+    raise WorkflowError(f"cannot find {WORKFLOW} beside the rootml package ({here.parent})")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    input: Path | None = None
+    mlaas4hep: Path | None = None
+    engine: str | None = None  # auto, docker, local; None: auto, or a resumed run's engine
+    workdir: Path = Path("rootml-run")
+    resume: bool = False
+    url: str | None = None
+    name: str | None = None
+    jobs: int = 4
+    parallel: int = 0
+    serve: bool = False
+
+
+@dataclass
+class Step:
+    name: str
+    status: str
+    seconds: float | None
+    record: dict
+
+
+# ------------------------------------------------------------------ the embedded server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def embedded_server(models: Path, log_path: Path) -> Iterator[str]:
+    """``rootml serve`` on 127.0.0.1 for the length of the run; yields its URL."""
+    from ..exceptions import PublishError
+    from ..publishing import Client
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "rootml",
+        "-q",
+        "serve",
+        "--models",
+        str(models),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = Client(url, timeout=2)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.json("GET", "/v2/health/live")
+                break
+            except PublishError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise WorkflowError(
+                        f"the embedded server did not start (exit {proc.poll()}); "
+                        f"its log: {log_path}"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# ------------------------------------------------------------------ progress and results
+
+
+def step_records(workdir: Path) -> dict[str, Step]:
+    steps = {}
+    for path in sorted(workdir.glob(f"*/{RECORD}")):
+        try:
+            doc = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            continue  # being written; read again on the next poll
+        steps[doc["name"]] = Step(doc["name"], doc["status"], doc.get("seconds"), doc)
+    return steps
+
+
+class Progress:
+    """Prints one line when a step starts and one when it ends. Steps of an earlier run in the
+    same folder (``--resume``) are not repeated unless they run again."""
+
+    def __init__(self, workdir: Path, out=sys.stdout) -> None:
+        self.workdir = workdir
+        self.out = out
+        self.seen = {name: self._key(s) for name, s in step_records(workdir).items()}
+        self.earlier = set(self.seen)
+        self.t0 = time.monotonic()
+
+    @staticmethod
+    def _key(step: Step) -> tuple:
+        return step.record.get("started"), step.status
+
+    def poll(self) -> None:
+        for name, step in step_records(self.workdir).items():
+            key = self._key(step)
+            if self.seen.get(name) == key:
+                continue
+            if (self.seen.get(name) or (None,))[0] != key[0] and step.status != "running":
+                self._line(name, "running", None)
+            self.seen[name] = key
+            self.earlier.discard(name)
+            self._line(name, step.status, step.seconds)
+
+    def reused(self) -> list[str]:
+        """Steps whose earlier result was reused (resumed runs)."""
+        return sorted(self.earlier)
+
+    def _line(self, name: str, status: str, seconds: float | None) -> None:
+        took = "" if seconds is None else f"{seconds:7.1f} s"
+        mark = {"running": "start", "done": "done", "failed": "FAILED"}.get(status, status)
+        print(
+            f"  [{time.monotonic() - self.t0:6.1f} s] {name:<16} {mark:<7}{took}",
+            file=self.out,
+            flush=True,
+        )
+
+
+def _tail(path: Path, lines: int = LOG_TAIL) -> str:
+    try:
+        text = path.read_text("utf-8", errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def failure_report(workdir: Path, yadage_log: Path) -> str:
+    failed = [s for s in step_records(workdir).values() if s.status == "failed"]
+    if not failed:
+        return (
+            f"yadage stopped before any step failed; the end of its log ({yadage_log}):\n"
+            + _tail(yadage_log)
+        )
+    parts = []
+    for step in failed:
+        log = Path(step.record["log"])
+        parts.append(
+            f"step {step.name} failed ({step.record.get('error')}); the end of its log ({log}):\n"
+            + _tail(log)
+        )
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------ the run
+
+
+SOURCE_RECORD = "source.json"
+
+
+def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInput, docker.Engine]:
+    """The run's init folder from the input; on --resume, from the input the run started with
+    (recorded in source.json) unless another is given, which must not change the data
+    settings: only model.py may change, and then training and what follows re-run."""
+    record = workdir / SOURCE_RECORD
+    if options.resume:
+        if not record.is_file():
+            raise WorkflowError(
+                f"--resume: {workdir} holds no earlier run ({record} is missing); run "
+                "without --resume first"
+            )
+        old = json.loads(record.read_text("utf-8"))
+        source = {"input": options.input, "mlaas4hep": options.mlaas4hep}
+        if not any(source.values()):
+            source = {k: old.get(k) for k in source}
+        name, jobs = options.name or old["name"], old["jobs"]
+        engine = options.engine or old.get("engine")
+    else:
+        source = {"input": options.input, "mlaas4hep": options.mlaas4hep}
+        name, jobs, engine = options.name, options.jobs, options.engine
+    if source["mlaas4hep"]:
+        doc, base = from_mlaas4hep(source["mlaas4hep"])
+        where = Path(source["mlaas4hep"]).resolve()
+    else:
+        where = Path(source["input"] or "inputs/input.yml").resolve()
+        doc, base = from_input_yml(where)
+    run_input = prepare(
+        doc,
+        base,
+        workdir,
+        name=name,
+        tfaas_url=url,
+        jobs=jobs,
+        where=where,
+        resume=options.resume,
+    )
+    chosen = docker.choose(engine or "auto", spec_root(), run_input)
+    record.write_text(
+        json.dumps(
+            {
+                "input": None if source["mlaas4hep"] else str(where),
+                "mlaas4hep": str(where) if source["mlaas4hep"] else None,
+                "name": run_input.params["name"],
+                "jobs": jobs,
+                "engine": chosen.name,
+            },
+            indent=1,
+        ),
+        "utf-8",
+    )
+    return run_input, chosen
+
+
+def _yadage_command(root: Path, workdir: Path, run_input: RunInput, parallel: int) -> list[str]:
+    yadage_run = Path(sys.executable).with_name("yadage-run")
+    if not yadage_run.exists():
+        found = shutil.which("yadage-run")
+        if not found:
+            raise WorkflowError(
+                "yadage-run is not installed beside rootml; pip install 'rootml[workflow]'"
+            )
+        yadage_run = Path(found)
+    return [
+        str(yadage_run),
+        "-t",
+        str(root),
+        str(workdir),
+        WORKFLOW,
+        str(run_input.init_yml),
+        "-d",
+        f"initdir={run_input.initdir}",
+        "--plugins",
+        PLUGIN,
+        "-b",
+        f"multiproc:{parallel}",
+        "-c",
+        "checksums",
+        "--accept-metadir",
+        "--no-visualize",
+    ]
+
+
+def run(options: RunOptions, out=sys.stdout) -> dict:
+    """Run the workflow; returns the run record (also written to ``<workdir>/run.json``)."""
+    root = spec_root()
+    workdir = options.workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()) and not options.resume:
+        raise WorkflowError(
+            f"{workdir} is not empty: pass --resume to continue the run there, or choose a new "
+            "--workdir"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    parallel = options.parallel or os.cpu_count() or 1
+    with _server(options, workdir) as url:
+        run_input, engine = _prepare_input(options, workdir, url)
+        env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env)
+        print(
+            f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
+            f"{parallel} parallel steps, workdir {workdir}\n  publishing to {url}",
+            file=out,
+            flush=True,
+        )
+        yadage_log = workdir / "yadage.log"
+        cmd = _yadage_command(root, workdir, run_input, parallel)
+        progress = Progress(workdir, out)
+        t0 = time.time()
+        with open(yadage_log, "ab") as log:
+            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+            while proc.poll() is None:
+                progress.poll()
+                time.sleep(0.2)
+        progress.poll()
+        if progress.reused():
+            print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
+        record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
+        if proc.returncode != 0:
+            raise WorkflowError(
+                "the workflow failed.\n"
+                + failure_report(workdir, yadage_log)
+                + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
+            )
+        record["summary"] = summary(workdir, run_input, url)
+        _write_record(workdir, record)
+        _print_summary(record["summary"], out)
+        if options.serve:
+            print(f"serving {url} until interrupted (Ctrl-C)", file=out, flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return record
+
+
+@contextmanager
+def _server(options: RunOptions, workdir: Path) -> Iterator[str]:
+    if options.url:
+        yield options.url
+        return
+    server = workdir / "server"
+    server.mkdir(exist_ok=True)
+    with embedded_server(server / "models", server / "server.log") as url:
+        yield url
+
+
+def _run_record(workdir, run_input, engine, url, cmd, t0, returncode) -> dict:
+    steps = step_records(workdir)
+    record = {
+        "workdir": str(workdir),
+        "engine": engine.name,
+        "tfaas_url": url,
+        "parameters": run_input.params,
+        "command": cmd,
+        "started": t0,
+        "seconds": round(time.time() - t0, 3),
+        "returncode": returncode,
+        "steps": {name: s.record for name, s in steps.items()},
+    }
+    _write_record(workdir, record)
+    return record
+
+
+def _write_record(workdir: Path, record: dict) -> None:
+    (workdir / RUN_RECORD).write_text(json.dumps(record, indent=1, default=str), "utf-8")
+
+
+def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
+    """What a good run produced, and one prediction from the served model."""
+    outputs = {
+        "bundle": workdir / "train" / "bundle",
+        "report": workdir / "evaluate" / "report" / "report.html",
+        "metrics": workdir / "evaluate" / "report" / "metrics.json",
+        "receipt": workdir / "publish" / "receipt.json",
+    }
+    missing = [str(p) for p in outputs.values() if not p.exists()]
+    if missing:
+        raise WorkflowError(f"the workflow ended without its outputs: {missing}")
+    metrics = json.loads(outputs["metrics"].read_text("utf-8"))
+    receipt = json.loads(outputs["receipt"].read_text("utf-8"))
+    return {
+        **{k: str(v) for k, v in outputs.items()},
+        "auc": metrics.get("auc"),
+        "accuracy": metrics.get("accuracy"),
+        "n_test": metrics.get("n_test"),
+        "model": receipt.get("name"),
+        "served": served_example(url, receipt.get("name"), outputs["bundle"], run_input),
+    }
+
+
+def served_example(url: str, name: str, bundle: Path, run_input: RunInput) -> dict:
+    """The first event of the first input file, as raw branch values, scored by the server."""
+    from ..bundle import load_bundle
+    from ..publishing import Client
+    from ..reading import open_input
+    from ..sources import resolve
+
+    layout = load_bundle(bundle).layout
+    source = resolve(run_input.files[0], redirector=run_input.settings.redirector)
+    tree = open_input(source, layout["tree"])
+    event = tree.arrays(layout["read"], 0, 1).to_list()[0]
+    reply = Client(url, timeout=30).json("POST", "/json", {"model": name, "event": event})
+    return {"file": run_input.files[0], "entry": 0, "scores": reply}
+
+
+def _print_summary(s: dict, out) -> None:
+    auc = "n/a" if s["auc"] is None else f"{s['auc']:.3f}"
+    print(
+        f"test AUC {auc}, accuracy {s['accuracy']:.3f} on {s['n_test']:,} held-out events\n"
+        f"bundle:  {s['bundle']}\nreport:  {s['report']}\nreceipt: {s['receipt']}\n"
+        f"served model {s['model']}: event 0 of {Path(s['served']['file']).name} -> "
+        f"{json.dumps(s['served']['scores'])}",
+        file=out,
+        flush=True,
+    )
