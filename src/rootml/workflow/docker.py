@@ -110,6 +110,6 @@ def choose(requested: str, root: Path, run_input, out=sys.stdout) -> Engine:
             print(f"{err}\nrunning the steps as local processes instead", file=out)
             return Engine("local")
     local = [f for f in run_input.files if Path(f).is_absolute() and Path(f).exists()]
-    if run_input.params["model"]:
+    if Path(run_input.params["model"]).is_absolute():
         local.append(run_input.params["model"])  # model/ is outside init/, which yadage mounts
     return Engine("docker", docker_env(local), {image: image_id(image) for image in images})

@@ -28,6 +28,9 @@ from ..exceptions import ConfigError, WorkflowError
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
 MLAAS4HEP_FILES = ("files.txt", "labels.txt", "params.json", "model.py")
 DEFAULT_NAME = "rootml_model"
+#: parameter values meaning "no model file" and "the TFAAS_URL variable": never '', which
+#: yadage would turn into the init folder's path
+NONE, FROM_ENV = "none", "env"
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def prepare(
     workdir: Path,
     *,
     name: str | None = None,
-    tfaas_url: str = "",
+    tfaas_url: str | None = None,
     jobs: int = 4,
     where: Path | None = None,
     resume: bool = False,
@@ -147,7 +150,11 @@ def prepare(
     doc = dict(doc)
     files = _absolute([str(f) for f in _entries(doc["files"], base, "files", where)], base)
     if not files:
-        raise ConfigError(f"the file list is empty; list at least one ROOT file\nin {where}")
+        listed = base / doc["files"] if isinstance(doc["files"], str) else where
+        raise ConfigError(
+            f"the file list is empty: list at least one ROOT file (path, URL or LFN)\n"
+            f"in file {listed}"
+        )
     labels = doc["labels"]
     if not isinstance(labels, dict):
         labels = _entries(labels, base, "labels", where)
@@ -169,7 +176,7 @@ def prepare(
     text = f"# written by rootml run from {where}\n" + yaml.safe_dump(doc, sort_keys=False)
     _write_if_changed(input_yml, text.encode(), frozen=resume)
     inputs, settings = load_input(input_yml)
-    model, model_sha256 = "", ""
+    model, model_sha256 = NONE, NONE
     if "model" in sources:
         data = sources["model"].read_bytes()
         model, model_sha256 = str(modeldir / "model.py"), hashlib.sha256(data).hexdigest()
@@ -181,7 +188,7 @@ def prepare(
         "model": model,
         "model_sha256": model_sha256,
         "name": name or publish.get("name") or DEFAULT_NAME,
-        "tfaas_url": tfaas_url,
+        "tfaas_url": tfaas_url or FROM_ENV,
         "jobs": jobs,
     }
     init_yml = workdir / "workflow-input.yml"

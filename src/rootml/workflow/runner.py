@@ -411,7 +411,8 @@ def served_example(url: str, name: str, bundle: Path, run_input: RunInput) -> di
     layout = load_bundle(bundle).layout
     source = resolve(run_input.files[0], redirector=run_input.settings.redirector)
     tree = open_input(source, layout["tree"])
-    event = tree.arrays(layout["read"], 0, 1).to_list()[0]
+    label = layout["labels"].get("branch")
+    event = tree.arrays([b for b in layout["read"] if b != label], 0, 1).to_list()[0]
     reply = Client(url, timeout=30).json("POST", "/json", {"model": name, "event": event})
     return {"file": run_input.files[0], "entry": 0, "scores": reply}
 

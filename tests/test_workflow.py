@@ -1,0 +1,423 @@
+"""The yadage workflow: its spec, the packtivity plugin, and real ``rootml run`` end to end.
+
+The end-to-end runs are real: yadage-run with rootml's plugin (local processes), a real
+``rootml serve`` on 127.0.0.1 started by ``rootml run``, ROOT files written here with uproot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from rootfiles import event_arrays, write_events
+
+from rootml.layout import job_batches
+from rootml.preprocessing import parse_chunks
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ROOTML = str(BIN / "rootml")
+STEPS = yaml.safe_load((ROOT / "steps" / "steps.yml").read_text())
+WORKFLOW = yaml.safe_load((ROOT / "workflows" / "main.yml").read_text())
+STEP_NAMES = [name for name in STEPS if name != "environments"]
+IDS = ["run", "event", "luminosityBlock"]
+
+
+# ------------------------------------------------------------------ the spec
+
+
+def test_workflow_validates_with_yadage():
+    result = subprocess.run(
+        [str(BIN / "yadage-validate"), "workflows/main.yml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "validates against schema" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("step", STEP_NAMES)
+def test_every_step_validates_with_packtivity(step):
+    result = subprocess.run(
+        [str(BIN / "packtivity-validate"), f"steps/steps.yml#/{step}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "valid" in result.stdout + result.stderr
+
+
+def _stage_parameters(stage: dict) -> set[str]:
+    return {p["key"] for p in stage["scheduler"]["parameters"]}
+
+
+@pytest.mark.parametrize("stage", WORKFLOW["stages"], ids=lambda s: s["name"])
+def test_stage_gives_every_placeholder_its_step_uses(stage):
+    """A `{name}` the step's script formats must be a parameter of its stage, and every
+    stage parameter must be used (yadage would raise KeyError at run time, or pass a value
+    nobody reads)."""
+    step = STEPS[stage["scheduler"]["step"]["$ref"].rsplit("/", 1)[-1]]
+    text = step["process"]["script"] + json.dumps(step["publisher"])
+    # single braces only: {{ }} is a literal brace for the shell
+    used = set(re.findall(r"(?<!\{)\{([a-z_0-9]+)\}(?!\})", text))
+    given_ = _stage_parameters(stage)
+    assert used <= given_, f"{stage['name']}: the step uses {used - given_}, not given"
+    assert given_ <= used, f"{stage['name']}: parameters {given_ - used} are never used"
+
+
+def test_steps_call_only_the_rootml_cli_and_check_their_outputs():
+    for name in STEP_NAMES:
+        script = STEPS[name]["process"]["script"]
+        assert script.startswith("set -euo pipefail"), name
+        commands = [
+            line.split()[0]
+            for line in script.splitlines()
+            if line.strip() and not line.startswith((" ", "#")) and "=" not in line.split()[0]
+        ]
+        tools = set(commands) - {"set", "test", "ls", "if", "fi", "echo", "export"}
+        assert tools == {"rootml"}, f"{name} calls {tools}"
+        last = [line for line in script.splitlines() if line.strip()][-1]
+        assert last.startswith(("test -s", "ls ")), f"{name} does not end by checking its output"
+
+
+def test_images_of_steps_are_pinned():
+    for env in STEPS["environments"].values():
+        assert env["image"].startswith("rootml/")
+        assert isinstance(env["imagetag"], str)
+        assert re.fullmatch(r"\d+\.\d+\.\d+", env["imagetag"])
+
+
+def test_scatter_stages_scatter_over_lists_from_upstream():
+    """fetch and specs are pipelined per file; preprocess scatters over merge's batches."""
+    stages = {s["name"]: s["scheduler"] for s in WORKFLOW["stages"]}
+    assert [s["name"] for s in WORKFLOW["stages"]] == [
+        "check",
+        "fetch",
+        "specs",
+        "merge",
+        "preprocess",
+        "train",
+        "evaluate",
+        "publish",
+    ]
+    for name in ("fetch", "specs", "preprocess"):
+        assert stages[name]["scheduler_type"] == "multistep-stage"
+        assert len(stages[name]["scatter"]["parameters"]) == 1
+    for name in ("check", "merge", "train", "evaluate", "publish"):
+        assert stages[name]["scheduler_type"] == "singlestep-stage"
+
+
+# ------------------------------------------------------------------ preprocess batches
+
+
+@given(
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=60),
+    max_jobs=st.integers(1, 20),
+    min_events=st.integers(1, 20000),
+)
+def test_job_batches_cover_the_plan_once_in_order(sizes, max_jobs, min_events):
+    chunks, start = [], 0
+    for i, size in enumerate(sizes):
+        chunks.append({"id": i, "file": 0, "start": start, "stop": start + size})
+        start += size
+    batches = job_batches(chunks, max_jobs, min_events)
+    assert 1 <= len(batches) <= max_jobs
+    ids = [i for b in batches for i in parse_chunks(b, len(chunks))]
+    assert ids == list(range(len(chunks)))
+    assert all(parse_chunks(b, len(chunks)) for b in batches)  # no empty batch
+
+
+def test_job_batches_balance_events_and_skip_tiny_jobs():
+    chunks = [{"id": i, "file": 0, "start": 0, "stop": 100_000} for i in range(100)]
+    assert job_batches(chunks, 4) == ["0-24", "25-49", "50-74", "75-99"]
+    assert job_batches(chunks[:3], 8) == ["0-0", "1-1", "2-2"]
+    small = [{"id": i, "file": 0, "start": 0, "stop": 1000} for i in range(40)]
+    assert job_batches(small, 8) == ["0-39"]  # 40k events: one job, not 8 tiny ones
+    with pytest.raises(Exception, match="at least 1"):
+        job_batches(chunks, 0)
+
+
+# ------------------------------------------------------------------ inputs to runs
+
+
+def _events_with_label(path: Path, n: int, seed: int) -> Path:
+    met = event_arrays(n, seed)["MET"]
+    return write_events(path, n, seed, isSignal=(met > np.median(met)).astype(np.int32))
+
+
+def _mlaas4hep_folder(folder: Path, n: int = 400) -> Path:
+    """Three files, MLaaS4HEP's four inputs, written as its users have them."""
+    data = folder / "data"
+    write_events(data / "sig.root", n, 1, signal=True)
+    write_events(data / "bkg_a.root", n, 2)
+    write_events(data / "bkg_b.root", n, 3)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "files.txt").write_text("data/sig.root\ndata/bkg_a.root\ndata/bkg_b.root\n")
+    (folder / "labels.txt").write_text("1\n0\n0\n")
+    params = {
+        "nevts": -1,
+        "shuffle": True,
+        "chunk_size": 250,
+        "epochs": 2,
+        "batch_size": 64,
+        "identifier": "run,event,luminosityBlock",
+        "branch": "events",
+        "selected_branches": "",
+        "exclude_branches": "",
+        "redirector": "root://cms-xrd-global.cern.ch",
+        "verbose": 1,
+    }
+    (folder / "params.json").write_text(json.dumps(params))
+    shutil.copyfile(ROOT / "inputs" / "model.py", folder / "model.py")
+    return folder
+
+
+def _one_file_input(folder: Path, model: str | None = None) -> Path:
+    _events_with_label(folder / "mixed.root", 800, 5)
+    doc = {
+        "files": ["mixed.root"],
+        "labels": {"branch": "isSignal"},
+        "tree": "events",
+        "seed": 3,
+        "data": {"chunk_size": 300},
+        "features": {"identifiers": IDS},
+        "training": {"epochs": 2, "batch_size": 64},
+        "publish": {"name": "one_file"},
+    }
+    if model is not None:
+        (folder / "model.py").write_text(model)
+        doc["model"] = "model.py"
+    (folder / "input.yml").write_text(yaml.safe_dump(doc))
+    return folder / "input.yml"
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [ROOTML, "run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def _steps(workdir: Path) -> dict[str, dict]:
+    return json.loads((workdir / "run.json").read_text())["steps"]
+
+
+# ------------------------------------------------------------------ bad input, no TensorFlow
+
+
+def test_run_refuses_an_empty_file_list(tmp_path):
+    (tmp_path / "files.txt").write_text("# nothing yet\n")
+    (tmp_path / "labels.txt").write_text("")
+    result = _run(
+        "--mlaas4hep",
+        str(tmp_path),
+        "--engine",
+        "local",
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "file list is empty" in result.stderr
+    assert "files.txt" in result.stderr
+    assert not (tmp_path / "w" / "_yadage").exists()  # yadage never started
+
+
+def test_workflow_itself_fails_on_an_empty_file_list(tmp_path):
+    """Run by yadage directly (as REANA does), an empty list fails at the check step instead
+    of "succeeding" with no steps."""
+    inputs = tmp_path / "inputs"
+    _one_file_input(inputs)
+    init = tmp_path / "init.yml"
+    init.write_text(
+        yaml.safe_dump(
+            {
+                "input": str(inputs / "input.yml"),
+                "files": [],
+                "model": "none",
+                "model_sha256": "none",
+                "name": "x",
+                "tfaas_url": "env",
+                "jobs": 2,
+            }
+        )
+    )
+    result = subprocess.run(
+        [
+            str(BIN / "yadage-run"),
+            "-t",
+            str(ROOT),
+            str(tmp_path / "w"),
+            "workflows/main.yml",
+            str(init),
+            "--plugins",
+            "rootml.workflow.plugin",
+            "-b",
+            "multiproc:2",
+            "--no-visualize",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, ROOTML_ENGINE="local"),
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0
+    log = (tmp_path / "w" / "check" / "_packtivity" / "check.run.log").read_text()
+    assert "empty file list" in log
+    assert not list((tmp_path / "w").glob("fetch_*"))
+
+
+def test_run_names_a_missing_model_file(tmp_path):
+    inputs = _one_file_input(tmp_path / "in")
+    doc = yaml.safe_load(inputs.read_text())
+    doc["model"] = "nope.py"
+    inputs.write_text(yaml.safe_dump(doc))
+    result = _run(
+        "--input", str(inputs), "--engine", "local", "--workdir", str(tmp_path / "w"), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "nope.py" in result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_resume_needs_an_earlier_run(tmp_path):
+    result = _run("--resume", "--workdir", str(tmp_path / "w"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "holds no earlier run" in result.stderr
+
+
+def test_run_refuses_a_used_workdir_without_resume(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "something").write_text("x")
+    result = _run(
+        "--input",
+        str(ROOT / "inputs" / "input.yml"),
+        "--workdir",
+        str(tmp_path / "w"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "not empty" in result.stderr
+    assert "--resume" in result.stderr
+
+
+# ------------------------------------------------------------------ end to end (trains)
+
+
+def _assert_good_run(result, workdir: Path, n_files: int) -> dict:
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = _steps(workdir)
+    for stage in ("fetch", "specs"):
+        assert sorted(n for n in steps if n.startswith(stage + "_")) == [
+            f"{stage}_{i}" for i in range(n_files)
+        ]
+    assert {s["status"] for s in steps.values()} == {"done"}
+    assert {s["engine"] for s in steps.values()} == {"local"}
+    summary = json.loads((workdir / "run.json").read_text())["summary"]
+    assert 0.5 < summary["auc"] <= 1.0
+    assert (workdir / "train" / "bundle" / "model.onnx").is_file()
+    assert (workdir / "evaluate" / "report" / "report.html").is_file()
+    receipt = json.loads((workdir / "publish" / "receipt.json").read_text())
+    assert receipt["name"] == summary["model"]
+    assert len(summary["served"]["scores"]) == 1  # one event scored by the served model
+    assert "test AUC" in result.stdout
+    assert "served model" in result.stdout
+    for name in steps:
+        assert f"] {name} " in result.stdout.replace("  ", " ") or name in result.stdout
+    return summary
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_run_one_file_with_labels_from_a_branch(tmp_path):
+    inputs = _one_file_input(tmp_path / "in")
+    workdir = tmp_path / "w"
+    result = _run(
+        "--input", str(inputs), "--engine", "local", "--workdir", str(workdir), cwd=tmp_path
+    )
+    summary = _assert_good_run(result, workdir, 1)
+    assert summary["model"] == "one_file"
+    layout = json.loads((workdir / "merge" / "specs.json").read_text())
+    assert layout["labels"]["branch"] == "isSignal"
+    batches = yaml.safe_load((workdir / "merge" / "batches.yml").read_text())["batches"]
+    assert len(list(workdir.glob("preprocess_*"))) == len(batches)
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
+    folder = _mlaas4hep_folder(tmp_path / "mlaas4hep")
+    workdir = tmp_path / "w"
+    result = _run(
+        "--mlaas4hep",
+        str(folder),
+        "--engine",
+        "local",
+        "--jobs",
+        "3",
+        "--workdir",
+        str(workdir),
+        cwd=tmp_path,
+    )
+    _assert_good_run(result, workdir, 3)
+    layout = json.loads((workdir / "merge" / "specs.json").read_text())
+    assert [f["basename"] for f in layout["files"]] == ["sig.root", "bkg_a.root", "bkg_b.root"]
+    history = json.loads((workdir / "train" / "bundle" / "history.json").read_text())
+    assert len(history["loss"]) == 2  # params.json's epochs, unchanged
+
+
+BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nthis is not python(\n"
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
+    inputs = _one_file_input(tmp_path / "in", model=BROKEN_MODEL)
+    workdir = tmp_path / "w"
+    result = _run(
+        "--input", str(inputs), "--engine", "local", "--workdir", str(workdir), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "step train failed" in result.stderr
+    assert "syntax error in the model file" in result.stderr  # the tail of the step's log
+    assert "train.run.log" in result.stderr
+    assert "rootml run --resume" in result.stderr
+    assert not (workdir / "train" / "bundle").exists()  # no half-written bundle
+    before = _steps(workdir)
+    assert before["train"]["status"] == "failed"
+    assert not any(n.startswith(("evaluate", "publish")) for n in before)
+
+    # the physicist fixes model.py and resumes: only train and what follows run again
+    (tmp_path / "in" / "model.py").write_text((ROOT / "inputs" / "model.py").read_text())
+    result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = _steps(workdir)
+    data_steps = [n for n in before if n != "train"]
+    for name in data_steps:
+        assert after[name]["started"] == before[name]["started"], f"{name} ran again"
+    assert after["train"]["started"] != before["train"]["started"]
+    assert after["train"]["status"] == after["publish"]["status"] == "done"
+    assert "reused from the earlier run" in result.stdout
+    assert "test AUC" in result.stdout
