@@ -29,7 +29,7 @@ import numpy as np
 from .exceptions import BundleError
 from .layout import column_constants, load_layout
 from .preprocessing import scale_rows, unscale_rows
-from .storage import write_json
+from .storage import temporary_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def export_bundle(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temporary_folder(out)
     try:
         model.save(tmp / "model.keras")
         module, _ = _serving_module(model, layout)

@@ -53,6 +53,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def temporary_folder(out: Path) -> Path:
+    """An empty folder beside ``out``, to be renamed onto it when complete; with the usual
+    folder mode (mkdtemp makes 0700, which hides results from group members such as REANA's
+    gid 0)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
