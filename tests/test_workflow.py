@@ -116,7 +116,9 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     ]
     for name in ("fetch", "specs", "preprocess"):
         assert stages[name]["scheduler_type"] == "multistep-stage"
-        assert len(stages[name]["scatter"]["parameters"]) == 1
+    assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
+    assert stages["specs"]["scatter"]["parameters"] == ["record"]
+    assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
     for name in ("check", "merge", "train", "evaluate", "publish"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
 
@@ -254,6 +256,7 @@ def test_workflow_itself_fails_on_an_empty_file_list(tmp_path):
             {
                 "input": str(inputs / "input.yml"),
                 "files": [],
+                "checksums": [],
                 "model": "none",
                 "model_sha256": "none",
                 "name": "x",
@@ -421,3 +424,40 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     assert after["train"]["status"] == after["publish"]["status"] == "done"
     assert "reused from the earlier run" in result.stdout
     assert "test AUC" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("checksums", "message"),
+    [
+        (["none"], "1 checksums for 2 files"),
+        (["none", "abc"], "neither 'none' nor a sha256"),
+    ],
+)
+def test_check_step_wants_one_checksum_per_file(tmp_path, checksums, message):
+    """zip would silently drop files past the shorter list: the check step refuses."""
+    _one_file_input(tmp_path)
+    doc = yaml.safe_load((tmp_path / "input.yml").read_text())
+    write_events(tmp_path / "second.root", 100, 9, isSignal=np.zeros(100, np.int32))
+    doc["files"] = ["mixed.root", "second.root"]
+    (tmp_path / "input.yml").write_text(yaml.safe_dump(doc))
+    result = subprocess.run(
+        [
+            ROOTML,
+            "check",
+            "--input",
+            str(tmp_path / "input.yml"),
+            "--files",
+            "mixed.root",
+            "second.root",
+            "--checksums",
+            *checksums,
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert not (tmp_path / "c.json").exists()

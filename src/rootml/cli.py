@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -236,6 +237,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"the workflow's files {names} are not the files of {args.input} {expected}: "
             "give the same files, in the same order, in both"
         )
+    checksums = list(args.checksums or ())
+    if len(checksums) != len(given):
+        raise ConfigError(
+            f"the workflow got {len(checksums)} checksums for {len(given)} files (parameter "
+            "'checksums'): give one per file, 'none' where it is not known"
+        )
+    bad = [c for c in checksums if c != "none" and not re.fullmatch(r"[0-9a-f]{64}", c)]
+    if bad:
+        raise ConfigError(
+            f"checksum {bad[0]!r} is neither 'none' nor a sha256 (64 hexadecimal digits)"
+        )
     if settings.model and not Path(settings.model).is_file():
         raise ConfigError(
             f"model file {settings.model} (input.yml 'model') does not exist; "
@@ -244,6 +256,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     doc = {
         "input": str(Path(args.input).resolve()),
         "files": given,
+        "checksums": checksums,
         "labels": list(inputs.labels) if inputs.labels else {"branch": inputs.label_branch},
         "settings": asdict(settings),
     }
@@ -510,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check a workflow input: input.yml and the file list")
     p.add_argument("--input", required=True, metavar="INPUT_YML", help="rootml input.yml")
     p.add_argument("--files", nargs="*", help="the files the workflow scatters over")
+    p.add_argument("--checksums", nargs="*", help="their sha256, or 'none', one per file")
     p.add_argument("--out", required=True, help="inputs.json to write")
     p.set_defaults(func=cmd_check)
 

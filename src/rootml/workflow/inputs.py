@@ -7,8 +7,9 @@
   LFNs as given) and ``params`` pointing at a copy beside it, so every step, in any engine,
   reads the same settings from one folder that yadage mounts;
 - ``model/model.py``, a copy of the user's model, given to the train step as a parameter;
-- ``workflow-input.yml``, the workflow's init parameters (``input``, ``files``, ``model``,
-  ``model_sha256``, ``name``, ``tfaas_url``, ``jobs``), the keys ``reana.yaml`` gives too.
+- ``workflow-input.yml``, the workflow's init parameters (``input``, ``files``,
+  ``checksums``, ``model``, ``model_sha256``, ``name``, ``tfaas_url``, ``jobs``), the keys
+  ``reana.yaml`` gives too.
 
 The result is validated with the same loader the steps use before anything runs.
 """
@@ -139,6 +140,7 @@ def prepare(
     jobs: int = 4,
     where: Path | None = None,
     resume: bool = False,
+    checksums: list[str] | None = None,
 ) -> RunInput:
     """Write the run's ``init/`` folder (and ``model/``) for ``doc``, an ``input.yml`` document
     whose relative names refer to ``base``, and return it, validated.
@@ -185,6 +187,7 @@ def prepare(
     params = {
         "input": str(input_yml),
         "files": files,
+        "checksums": list(checksums) if checksums else [NONE] * len(files),
         "model": model,
         "model_sha256": model_sha256,
         "name": name or publish.get("name") or DEFAULT_NAME,
