@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test run lint sample bench clean test-deps
+.PHONY: venv test run lint sample bench clean test-deps images
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ run: venv
 
 clean:
 	rm -rf example _run bench-out .pytest_cache
+
+# The workflow's Docker images rootml/{data,train,publish,serve}:<VERSION>, built offline and verified.
+images: venv
+	VENV=$(VENV) bash scripts/build-images.sh
