@@ -458,6 +458,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .workflow.replay import replay
+
+    result = replay(args.manifest, Path(args.workdir), engine=args.engine)
+    return 0 if result["identical_results"] else 1
+
+
 # ------------------------------------------------------------------ parser
 
 
@@ -630,6 +637,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", type=int, default=0, help="steps at once (default: CPU count)")
     p.add_argument("--serve", action="store_true", help="keep the embedded server up at the end")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("replay", help="re-run a recorded run and compare its results")
+    p.add_argument("manifest", help="provenance.json of the run (written by rootml run)")
+    p.add_argument("--workdir", default="rootml-replay", help="folder for the replay")
+    p.add_argument(
+        "--engine", choices=["docker", "local"], help="default: the recorded run's engine"
+    )
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("models", help="list the models on a server")
     p.add_argument("--url", required=True)

@@ -50,14 +50,14 @@ class RunInput:
         return list(self.params["files"])
 
 
-def _is_remote(entry: str) -> bool:
+def is_remote(entry: str) -> bool:
     return "://" in entry or entry.startswith("/store/")
 
 
 def _absolute(entries: list[str], base: Path) -> list[str]:
     out = []
     for entry in entries:
-        if _is_remote(entry) or Path(entry).is_absolute():
+        if is_remote(entry) or Path(entry).is_absolute():
             out.append(entry)
         else:
             out.append(str((base / entry).resolve()))

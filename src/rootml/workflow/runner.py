@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import WorkflowError
-from . import docker
+from . import docker, provenance
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, prepare
 from .plugin import RECORD
 
@@ -60,6 +60,7 @@ class RunOptions:
     jobs: int = 4
     parallel: int = 0
     serve: bool = False
+    checksums: tuple[str, ...] | None = None  # one sha256 per input file (rootml replay)
 
 
 @dataclass
@@ -247,6 +248,7 @@ def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInp
         jobs=jobs,
         where=where,
         resume=options.resume,
+        checksums=list(options.checksums or ()) or None,
     )
     chosen = docker.choose(engine or "auto", spec_root(), run_input)
     record.write_text(
@@ -335,6 +337,8 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
             )
         record["summary"] = summary(workdir, run_input, url)
         _write_record(workdir, record)
+        manifest = provenance.build(workdir, record, root, engine)
+        (workdir / provenance.MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
         _print_summary(record["summary"], out)
         if options.serve:
             print(f"serving {url} until interrupted (Ctrl-C)", file=out, flush=True)

@@ -1,0 +1,254 @@
+"""A run's provenance manifest (``provenance.json``) and the comparison of two runs.
+
+Written by ``rootml run`` at the end of every run: everything needed to say what produced the
+results and to run it again (``rootml replay``):
+
+- each input file as given, where it was read, its size and sha256 (from the fetch records);
+- the contents of ``input.yml``, ``params.json`` and ``model.py`` as the steps saw them;
+- rootml's version and, from a source checkout, its git commit;
+- each step environment: the Docker image and its id, or the local interpreter, with the
+  Python packages installed there and their versions;
+- the workflow parameters and seed, each step's engine, image, start and end times;
+- the sha256 of every output: shards, bundle files, report, metrics, receipt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .. import __version__
+from ..exceptions import ConfigError
+from ..storage import sha256_file
+
+SCHEMA = "rootml-provenance/1"
+MANIFEST = "provenance.json"
+#: output folders (relative to the run folder) whose files are hashed
+OUTPUTS = ("merge", "preprocess_*/shards", "train/bundle", "evaluate/report", "publish")
+#: what "the same result" means: the trained weights and the test metrics
+RESULTS = (
+    "train/bundle/variables/variables.data-00000-of-00001",
+    "train/bundle/variables/variables.index",
+    "train/bundle/model.onnx",
+    "evaluate/report/metrics.json",
+)
+_SKIP_PARTS = {"_packtivity", "_rootml"}
+#: outputs that name the run folder, the server or the time, so differ between any two runs
+EXPECTED_TO_DIFFER = {
+    "merge/batches.yml": "names the run folder",
+    "publish/receipt.json": "the server's URL and the time of publishing",
+    "train/bundle/params.json": "TFaaS's 'timestamp' field",
+    "train/bundle/provenance.json": "names the run folder",
+    "train/bundle/model.keras": "a zip archive stamped with the time it was saved",
+    "train/bundle/fingerprint.pb": "TensorFlow's SavedModel fingerprint, new at every save",
+    "evaluate/report/report.html": "names the bundle's folder",
+}
+
+_PACKAGES = (
+    "import importlib.metadata as m, json, sys; "
+    "print(json.dumps({'python': sys.version.split()[0], 'packages': "
+    "{d.metadata['Name'].lower(): d.version for d in m.distributions()}}))"
+)
+
+
+def git_commit(root: Path) -> str | None:
+    """The checkout's commit (with ``-dirty`` when files differ from it), or None."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def local_environment() -> dict:
+    return {
+        "interpreter": sys.executable,
+        "python": sys.version.split()[0],
+        "packages": {d.metadata["Name"].lower(): d.version for d in metadata.distributions()},
+    }
+
+
+def image_environment(image: str, image_id: str | None) -> dict:
+    """The Python packages inside a step image (one short container, no network)."""
+    result = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "python3",
+            image,
+            "-c",
+            _PACKAGES,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    doc = json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-500:]}
+    return {"image": image, "image_id": image_id, **doc}
+
+
+def output_hashes(workdir: Path) -> dict[str, str]:
+    hashes = {}
+    for pattern in OUTPUTS:
+        for folder in sorted(workdir.glob(pattern)):
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                rel = path.relative_to(workdir)
+                if not _SKIP_PARTS & set(rel.parts):
+                    hashes[rel.as_posix()] = sha256_file(path)
+    return hashes
+
+
+def _text_file(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    return {"sha256": sha256_file(path), "content": path.read_text("utf-8")}
+
+
+def build(workdir: Path, run_record: dict, root: Path, engine) -> dict:
+    """The manifest of the finished run in ``workdir``."""
+    params = run_record["parameters"]
+    inputs = []
+    for record in sorted(workdir.glob("fetch_*/fetch.json"), key=lambda p: _index(p.parent)):
+        doc = json.loads(record.read_text("utf-8"))
+        inputs.append({k: doc[k] for k in ("source", "path", "size", "sha256")})
+    if engine.name == "docker":
+        environments = {
+            image: image_environment(image, image_id) for image, image_id in engine.images.items()
+        }
+    else:
+        environments = {"local": local_environment()}
+    from ..config import load_input
+
+    _, settings = load_input(params["input"])
+    steps = {
+        name: {
+            k: s.get(k)
+            for k in (
+                "engine",
+                "image",
+                "image_id",
+                "interpreter",
+                "started",
+                "finished",
+                "seconds",
+                "status",
+            )
+        }
+        for name, s in run_record["steps"].items()
+    }
+    return {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rootml": {"version": __version__, "git_commit": git_commit(root)},
+        "engine": engine.name,
+        "parameters": {k: v for k, v in params.items() if k != "tfaas_url"},
+        "seed": settings.seed,
+        "inputs": inputs,
+        "files": {
+            "input.yml": _text_file(Path(params["input"])),
+            "params.json": _text_file(Path(params["input"]).with_name("params.json")),
+            "model.py": _text_file(Path(params["model"])) if params["model"] != "none" else None,
+        },
+        "environments": environments,
+        "steps": steps,
+        "outputs": output_hashes(workdir),
+    }
+
+
+def _index(step_dir: Path) -> int:
+    return int(step_dir.name.rsplit("_", 1)[1])
+
+
+def load(path: str | Path) -> dict:
+    """A manifest, checked: parses, has the schema version this rootml writes."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except ValueError as err:
+        raise ConfigError(
+            f"not a provenance manifest (JSON does not parse: {err})\nin file {path}"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ConfigError(
+            f"provenance schema {found!r} is not {SCHEMA!r}, the one this rootml "
+            f"{__version__} replays\nin file {path}"
+        )
+    for key in ("inputs", "files", "parameters", "environments", "outputs", "engine"):
+        if key not in doc:
+            raise ConfigError(f"the manifest has no {key!r}; it is incomplete\nin file {path}")
+    return doc
+
+
+def compare(old: dict, new: dict) -> dict:
+    """Output files that differ, whether the results (weights, metrics) are identical, and
+    the package differences between the environments of the two runs."""
+    a, b = old["outputs"], new["outputs"]
+    differ = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    return {
+        "identical_results": all(k in a and k in b and a[k] == b[k] for k in RESULTS),
+        "results": {k: _state(a, b, k) for k in RESULTS},
+        "differ": differ,
+        "only_in_recorded": sorted(a.keys() - b.keys()),
+        "only_in_replay": sorted(b.keys() - a.keys()),
+        "environment": environment_differences(old, new),
+    }
+
+
+def _state(a: dict, b: dict, key: str) -> str:
+    if key not in a or key not in b:
+        return "missing"
+    return "identical" if a[key] == b[key] else "differs"
+
+
+def _environment_of(step: dict) -> str:
+    return step["image"] if step.get("engine") == "docker" else "local"
+
+
+def environment_differences(old: dict, new: dict) -> dict[str, list[str]]:
+    """For each pair of environments that ran the same steps in the two runs (an image, or
+    the local interpreter), what differs: image id, Python, package versions."""
+    common = old["steps"].keys() & new["steps"].keys()
+    pairs = sorted(
+        {(_environment_of(old["steps"][n]), _environment_of(new["steps"][n])) for n in common}
+    )
+    out = {}
+    for key_a, key_b in pairs:
+        env_a, env_b = old["environments"].get(key_a, {}), new["environments"].get(key_b, {})
+        pa, pb = env_a.get("packages", {}), env_b.get("packages", {})
+        changes = [
+            f"{p}: {pa.get(p, '-')} -> {pb.get(p, '-')}"
+            for p in sorted(pa.keys() | pb.keys())
+            if pa.get(p) != pb.get(p)
+        ]
+        if env_a.get("python") != env_b.get("python"):
+            changes.insert(0, f"python: {env_a.get('python')} -> {env_b.get('python')}")
+        if env_a.get("image_id") != env_b.get("image_id"):
+            changes.insert(0, f"image id: {env_a.get('image_id')} -> {env_b.get('image_id')}")
+        if changes:
+            out[key_a if key_a == key_b else f"{key_a} -> {key_b}"] = changes
+    return out
