@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -49,9 +50,10 @@ EXPECTED_TO_DIFFER = {
 }
 
 _PACKAGES = (
-    "import importlib.metadata as m, json, sys; "
+    "import importlib.metadata as m, json, re, sys; "
     "print(json.dumps({'python': sys.version.split()[0], 'packages': "
-    "{d.metadata['Name'].lower(): d.version for d in m.distributions()}}))"
+    "{re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version "
+    "for d in m.distributions()}}))"
 )
 
 
@@ -77,11 +79,16 @@ def git_commit(root: Path) -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
+def _normal(name: str) -> str:
+    """A package name as PEP 503 compares them (tensorflow_cpu is tensorflow-cpu)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def local_environment() -> dict:
     return {
         "interpreter": sys.executable,
         "python": sys.version.split()[0],
-        "packages": {d.metadata["Name"].lower(): d.version for d in metadata.distributions()},
+        "packages": {_normal(d.metadata["Name"]): d.version for d in metadata.distributions()},
     }
 
 
