@@ -15,9 +15,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Loopback servers the tests start: XRootD from Debian's xrootd-server (installed when missing).
+# What the tests need beyond pip: XRootD from Debian's xrootd-server (a loopback server the
+# tests start) and a Docker engine for the image and Docker end-to-end tests (Debian's
+# docker.io, started with dockerd --bridge=none --iptables=false). Both are installed when
+# missing and possible; the tests that need them skip themselves otherwise.
 test-deps:
 	bash scripts/install-test-deps.sh
+	bash scripts/start-docker.sh
 
 # Two processes: the XRootD client library segfaults once TensorFlow is loaded beside it.
 test: venv test-deps
