@@ -6,3 +6,8 @@
 - :mod:`.runner` is ``rootml run``: prepares the input, picks the engine, starts the embedded
   server, drives ``yadage-run`` with a progress display and prints the summary.
 """
+
+from pathlib import Path
+
+#: each step's record, relative to its folder (written by the plugin, read by the runner)
+RECORD = Path("_rootml") / "step.json"

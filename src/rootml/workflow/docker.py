@@ -77,6 +77,9 @@ def docker_env(local_files: list[str]) -> dict[str, str]:
     flags = ["--network", "host"]
     if os.getuid() != 0:
         flags += ["-u", f"{os.getuid()}:{os.getgid()}"]
+    for name in ("TFAAS_URL", "TFAAS_TOKEN"):  # the publish step's; the value stays off argv
+        if name in os.environ:
+            flags += ["-e", name]
     for folder in sorted({str(Path(f).parent) for f in local_files}):
         flags += ["-v", f"{folder}:{folder}:ro"]
     return {

@@ -73,7 +73,7 @@ def _entries(value: Any, base: Path, key: str, where: Path) -> list:
     raise ConfigError(f"'{key}' must be a list or a file name, got {value!r}\nin file {where}")
 
 
-def _load_yaml(path: Path) -> dict:
+def load_yaml(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -89,7 +89,7 @@ def from_input_yml(path: str | Path) -> tuple[dict, Path]:
     """(document, folder its relative names refer to) of a rootml ``input.yml``."""
     path = Path(path).resolve()
     load_input(path)  # the schema, labels and settings, checked before anything is copied
-    return _load_yaml(path), path.parent
+    return load_yaml(path), path.parent
 
 
 def from_mlaas4hep(folder: str | Path) -> tuple[dict, Path]:

@@ -38,9 +38,9 @@ from packtivity.handlers.execution_handlers import handlers
 from yadage.backends.caching import CacheBuilder
 from yadage.utils import json_hash
 
+from . import RECORD
 from .docker import image_id
 
-RECORD = Path("_rootml") / "step.json"
 ENGINES = ("local", "docker")
 
 _docker_handler = handlers["docker-encapsulated"]["default"]

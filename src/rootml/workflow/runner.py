@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import WorkflowError
-from . import docker, provenance
-from .inputs import RunInput, from_input_yml, from_mlaas4hep, prepare
-from .plugin import RECORD
+from . import RECORD, docker, provenance
+from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
 PLUGIN = "rootml.workflow.plugin"
 WORKFLOW = "workflows/main.yml"
@@ -352,13 +351,28 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
 
 @contextmanager
 def _server(options: RunOptions, workdir: Path) -> Iterator[str]:
-    if options.url:
-        yield options.url
+    """The TFaaS server: --url, else input.yml's publish.url, else the embedded one."""
+    url = options.url or _configured_url(options, workdir)
+    if url:
+        yield url
         return
     server = workdir / "server"
     server.mkdir(exist_ok=True)
     with embedded_server(server / "models", server / "server.log") as url:
         yield url
+
+
+def _configured_url(options: RunOptions, workdir: Path) -> str | None:
+    stored = workdir / "init" / "input.yml"
+    if options.resume and not (options.input or options.mlaas4hep):
+        if not stored.is_file():
+            return None  # no earlier run: preparing the input says so
+        doc = load_yaml(stored)
+    elif options.mlaas4hep:
+        return None  # MLaaS4HEP's files name no server
+    else:
+        doc = load_yaml(Path(options.input or "inputs/input.yml"))
+    return (doc.get("publish") or {}).get("url") or None
 
 
 def _run_record(workdir, run_input, engine, url, cmd, t0, returncode) -> dict:
