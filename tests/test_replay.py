@@ -186,9 +186,55 @@ def test_run_replays_bit_for_bit_and_another_seed_differs(tmp_path):
         "local",
         "--workdir",
         str(tmp_path / "c"),
+        "--mlflow",
         cwd=tmp_path,
     )
     assert other.returncode == 0, other.stderr
     result = provenance.compare(manifest, provenance.load(tmp_path / "c" / "provenance.json"))
     assert not result["identical_results"]
     assert result["results"]["train/bundle/variables/variables.data-00000-of-00001"] == "differs"
+
+    # tracked in MLflow: parameters, per-epoch metrics, test metrics, bundle and report
+    tracking = json.loads((tmp_path / "c" / "track" / "tracking.json").read_text())
+    assert tracking["uri"] == f"sqlite:///{tmp_path / 'c' / 'mlflow.db'}"
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking["uri"])
+    run = client.get_run(tracking["run_id"])
+    assert run.data.params["seed"] == "4"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [0, 1]
+    assert 0.5 < run.data.metrics["test_auc"] <= 1
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "bundle")}
+    assert "bundle/model.onnx" in artifacts
+    assert "report/report.html" in {
+        a.path for a in client.list_artifacts(run.info.run_id, "report")
+    }
+
+
+def test_track_none_and_missing_inputs(tmp_path):
+    result = _rootml(
+        "track",
+        "--mlflow",
+        "none",
+        "--bundle",
+        "b",
+        "--report",
+        "r",
+        "--out",
+        str(tmp_path / "t.json"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "t.json").read_text()) == {"tracked": False}
+    result = _rootml(
+        "track",
+        "--mlflow",
+        f"sqlite:///{tmp_path}/m.db",
+        "--bundle",
+        str(tmp_path / "nobundle"),
+        "--report",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "nobundle/provenance.json is missing" in result.stderr

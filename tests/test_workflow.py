@@ -113,13 +113,14 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
         "train",
         "evaluate",
         "publish",
+        "track",
     ]
     for name in ("fetch", "specs", "preprocess"):
         assert stages[name]["scheduler_type"] == "multistep-stage"
     assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
     assert stages["specs"]["scatter"]["parameters"] == ["record"]
     assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
-    for name in ("check", "merge", "train", "evaluate", "publish"):
+    for name in ("check", "merge", "train", "evaluate", "publish", "track"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
 
 

@@ -453,8 +453,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             parallel=args.parallel,
             serve=args.serve,
+            mlflow=args.mlflow,
         )
     )
+    return 0
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    from .storage import write_json
+    from .tracking import NONE, track
+
+    if args.mlflow == NONE:
+        doc = {"tracked": False}
+    else:
+        doc = {"tracked": True, **track(args.mlflow, Path(args.bundle), Path(args.report))}
+    if args.out:
+        write_json(args.out, doc)
+    print(json.dumps(doc))
     return 0
 
 
@@ -636,7 +651,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=4, help="most preprocess jobs")
     p.add_argument("--parallel", type=int, default=0, help="steps at once (default: CPU count)")
     p.add_argument("--serve", action="store_true", help="keep the embedded server up at the end")
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="default",
+        metavar="URI",
+        help="log the model to MLflow (default URI: an SQLite store in the run folder)",
+    )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("track", help="log a trained, evaluated model to MLflow")
+    p.add_argument(
+        "--mlflow",
+        required=True,
+        metavar="URI",
+        help="MLflow tracking URI (sqlite:///PATH/mlflow.db, http://...), or none",
+    )
+    p.add_argument("--bundle", required=True, help="bundle folder written by 'rootml train'")
+    p.add_argument("--report", required=True, help="report folder written by 'rootml evaluate'")
+    p.add_argument("--out", help="tracking.json to write (run id)")
+    p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("replay", help="re-run a recorded run and compare its results")
     p.add_argument("manifest", help="provenance.json of the run (written by rootml run)")

@@ -8,7 +8,8 @@
   reads the same settings from one folder that yadage mounts;
 - ``model/model.py``, a copy of the user's model, given to the train step as a parameter;
 - ``workflow-input.yml``, the workflow's init parameters (``input``, ``files``,
-  ``checksums``, ``model``, ``model_sha256``, ``name``, ``tfaas_url``, ``jobs``), the keys
+  ``checksums``, ``model``, ``model_sha256``, ``name``, ``tfaas_url``, ``jobs``,
+  ``mlflow``), the keys
   ``reana.yaml`` gives too.
 
 The result is validated with the same loader the steps use before anything runs.
@@ -141,6 +142,7 @@ def prepare(
     where: Path | None = None,
     resume: bool = False,
     checksums: list[str] | None = None,
+    mlflow: str | None = None,
 ) -> RunInput:
     """Write the run's ``init/`` folder (and ``model/``) for ``doc``, an ``input.yml`` document
     whose relative names refer to ``base``, and return it, validated.
@@ -193,6 +195,7 @@ def prepare(
         "name": name or publish.get("name") or DEFAULT_NAME,
         "tfaas_url": tfaas_url or FROM_ENV,
         "jobs": jobs,
+        "mlflow": mlflow or NONE,
     }
     init_yml = workdir / "workflow-input.yml"
     init_yml.write_text(yaml.safe_dump(params, sort_keys=False), "utf-8")

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import tracking
 from ..exceptions import WorkflowError
 from . import RECORD, docker, provenance
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
@@ -60,6 +61,7 @@ class RunOptions:
     parallel: int = 0
     serve: bool = False
     checksums: tuple[str, ...] | None = None  # one sha256 per input file (rootml replay)
+    mlflow: str | None = None  # tracking URI; "default": an SQLite store in the run folder
 
 
 @dataclass
@@ -229,9 +231,12 @@ def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInp
             source = {k: old.get(k) for k in source}
         name, jobs = options.name or old["name"], old["jobs"]
         engine = options.engine or old.get("engine")
+        mlflow = options.mlflow or old.get("mlflow")
     else:
         source = {"input": options.input, "mlaas4hep": options.mlaas4hep}
-        name, jobs, engine = options.name, options.jobs, options.engine
+        name, jobs, engine, mlflow = options.name, options.jobs, options.engine, options.mlflow
+    if mlflow == "default":
+        mlflow = tracking.default_uri(workdir)
     if source["mlaas4hep"]:
         doc, base = from_mlaas4hep(source["mlaas4hep"])
         where = Path(source["mlaas4hep"]).resolve()
@@ -248,8 +253,14 @@ def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInp
         where=where,
         resume=options.resume,
         checksums=list(options.checksums or ()) or None,
+        mlflow=mlflow,
     )
-    chosen = docker.choose(engine or "auto", spec_root(), run_input)
+    if mlflow and engine == "docker":
+        raise WorkflowError(
+            "--mlflow needs the local engine: the step images do not carry MLflow "
+            "(rootml[mlflow]); run with --engine local"
+        )
+    chosen = docker.choose("local" if mlflow else engine or "auto", spec_root(), run_input)
     record.write_text(
         json.dumps(
             {
@@ -258,6 +269,7 @@ def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInp
                 "name": run_input.params["name"],
                 "jobs": jobs,
                 "engine": chosen.name,
+                "mlflow": mlflow,
             },
             indent=1,
         ),
@@ -408,6 +420,8 @@ def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
     if missing:
         raise WorkflowError(f"the workflow ended without its outputs: {missing}")
     metrics = json.loads(outputs["metrics"].read_text("utf-8"))
+    tracked = workdir / "track" / "tracking.json"
+    tracked = json.loads(tracked.read_text("utf-8")) if tracked.is_file() else {}
     receipt = json.loads(outputs["receipt"].read_text("utf-8"))
     return {
         **{k: str(v) for k, v in outputs.items()},
@@ -416,6 +430,7 @@ def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
         "n_test": metrics.get("n_test"),
         "model": receipt.get("name"),
         "served": served_example(url, receipt.get("name"), outputs["bundle"], run_input),
+        "mlflow": tracked if tracked.get("tracked") else None,
     }
 
 
@@ -441,7 +456,12 @@ def _print_summary(s: dict, out) -> None:
         f"test AUC {auc}, accuracy {s['accuracy']:.3f} on {s['n_test']:,} held-out events\n"
         f"bundle:  {s['bundle']}\nreport:  {s['report']}\nreceipt: {s['receipt']}\n"
         f"served model {s['model']}: event 0 of {Path(s['served']['file']).name} -> "
-        f"{json.dumps(s['served']['scores'])}",
+        f"{json.dumps(s['served']['scores'])}"
+        + (
+            f"\nMLflow run {s['mlflow']['run_id']} in {s['mlflow']['uri']}"
+            if s.get("mlflow")
+            else ""
+        ),
         file=out,
         flush=True,
     )
