@@ -297,15 +297,20 @@ def _is_number(text: str) -> bool:
 # ---------------------------------------------------------------- input.yml
 
 
-def load_input(path: str | Path) -> tuple[Inputs, Settings]:
-    """Read and validate ``input.yml`` (and the MLaaS4HEP files it points at)."""
-    path = Path(path)
+def read_yaml(path: Path) -> Any:
+    """The parsed YAML document in ``path``; a missing file or bad YAML is a ConfigError."""
     try:
-        doc = yaml.safe_load(path.read_text("utf-8"))
+        return yaml.safe_load(path.read_text("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"no such file: {path}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}\nin file {path}") from None
+
+
+def load_input(path: str | Path) -> tuple[Inputs, Settings]:
+    """Read and validate ``input.yml`` (and the MLaaS4HEP files it points at)."""
+    path = Path(path)
+    doc = read_yaml(path)
     validate(doc, "input", where=f"file {path}")
     base = path.parent
     fields: dict[str, Any] = {}

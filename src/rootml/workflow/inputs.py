@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from ..config import Inputs, Settings, load_input, read_list_file
+from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
 from ..exceptions import ConfigError, WorkflowError
 
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
@@ -75,12 +75,7 @@ def _entries(value: Any, base: Path, key: str, where: Path) -> list:
 
 
 def load_yaml(path: Path) -> dict:
-    try:
-        doc = yaml.safe_load(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}\nin file {path}") from None
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise ConfigError(f"{path} must be a YAML mapping (see inputs/input.yml)")
     return doc
