@@ -1,8 +1,9 @@
 """Which engine runs the steps: a Docker engine with rootml's step images, or local processes.
 
 ``auto`` picks Docker when ``docker info`` answers and every image named in ``steps/steps.yml``
-exists or builds (``scripts/build-images.sh`` from a source checkout), and local processes
-otherwise, saying why. Under Docker, packtivity is told not to pull (no registry is needed),
+exists or builds, and local processes otherwise, saying why. From a source checkout the images
+are always brought up to date first (``scripts/build-images.sh``: seconds when nothing
+changed), so the containers never run older code than the checkout. Under Docker, packtivity is told not to pull (no registry is needed),
 containers share the host network (to reach the embedded server on 127.0.0.1) and see the
 folders of local input files read-only at the same paths.
 """
@@ -59,18 +60,27 @@ def image_id(image: str) -> str | None:
 
 
 def build_images(root: Path, images: list[str], out=sys.stdout) -> None:
+    """Build (or find up to date: Docker's layer cache makes that seconds) the step images
+    from this source checkout, so containers run the code of this checkout."""
     script = root / BUILD_SCRIPT
-    if not script.is_file():
-        raise WorkflowError(
-            f"the step images {images} are missing and this installation has no "
-            f"{BUILD_SCRIPT} to build them; build them from a rootml checkout with "
-            "'make images', or use --engine local"
-        )
     names = [image.split(":")[0].rsplit("/", 1)[-1] for image in images]
-    print(f"building the step images {names} (make images)...", file=out, flush=True)
-    result = subprocess.run(["bash", str(script), *names], cwd=root, check=False)
+    print(
+        f"step images {names}: make images (up to date in seconds when nothing changed)",
+        file=out,
+        flush=True,
+    )
+    result = subprocess.run(
+        ["bash", str(script), "--no-check", *names],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if result.returncode != 0:
-        raise WorkflowError(f"'make images' failed (exit {result.returncode}); see its output")
+        raise WorkflowError(
+            f"'make images' failed (exit {result.returncode}):\n{result.stdout[-2000:]}"
+            f"{result.stderr[-2000:]}"
+        )
 
 
 def docker_env(local_files: list[str]) -> dict[str, str]:
@@ -103,15 +113,25 @@ def choose(requested: str, root: Path, run_input, out=sys.stdout) -> Engine:
         print("no Docker engine answers: running the steps as local processes", file=out)
         return Engine("local")
     images = step_images(root)
-    missing = [image for image in images if image_id(image) is None]
-    if missing:
+    if (root / BUILD_SCRIPT).is_file():
         try:
-            build_images(root, missing, out)
+            build_images(root, images, out)
         except WorkflowError as err:
             if requested == "docker":
                 raise
             print(f"{err}\nrunning the steps as local processes instead", file=out)
             return Engine("local")
+    missing = [image for image in images if image_id(image) is None]
+    if missing:
+        error = (
+            f"the step images {missing} are missing and this installation has no "
+            f"{BUILD_SCRIPT} to build them; build them from a rootml checkout with 'make "
+            "images', or use --engine local"
+        )
+        if requested == "docker":
+            raise WorkflowError(error)
+        print(f"{error}\nrunning the steps as local processes instead", file=out)
+        return Engine("local")
     local = [f for f in run_input.files if Path(f).is_absolute() and Path(f).exists()]
     if Path(run_input.params["model"]).is_absolute():
         local.append(run_input.params["model"])  # model/ is outside init/, which yadage mounts
