@@ -114,13 +114,14 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
         "evaluate",
         "publish",
         "track",
+        "provenance",
     ]
     for name in ("fetch", "specs", "preprocess"):
         assert stages[name]["scheduler_type"] == "multistep-stage"
     assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
     assert stages["specs"]["scatter"]["parameters"] == ["record"]
     assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
-    for name in ("check", "merge", "train", "evaluate", "publish", "track"):
+    for name in ("check", "merge", "train", "evaluate", "publish", "track", "provenance"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
 
 
@@ -346,6 +347,13 @@ def _assert_good_run(result, workdir: Path, n_files: int) -> dict:
     receipt = json.loads((workdir / "publish" / "receipt.json").read_text())
     assert receipt["name"] == summary["model"]
     assert len(summary["served"]["scores"]) == 1  # one event scored by the served model
+    # the workflow's own manifest (what a REANA run keeps) agrees with rootml run's
+    in_step = json.loads((workdir / "provenance" / "provenance.json").read_text())
+    full = json.loads((workdir / "provenance.json").read_text())
+    assert in_step["outputs"] == full["outputs"]
+    assert in_step["inputs"] == full["inputs"]
+    assert in_step["steps"].keys() == full["steps"].keys()
+    assert in_step["steps"]["provenance"]["status"] == "running"  # it wrote the manifest
     assert "test AUC" in result.stdout
     assert "served model" in result.stdout
     for name in steps:

@@ -473,6 +473,25 @@ def cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_provenance(args: argparse.Namespace) -> int:
+    from .storage import write_json
+    from .workflow.provenance import build_in_step
+
+    params = {
+        "input": args.input,
+        "files": args.files,
+        "checksums": args.checksums,
+        "model": args.model,
+        "model_sha256": args.model_sha256,
+        "name": args.name,
+        "jobs": args.jobs,
+        "mlflow": args.mlflow,
+    }
+    write_json(args.out, build_in_step(Path(args.run_dir), params))
+    print(args.out)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from .workflow.replay import replay
 
@@ -671,6 +690,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="report folder written by 'rootml evaluate'")
     p.add_argument("--out", help="tracking.json to write (run id)")
     p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("provenance", help="the provenance manifest of a finished workflow run")
+    p.add_argument("--run-dir", required=True, help="the run's folder (its stage folders)")
+    p.add_argument("--input", required=True, metavar="INPUT_YML")
+    p.add_argument("--files", nargs="+", required=True)
+    p.add_argument("--checksums", nargs="+", required=True)
+    p.add_argument("--model", required=True, help="model.py, or none")
+    p.add_argument("--model-sha256", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--jobs", type=int, required=True)
+    p.add_argument("--mlflow", required=True)
+    p.add_argument("--out", required=True, help="provenance.json to write")
+    p.set_defaults(func=cmd_provenance)
 
     p = sub.add_parser("replay", help="re-run a recorded run and compare its results")
     p.add_argument("manifest", help="provenance.json of the run (written by rootml run)")

@@ -37,3 +37,10 @@ Feature: The rootml outputs
         And the file "publish/receipt.json" should include "rootml_sample"
         And the file "publish/receipt.json" should include "max_abs_difference"
         And the file "publish/receipt.json" should include "verified"
+
+    Scenario: The run records its provenance, for rootml replay
+        When the workflow is finished
+        Then the workspace should contain "provenance/provenance.json"
+        And the file "provenance/provenance.json" should include "rootml-provenance/1"
+        And the file "provenance/provenance.json" should include "sha256"
+        And the file "provenance/provenance.json" should include "train/bundle/model.onnx"

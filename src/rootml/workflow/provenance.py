@@ -133,55 +133,97 @@ def _text_file(path: Path) -> dict | None:
     return {"sha256": sha256_file(path), "content": path.read_text("utf-8")}
 
 
-def build(workdir: Path, run_record: dict, root: Path, engine) -> dict:
-    """The manifest of the finished run in ``workdir``."""
-    params = run_record["parameters"]
+STEP_FIELDS = (
+    "engine", "image", "image_id", "interpreter", "started", "finished", "seconds", "status",
+)  # fmt: skip
+
+
+def manifest(
+    workdir: Path,
+    params: dict,
+    *,
+    engine: str,
+    environments: dict,
+    steps: dict,
+    git: str | None,
+) -> dict:
+    """The manifest of the finished run whose stage folders are in ``workdir``."""
+    from ..config import load_input
+
     inputs = []
     for record in sorted(workdir.glob("fetch_*/fetch.json"), key=lambda p: _index(p.parent)):
         doc = json.loads(record.read_text("utf-8"))
         inputs.append({k: doc[k] for k in ("source", "path", "size", "sha256")})
+    input_yml = Path(params["input"])
+    _, settings = load_input(input_yml)
+    params_json = yaml_params(input_yml)
+    return {
+        "schema": SCHEMA,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rootml": {"version": __version__, "git_commit": git},
+        "engine": engine,
+        "parameters": {k: v for k, v in params.items() if k != "tfaas_url"},
+        "seed": settings.seed,
+        "inputs": inputs,
+        "files": {
+            "input.yml": _text_file(input_yml),
+            "params.json": _text_file(params_json) if params_json else None,
+            "model.py": _text_file(Path(params["model"])) if params["model"] != "none" else None,
+        },
+        "environments": environments,
+        "steps": {name: {k: s.get(k) for k in STEP_FIELDS} for name, s in steps.items()},
+        "outputs": output_hashes(workdir),
+    }
+
+
+def yaml_params(input_yml: Path) -> Path | None:
+    """The params.json an input.yml names, if any."""
+    from ..config import read_yaml
+
+    doc = read_yaml(input_yml)
+    name = doc.get("params") if isinstance(doc, dict) else None
+    return input_yml.parent / name if name else None
+
+
+def build(workdir: Path, run_record: dict, root: Path, engine) -> dict:
+    """The manifest ``rootml run`` writes: every step image's packages, the git commit."""
     if engine.name == "docker":
         environments = {
             image: image_environment(image, image_id) for image, image_id in engine.images.items()
         }
     else:
         environments = {"local": local_environment()}
-    from ..config import load_input
+    return manifest(
+        workdir,
+        run_record["parameters"],
+        engine=engine.name,
+        environments=environments,
+        steps=run_record["steps"],
+        git=git_commit(root),
+    )
 
-    _, settings = load_input(params["input"])
-    steps = {
-        name: {
-            k: s.get(k)
-            for k in (
-                "engine",
-                "image",
-                "image_id",
-                "interpreter",
-                "started",
-                "finished",
-                "seconds",
-                "status",
-            )
-        }
-        for name, s in run_record["steps"].items()
-    }
-    return {
-        "schema": SCHEMA,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "rootml": {"version": __version__, "git_commit": git_commit(root)},
-        "engine": engine.name,
-        "parameters": {k: v for k, v in params.items() if k != "tfaas_url"},
-        "seed": settings.seed,
-        "inputs": inputs,
-        "files": {
-            "input.yml": _text_file(Path(params["input"])),
-            "params.json": _text_file(Path(params["input"]).with_name("params.json")),
-            "model.py": _text_file(Path(params["model"])) if params["model"] != "none" else None,
-        },
-        "environments": environments,
-        "steps": steps,
-        "outputs": output_hashes(workdir),
-    }
+
+def build_in_step(run_dir: Path, params: dict) -> dict:
+    """The manifest the workflow's own last step writes, on any engine (REANA included): the
+    step records when rootml's plugin ran the steps, and this step's environment."""
+    from . import RECORD
+
+    steps = {}
+    for path in sorted(run_dir.glob(f"*/{RECORD}")):
+        doc = json.loads(path.read_text("utf-8"))
+        steps[doc["name"]] = doc
+    engines = {s.get("engine") for s in steps.values()}
+    engine = engines.pop() if len(engines) == 1 else "external"  # REANA: no step records
+    # locally, every step ran in this environment; in a container, only this step is seen
+    key = "local" if engine == "local" else "provenance step"
+    return manifest(
+        run_dir,
+        params,
+        engine=engine,
+        environments={key: local_environment()},
+        steps=steps,
+        git=None,
+    )
 
 
 def _index(step_dir: Path) -> int:

@@ -53,10 +53,13 @@ def check_inputs(manifest: dict) -> None:
 def check_images(manifest: dict, engine: str) -> None:
     if engine != "docker":
         return
-    missing = []
-    for key, env in manifest["environments"].items():
-        if key != "local" and image_id(key) is None:
-            missing.append(f"{key} (recorded id {env.get('image_id')})")
+    images = {s["image"] for s in manifest["steps"].values() if s.get("engine") == "docker"}
+    images |= {key for key in manifest["environments"] if ":" in key and "/" in key}
+    missing = [
+        f"{image} (recorded id {manifest['environments'].get(image, {}).get('image_id')})"
+        for image in sorted(images)
+        if image_id(image) is None
+    ]
     if missing:
         commit = manifest["rootml"].get("git_commit") or manifest["rootml"]["version"]
         raise WorkflowError(
@@ -86,6 +89,11 @@ def replay(
     """Replay the run recorded in ``manifest_path`` in ``workdir``; returns the comparison."""
     old = provenance.load(manifest_path)
     engine = engine or old["engine"]
+    if engine not in ("local", "docker"):
+        raise WorkflowError(
+            f"the recorded run ran on engine {engine!r} (a REANA cluster, say); replay it here "
+            "with --engine local or --engine docker"
+        )
     check_inputs(old)
     check_images(old, engine)
     params = old["parameters"]
