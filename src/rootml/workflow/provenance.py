@@ -288,12 +288,17 @@ def environment_differences(old: dict, new: dict) -> dict[str, list[str]]:
     out = {}
     for key_a, key_b in pairs:
         env_a, env_b = old["environments"].get(key_a, {}), new["environments"].get(key_b, {})
-        pa, pb = env_a.get("packages", {}), env_b.get("packages", {})
+        pa = {_normal(k): v for k, v in env_a.get("packages", {}).items()}
+        pb = {_normal(k): v for k, v in env_b.get("packages", {}).items()}
         changes = [
-            f"{p}: {pa.get(p, '-')} -> {pb.get(p, '-')}"
-            for p in sorted(pa.keys() | pb.keys())
-            if pa.get(p) != pb.get(p)
+            f"{p}: {pa[p]} -> {pb[p]}" for p in sorted(pa.keys() & pb.keys()) if pa[p] != pb[p]
         ]
+        for label, names in (
+            ("recorded", pa.keys() - pb.keys()),
+            ("replay", pb.keys() - pa.keys()),
+        ):
+            if names:
+                changes.append(f"only in the {label} environment: {', '.join(sorted(names))}")
         if env_a.get("python") != env_b.get("python"):
             changes.insert(0, f"python: {env_a.get('python')} -> {env_b.get('python')}")
         if env_a.get("image_id") != env_b.get("image_id"):
