@@ -354,6 +354,9 @@ def _assert_good_run(result, workdir: Path, n_files: int) -> dict:
     assert in_step["inputs"] == full["inputs"]
     assert in_step["steps"].keys() == full["steps"].keys()
     assert in_step["steps"]["provenance"]["status"] == "running"  # it wrote the manifest
+    # every step recorded the environment it ran in (what a REANA run has instead of images)
+    assert {f"step {name}" for name in steps} <= set(in_step["environments"])
+    assert "numpy" in in_step["environments"]["step preprocess_0"]["packages"]
     assert "test AUC" in result.stdout
     assert "served model" in result.stdout
     for name in steps:

@@ -21,6 +21,9 @@ from .exceptions import RootmlError
 
 log = logging.getLogger("rootml")
 
+#: set by the workflow's steps: where the step records the Python environment it ran in
+STEP_ENV = "ROOTML_STEP_ENV"
+
 
 # ------------------------------------------------------------------ settings from flags
 
@@ -734,6 +737,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.verbose < 2:  # TensorFlow's C++ start-up lines drown the one INFO line per stage
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get(STEP_ENV):  # inside a workflow step: record this environment once
+        from .workflow.provenance import record_environment
+
+        record_environment(Path(os.environ[STEP_ENV]))
     try:
         return args.func(args)
     except RootmlError as err:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import platform
 import re
 import subprocess
 import sys
@@ -92,6 +93,18 @@ def local_environment() -> dict:
     }
 
 
+def record_environment(path: Path) -> None:
+    """Write this interpreter's environment to ``path`` (a step's first rootml command does;
+    later ones in the same step find it there)."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {**local_environment(), "rootml": __version__, "host": platform.node()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), "utf-8")
+    tmp.replace(path)
+
+
 def image_environment(image: str, image_id: str | None) -> dict:
     """The Python packages inside a step image (one short container, no network)."""
     result = subprocess.run(
@@ -135,7 +148,10 @@ def _text_file(path: Path) -> dict | None:
 
 STEP_FIELDS = (
     "engine", "image", "image_id", "interpreter", "started", "finished", "seconds", "status",
+    "environment",
 )  # fmt: skip
+#: where a step's rootml records its environment, relative to the step folder
+ENVIRONMENT = "_rootml/environment.json"
 
 
 def manifest(
@@ -214,15 +230,14 @@ def build_in_step(run_dir: Path, params: dict) -> dict:
         steps[doc["name"]] = doc
     engines = {s.get("engine") for s in steps.values()}
     engine = engines.pop() if len(engines) == 1 else "external"  # REANA: no step records
-    # locally, every step ran in this environment; in a container, only this step is seen
-    key = "local" if engine == "local" else "provenance step"
+    # each step recorded the environment its rootml ran in (ROOTML_STEP_ENV)
+    environments = {}
+    for path in sorted(run_dir.glob(f"*/{ENVIRONMENT}")):
+        name = path.parent.parent.name
+        environments[f"step {name}"] = json.loads(path.read_text("utf-8"))
+        steps.setdefault(name, {"engine": engine})["environment"] = f"step {name}"
     return manifest(
-        run_dir,
-        params,
-        engine=engine,
-        environments={key: local_environment()},
-        steps=steps,
-        git=None,
+        run_dir, params, engine=engine, environments=environments, steps=steps, git=None
     )
 
 
@@ -275,6 +290,8 @@ def _state(a: dict, b: dict, key: str) -> str:
 
 
 def _environment_of(step: dict) -> str:
+    if step.get("environment"):
+        return step["environment"]
     return step["image"] if step.get("engine") == "docker" else "local"
 
 
