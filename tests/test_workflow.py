@@ -305,6 +305,7 @@ def test_run_names_a_missing_model_file(tmp_path):
     assert result.returncode == 1
     assert "nope.py" in result.stderr
     assert "does not exist" in result.stderr
+    assert not (tmp_path / "w").exists()  # no run folder left behind
 
 
 def test_resume_needs_an_earlier_run(tmp_path):

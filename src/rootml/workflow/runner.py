@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import tracking
-from ..exceptions import WorkflowError
+from ..exceptions import RootmlError, WorkflowError
 from . import RECORD, docker, provenance
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
@@ -316,48 +316,61 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
             f"{workdir} is not empty: pass --resume to continue the run there, or choose a new "
             "--workdir"
         )
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    parallel = options.parallel or os.cpu_count() or 1
     with _server(options, workdir) as url:
-        run_input, engine = _prepare_input(options, workdir, url)
-        env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env)
-        print(
-            f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
-            f"{parallel} parallel steps, workdir {workdir}\n  publishing to {url}",
-            file=out,
-            flush=True,
+        try:
+            run_input, engine = _prepare_input(options, workdir, url)
+        except RootmlError as err:
+            bad_input = err
+        else:
+            return _run(options, root, workdir, run_input, engine, url, out)
+    if created:  # bad input: leave nothing behind that looks like a run
+        shutil.rmtree(workdir, ignore_errors=True)
+    raise bad_input
+
+
+def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url, out) -> dict:
+    """The yadage run proper, with the server at ``url`` up."""
+    parallel = options.parallel or os.cpu_count() or 1
+    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env)
+    print(
+        f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
+        f"{parallel} parallel steps, workdir {workdir}\n  publishing to {url}",
+        file=out,
+        flush=True,
+    )
+    yadage_log = workdir / "yadage.log"
+    cmd = _yadage_command(root, workdir, run_input, parallel)
+    progress = Progress(workdir, out)
+    t0 = time.time()
+    with open(yadage_log, "ab") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            progress.poll()
+            time.sleep(0.2)
+    progress.poll()
+    if progress.reused():
+        print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
+    record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
+    if proc.returncode != 0:
+        raise WorkflowError(
+            "the workflow failed.\n"
+            + failure_report(workdir, yadage_log)
+            + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
         )
-        yadage_log = workdir / "yadage.log"
-        cmd = _yadage_command(root, workdir, run_input, parallel)
-        progress = Progress(workdir, out)
-        t0 = time.time()
-        with open(yadage_log, "ab") as log:
-            proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-            while proc.poll() is None:
-                progress.poll()
-                time.sleep(0.2)
-        progress.poll()
-        if progress.reused():
-            print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
-        record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
-        if proc.returncode != 0:
-            raise WorkflowError(
-                "the workflow failed.\n"
-                + failure_report(workdir, yadage_log)
-                + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
-            )
-        record["summary"] = summary(workdir, run_input, url)
-        _write_record(workdir, record)
-        manifest = provenance.build(workdir, record, root, engine)
-        (workdir / provenance.MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
-        _print_summary(record["summary"], out)
-        if options.serve:
-            print(f"serving {url} until interrupted (Ctrl-C)", file=out, flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
+    record["summary"] = summary(workdir, run_input, url)
+    _write_record(workdir, record)
+    manifest = provenance.build(workdir, record, root, engine)
+    (workdir / provenance.MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
+    _print_summary(record["summary"], out)
+    if options.serve:
+        print(f"serving {url} until interrupted (Ctrl-C)", file=out, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
     return record
 
 
