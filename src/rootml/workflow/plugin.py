@@ -126,7 +126,9 @@ def docker_encapsulated(config, environment, state, job, metadata):
         status = "done"
         return None
     except Exception as err:
-        error = error or str(err)
+        # packtivity's Docker handler raises a tuple-shaped RuntimeError holding the whole
+        # docker command line; the log says what went wrong
+        error = error or ("its container exited non-zero" if chosen == "docker" else str(err))
         raise
     finally:
         record.update(
