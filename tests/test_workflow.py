@@ -474,3 +474,22 @@ def test_check_step_wants_one_checksum_per_file(tmp_path, checksums, message):
     assert result.returncode == 1
     assert message in result.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_failure_report_shows_a_container_log_as_the_step_printed_it(tmp_path):
+    """Under Docker, packtivity logs each line as a bytes repr; the report shows the text."""
+    from rootml.workflow.runner import _tail
+
+    log = tmp_path / "train.run.log"
+    log.write_text(
+        "2026-11-22 07:18:11,711 |       pack.train.run |   INFO | "
+        "b\"rootml train: error: syntax error in the model file at line 17: '(' was never"
+        ' closed"\n'
+        "2026-11-22 07:18:11,712 |       pack.train.run |   INFO | b'in file /w/model.py'\n"
+        "a plain line of a local step\n"
+    )
+    assert _tail(log).splitlines() == [
+        "rootml train: error: syntax error in the model file at line 17: '(' was never closed",
+        "in file /w/model.py",
+        "a plain line of a local step",
+    ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -183,12 +184,26 @@ class Progress:
         )
 
 
+#: a line of packtivity's run log under Docker: "<time> | pack.<step>.run | INFO | b'<line>'"
+_PACKTIVITY_LINE = re.compile(r"^[\d-]+ [\d:,]+ \|[^|]*\|[^|]*\| b(['\"])(.*)\1$")
+
+
 def _tail(path: Path, lines: int = LOG_TAIL) -> str:
+    """The last lines of a step's log, as the step printed them."""
     try:
         text = path.read_text("utf-8", errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
-    return "\n".join(text[-lines:])
+    out = []
+    for line in text:
+        match = _PACKTIVITY_LINE.match(line)
+        out.append(_unescape(match.group(2)) if match else line)
+    return "\n".join(out[-lines:])
+
+
+def _unescape(text: str) -> str:
+    """The text of a bytes literal's repr (packtivity logs ``b'...'``)."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def failure_report(workdir: Path, yadage_log: Path) -> str:
