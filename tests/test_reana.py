@@ -16,19 +16,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
+
+from rootml.workflow.runner import embedded_server
 
 ROOT = Path(__file__).resolve().parents[1]
 REANA_YAML = ROOT / "reana.yaml"
@@ -379,42 +375,8 @@ def test_gherkin_pattern_table_rejects_other_phrases():
 # ------------------------------------------------------------------ a REANA-like run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def rootml_serve(models: Path, log: Path) -> Iterator[str]:
-    """``rootml serve`` on 127.0.0.1 (a stand-in TFaaS server); yields its URL."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [str(Path(sys.executable).with_name("rootml")), "serve", "--models", str(models)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for loopback
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with opener.open(f"{url}/v2/health/live", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"rootml serve did not start:\n{log.read_text('utf-8')[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+# ``rootml serve`` on 127.0.0.1 as the stand-in TFaaS server: the same helper rootml run uses
+rootml_serve = embedded_server
 
 
 @dataclass(frozen=True)
