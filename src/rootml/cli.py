@@ -221,7 +221,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """The workflow's first step: a valid input.yml whose files are the ones being scattered."""
     from dataclasses import asdict
 
-    from .config import load_input
+    from .config import file_basename, load_input
     from .exceptions import ConfigError
     from .storage import write_json
 
@@ -233,8 +233,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             "reana.yaml's inputs.parameters.files (or run 'rootml run', which takes them from "
             f"{args.input})"
         )
-    names = [f.rstrip("/").rsplit("/", 1)[-1] for f in given]
-    expected = [f.rstrip("/").rsplit("/", 1)[-1] for f in inputs.files]
+    names = [file_basename(f) for f in given]
+    expected = [file_basename(f) for f in inputs.files]
     if names != expected:
         raise ConfigError(
             f"the workflow's files {names} are not the files of {args.input} {expected}: "
@@ -269,10 +269,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _order_by_files(docs: list[dict], files: Sequence[str]) -> list[dict]:
+    from .config import file_basename
     from .exceptions import ConfigError
 
     by_name = {d["file"]["basename"]: d for d in docs}
-    names = [f.rstrip("/").rsplit("/", 1)[-1] for f in files]
+    names = [file_basename(f) for f in files]
     missing = [n for n in names if n not in by_name]
     extra = sorted(set(by_name) - set(names))
     if missing or extra:

@@ -263,11 +263,16 @@ class Inputs:
         check_unique_basenames(self.files)
 
 
+def file_basename(entry: str) -> str:
+    """The file name of an input as listed (a path, URL or LFN): what specs and splits key on."""
+    return entry.rstrip("/").rsplit("/", 1)[-1]
+
+
 def check_unique_basenames(files: Sequence[str]) -> None:
     """Two inputs with one basename would overwrite each other's specs and share a split."""
     seen: dict[str, str] = {}
     for f in files:
-        base = f.rstrip("/").rsplit("/", 1)[-1]
+        base = file_basename(f)
         if base in seen:
             raise ConfigError(
                 f"two inputs have the same file name {base!r}: {seen[base]!r} and {f!r};\n"

@@ -21,11 +21,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
 from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
 from ..exceptions import ConfigError, WorkflowError
+from ..sources import LFN_PREFIX, REMOTE_SCHEMES
 
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
 MLAAS4HEP_FILES = ("files.txt", "labels.txt", "params.json", "model.py")
@@ -52,13 +54,15 @@ class RunInput:
 
 
 def is_remote(entry: str) -> bool:
-    return "://" in entry or entry.startswith("/store/")
+    """A URL uproot reads over the network, or an LFN the redirector turns into one (file://
+    and plain paths are local)."""
+    return urlparse(entry).scheme in REMOTE_SCHEMES or entry.startswith(LFN_PREFIX)
 
 
 def _absolute(entries: list[str], base: Path) -> list[str]:
     out = []
     for entry in entries:
-        if is_remote(entry) or Path(entry).is_absolute():
+        if "://" in entry or is_remote(entry) or Path(entry).is_absolute():
             out.append(entry)
         else:
             out.append(str((base / entry).resolve()))

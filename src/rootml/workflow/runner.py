@@ -229,7 +229,9 @@ def failure_report(workdir: Path, yadage_log: Path) -> str:
 SOURCE_RECORD = "source.json"
 
 
-def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInput, docker.Engine]:
+def _prepare_input(
+    options: RunOptions, root: Path, workdir: Path, url: str
+) -> tuple[RunInput, docker.Engine]:
     """The run's init folder from the input; on --resume, from the input the run started with
     (recorded in source.json) unless another is given, which must not change the data
     settings: only model.py may change, and then training and what follows re-run."""
@@ -275,7 +277,7 @@ def _prepare_input(options: RunOptions, workdir: Path, url: str) -> tuple[RunInp
             "--mlflow needs the local engine: the step images do not carry MLflow "
             "(rootml[mlflow]); run with --engine local"
         )
-    chosen = docker.choose("local" if mlflow else engine or "auto", spec_root(), run_input)
+    chosen = docker.choose("local" if mlflow else engine or "auto", root, run_input)
     record.write_text(
         json.dumps(
             {
@@ -335,7 +337,7 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     with _server(options, workdir) as url:
         try:
-            run_input, engine = _prepare_input(options, workdir, url)
+            run_input, engine = _prepare_input(options, root, workdir, url)
         except RootmlError as err:
             bad_input = err
         else:
