@@ -169,6 +169,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
         size=size,
         step=args.step,
         workers=args.workers,
+        columns=args.columns,
     )
     name = specs_filename(doc["file"]["basename"])
     out = Path(args.out or name)
@@ -297,7 +298,9 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         record = read_json(record_path)
         validate(record, "fetch-record", where=f"file {record_path}")
         paths[Path(record["path"]).name] = record["path"]
-    written = preprocess(layout, ids, args.out, paths=paths, workers=args.workers)
+    written = preprocess(
+        layout, ids, args.out, paths=paths, columns=args.columns or (), workers=args.workers
+    )
     for path in written:
         print(path)
     return 0
@@ -544,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output JSON file or folder (default specs-<name>.json)")
     p.add_argument("--step", type=int, default=100_000, help="entries read per step")
     p.add_argument("--workers", type=int, default=1, help="decompression threads")
+    p.add_argument(
+        "--columns",
+        metavar="DIR",
+        help="also stage the scanned branches' decompressed values in DIR, so preprocess "
+        "does not decompress the file again (takes their uncompressed size on disk)",
+    )
     _add_settings_flags(p, layout=False)
     p.set_defaults(func=cmd_specs)
 
@@ -583,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="shard.h5 for one chunk, else a folder")
     p.add_argument(
         "--fetched", nargs="+", action="extend", help="fetch.json records of local copies"
+    )
+    p.add_argument(
+        "--columns",
+        nargs="+",
+        action="extend",
+        metavar="DIR",
+        help="folders staged by 'rootml specs --columns': their files are read from them",
     )
     p.add_argument("--workers", type=int, default=1, help="decompression threads")
     p.set_defaults(func=cmd_preprocess)

@@ -11,6 +11,7 @@ the step size and the result does not depend on it beyond floating-point roundin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -24,6 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .columns import FILE_KEYS as COLUMN_FILE_KEYS
+from .columns import ColumnWriter
 from .exceptions import BranchError, DataError
 from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
 from .schemas import validate
@@ -64,23 +67,25 @@ class Moments:
                 self.inf += n_bad - nan
                 values = values[finite]
             self.unique = None
-        elif self.unique is not None and values.size:
-            self.unique.update(np.unique(values).tolist())
-            if len(self.unique) > MAX_UNIQUE:
-                self.unique = None
         if values.size == 0:
             return
-        v = values.astype(np.float64, copy=False)
-        n = v.size
-        mean = float(v.mean())
-        m2 = float(np.square(v - mean).sum())
+        n = values.size
+        lo, hi = values.min(), values.max()  # in the branch's own type: exact
+        if self.unique is not None:
+            self.unique.update(_distinct(values, lo, hi))
+            if len(self.unique) > MAX_UNIQUE:
+                self.unique = None
+        # float64 accumulation without a float64 copy of the values
+        mean = float(np.mean(values, dtype=np.float64))
+        deviation = np.subtract(values, mean, dtype=np.float64)
+        m2 = float(np.dot(deviation, deviation))
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
         self.m2 += m2 + delta * delta * self.count * n / total
         self.count = total
-        self.lo = min(self.lo, float(v.min()))
-        self.hi = max(self.hi, float(v.max()))
+        self.lo = min(self.lo, float(lo))
+        self.hi = max(self.hi, float(hi))
 
     def to_json(self) -> dict:
         have = self.count > 0
@@ -94,6 +99,16 @@ class Moments:
             "inf": self.inf,
             "unique": sorted(self.unique) if self.unique is not None else None,
         }
+
+
+def _distinct(values: np.ndarray, lo, hi) -> list:
+    """The distinct values of an integer array whose min/max are ``lo``/``hi``; a histogram
+    when the span is small (a sort costs ten times more on a 100k-entry step)."""
+    if int(hi) - int(lo) < 4096:
+        # in int64 with wrap-around, exact for any integer type since the span is small
+        shifted = values.astype(np.int64) - np.asarray(lo).astype(np.int64)
+        return [int(lo) + int(p) for p in np.flatnonzero(np.bincount(shifted))]
+    return np.unique(values).tolist()
 
 
 def multiplicity_summary(histogram: np.ndarray) -> dict:
@@ -172,8 +187,12 @@ def scan(
     names: Sequence[str],
     *,
     step: int = 100_000,
+    sink: ColumnWriter | None = None,
 ) -> dict[str, dict]:
-    """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory)."""
+    """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory).
+
+    With a ``sink`` the decoded values of every step are also staged for preprocess.
+    """
     root.require(names)
     infos = [root.branches[n] for n in names]
     moments = {n: Moments() for n in names}
@@ -189,11 +208,14 @@ def scan(
         for info in infos:
             column = arrays[info.name]
             if info.kind == FLAT:
-                moments[info.name].add(np.asarray(ak.to_numpy(column)))
+                values, counts = np.asarray(ak.to_numpy(column)), None
             else:
                 counts = np.asarray(ak.num(column, axis=1))
                 hists[info.name] = add_histogram(hists[info.name], np.bincount(counts))
-                moments[info.name].add(np.asarray(ak.to_numpy(ak.flatten(column, axis=1))))
+                values = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
+            moments[info.name].add(values)
+            if sink is not None:
+                sink.add(info.name, values, counts)
     bar.close()
     out: dict[str, dict] = {}
     for info in infos:
@@ -219,10 +241,16 @@ def file_specs(
     size: int | None = None,
     step: int = 100_000,
     workers: int = 1,
+    columns: str | Path | None = None,
 ) -> dict:
-    """Open one file and build its specs document (validated against the shipped schema)."""
+    """Open one file and build its specs document (validated against the shipped schema).
+
+    ``columns``: also stage the scanned branches' values in this folder for preprocess
+    (see :mod:`rootml.columns`); it is complete, or absent, when this returns.
+    """
     t0 = time.perf_counter()
-    with open_input(source, tree, workers=workers) as root:
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(open_input(source, tree, workers=workers))
         if root.entries == 0:
             raise DataError(
                 f"{root.format} {tree!r} has no entries; remove the file from files.txt\n"
@@ -237,36 +265,48 @@ def file_specs(
             extra=extra,
             where=root.path,
         )
-        branches = scan(root, names, step=step)
+        root.require(names)
+        sink = None
+        if columns is not None:
+            kinds = {n: root.branches[n].kind for n in names}
+            sink = stack.enter_context(ColumnWriter(columns, kinds))
+        branches = scan(root, names, step=step, sink=sink)
         for name, reason in skipped.items():
             branches[name] = {"kind": UNSUPPORTED, "reason": reason}
+        file = {
+            "source": root.source.original,
+            "url": root.source.url,
+            "basename": root.source.basename,
+            "size": size,
+            "sha256": sha256,
+        }
         doc = {
             "schema": SCHEMA_ID,
             "rootml_version": __version__,
-            "file": {
-                "source": root.source.original,
-                "url": root.source.url,
-                "basename": root.source.basename,
-                "size": size,
-                "sha256": sha256,
-            },
+            "file": file,
             "tree": tree,
             "format": root.format,
             "entries": root.entries,
             "identifiers": [i for i in identifiers if i in root.branches],
-            "seconds": round(time.perf_counter() - t0, 4),
+            "seconds": 0.0,
             "branches": branches,
         }
-    validate(doc, "file-specs", where=f"specs of {doc['file']['url']}")
+        validate(doc, "file-specs", where=f"specs of {file['url']}")
+        staged = ""
+        if sink is not None:
+            manifest = sink.commit(root.entries, {k: file[k] for k in COLUMN_FILE_KEYS}, tree)
+            staged = f"; staged {manifest['bytes'] / 1e6:.1f} MB of columns in {columns}"
+    doc["seconds"] = round(time.perf_counter() - t0, 4)
     rate = doc["entries"] / max(doc["seconds"], 1e-9)
     log.info(
-        "specs: %s: %d entries, %d branches (%d skipped) in %.2f s (%.0f events/s)",
-        doc["file"]["basename"],
+        "specs: %s: %d entries, %d branches (%d skipped) in %.2f s (%.0f events/s)%s",
+        file["basename"],
         doc["entries"],
         len(names),
         len(skipped),
         doc["seconds"],
         rate,
+        staged,
     )
     return doc
 

@@ -18,7 +18,7 @@ from referencing import Registry, Resource
 
 from ..exceptions import SchemaValidationError
 
-SCHEMA_NAMES = ("input", "file-specs", "layout", "fetch-record")
+SCHEMA_NAMES = ("input", "file-specs", "layout", "fetch-record", "columns")
 
 
 @cache

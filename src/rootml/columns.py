@@ -1,0 +1,258 @@
+"""Staged columns: the branches of one file, decompressed once, kept for preprocess.
+
+``specs`` has to decompress every basket of the branches it scans; ``preprocess`` then needs
+the same values again. Reading the ROOT file twice costs two decompressions, so the pipeline
+could never run faster than half the speed of a plain read. With ``rootml specs --columns DIR``
+the scan also writes each branch's values as they come out of the decoder (plain
+little-endian arrays, one file per branch, plus int64 offsets for jagged branches), and
+``rootml preprocess --columns DIR`` reads entry ranges back with one ``pread`` per array:
+no decompression, memory bounded by the chunk.
+
+A folder holds ``columns.json`` (the manifest: source file, its size and sha256 when known,
+tree, entries, and per branch its kind, dtype and data files) and the arrays. It is written
+under a temporary name and renamed when complete; :func:`open_columns` checks every array's
+length against the manifest, and :func:`check_matches` the manifest against the layout's file,
+so a stale or truncated staging is an error, never silently different data.
+
+On disk a staging takes the decompressed size of the scanned branches (jagged ones unpadded),
+usually less than the shards made from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import awkward as ak
+import numpy as np
+
+from . import __version__
+from .exceptions import DataError, LayoutError
+from .schemas import validate
+from .storage import read_json, temporary_folder, write_json
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+SCHEMA_ID = "https://rootml.invalid/schemas/columns/1"
+MANIFEST = "columns.json"
+FILE_KEYS = ("basename", "url", "size", "sha256")  # what a manifest records of its source
+_OFFSET = np.dtype("<i8")
+
+
+@dataclass(frozen=True)
+class _Branch:
+    name: str
+    kind: str  # "flat" or "jagged"
+    dtype: np.dtype  # of the values, little-endian
+    values: Path
+    offsets: Path | None  # jagged only: entries + 1 int64 offsets into values
+
+
+class ColumnWriter:
+    """Append the values of ``branches`` step by step; :meth:`commit` makes the folder.
+
+    Use as a context manager: leaving the block with an exception (or without a commit)
+    deletes the temporary folder, so nothing half-written is left under ``out``.
+    """
+
+    def __init__(self, out: str | Path, kinds: dict[str, str]):
+        self.out = Path(out)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temporary_folder(self.out)
+        self._kinds = dict(kinds)
+        self._dtypes: dict[str, np.dtype] = {}
+        self._rows = dict.fromkeys(kinds, 0)
+        self._total = dict.fromkeys(kinds, 0)  # jagged: objects written so far
+        self._handles = {}
+        for i, (name, kind) in enumerate(kinds.items()):
+            self._handles[name, "values"] = open(self._tmp / f"{i:04d}.values", "wb")  # noqa: SIM115
+            if kind == "jagged":
+                handle = open(self._tmp / f"{i:04d}.offsets", "wb")  # noqa: SIM115
+                handle.write(np.zeros(1, _OFFSET).tobytes())
+                self._handles[name, "offsets"] = handle
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close_handles()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def add(self, name: str, values: np.ndarray, counts: np.ndarray | None = None) -> None:
+        """Append one step of branch ``name``: its values (for a jagged branch the flattened
+        content) and, for a jagged branch, the number of objects per event."""
+        dtype = values.dtype.newbyteorder("<")
+        known = self._dtypes.setdefault(name, dtype)
+        if known != dtype:
+            raise DataError(f"branch {name!r} changed type from {known} to {dtype} mid-file")
+        self._handles[name, "values"].write(memoryview(np.ascontiguousarray(values, dtype)))
+        if counts is None:
+            self._rows[name] += values.size
+            return
+        offsets = np.cumsum(counts, dtype=_OFFSET) + self._total[name]
+        self._handles[name, "offsets"].write(memoryview(offsets))
+        self._total[name] += values.size
+        self._rows[name] += counts.size
+
+    def commit(self, entries: int, file: dict, tree: str) -> dict:
+        """Check every branch holds ``entries`` events, write the manifest, rename into place;
+        return the manifest.
+
+        ``file`` describes the source: basename, url, size and sha256 (None when unknown).
+        """
+        self._close_handles()
+        short = {n: r for n, r in self._rows.items() if r != entries}
+        if short:
+            name, rows = next(iter(short.items()))
+            raise DataError(
+                f"staged {rows} events of branch {name!r} but the tree has {entries}\n"
+                f"in file {file['url']}"
+            )
+        branches = {}
+        for i, (name, kind) in enumerate(self._kinds.items()):
+            entry = {"kind": kind, "dtype": self._dtypes.get(name, np.dtype("<f4")).str}
+            entry["values"] = f"{i:04d}.values"
+            if kind == "jagged":
+                entry["offsets"] = f"{i:04d}.offsets"
+            branches[name] = entry
+        doc = {
+            "schema": SCHEMA_ID,
+            "rootml_version": __version__,
+            "file": file,
+            "tree": tree,
+            "entries": entries,
+            "bytes": sum(p.stat().st_size for p in self._tmp.iterdir()),
+            "branches": branches,
+        }
+        validate(doc, "columns", where=f"the staged columns of {file['url']}")
+        write_json(self._tmp / MANIFEST, doc)
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        self._tmp.rename(self.out)
+        return doc
+
+    def _close_handles(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+
+
+class ColumnStore:
+    """A committed staging folder, read by entry range. Use :func:`open_columns`."""
+
+    def __init__(self, folder: Path, doc: dict):
+        self.folder = folder
+        self.doc = doc
+        self.entries: int = doc["entries"]
+        self.basename: str = doc["file"]["basename"]
+        self._branches = {
+            name: _Branch(
+                name,
+                b["kind"],
+                np.dtype(b["dtype"]),
+                folder / b["values"],
+                folder / b["offsets"] if "offsets" in b else None,
+            )
+            for name, b in doc["branches"].items()
+        }
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._branches)
+
+    def arrays(self, names: Sequence[str], start: int, stop: int) -> ak.Array:
+        """Entries [start, stop) of ``names`` as a record array, like RootInput.arrays."""
+        missing = [n for n in names if n not in self._branches]
+        if missing:
+            raise LayoutError(
+                f"branch {missing[0]!r} was not staged (staged: {', '.join(self.names)});\n"
+                "rerun 'rootml specs --columns' with the same selection as the merge, or leave "
+                f"--columns out to read the ROOT file\nin folder {self.folder}"
+            )
+        return ak.zip({n: self._read(self._branches[n], start, stop) for n in names}, depth_limit=1)
+
+    @staticmethod
+    def _read(branch: _Branch, start: int, stop: int) -> ak.Array:
+        if branch.offsets is None:
+            return ak.Array(_pread(branch.values, branch.dtype, start, stop - start))
+        offsets = _pread(branch.offsets, _OFFSET, start, stop - start + 1)
+        content = _pread(
+            branch.values, branch.dtype, int(offsets[0]), int(offsets[-1] - offsets[0])
+        )
+        layout = ak.contents.ListOffsetArray(
+            ak.index.Index64(offsets - offsets[0]), ak.contents.NumpyArray(content)
+        )
+        return ak.Array(layout)
+
+
+def _pread(path: Path, dtype: np.dtype, first: int, count: int) -> np.ndarray:
+    return np.fromfile(path, dtype=dtype, count=count, offset=first * dtype.itemsize)
+
+
+def open_columns(folder: str | Path) -> ColumnStore:
+    """Open a staging folder and check that every array has the length the manifest says."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise LayoutError(
+            f"no {MANIFEST} in {folder}: not a staging folder, or its 'rootml specs --columns' "
+            "did not finish; rerun specs for this file"
+        )
+    doc = read_json(manifest)
+    validate(doc, "columns", where=f"file {manifest}")
+    store = ColumnStore(folder, doc)
+    for branch in store._branches.values():
+        objects = store.entries
+        if branch.offsets is not None:
+            _expect_size(branch.offsets, (store.entries + 1) * _OFFSET.itemsize, folder)
+            objects = int(_pread(branch.offsets, _OFFSET, store.entries, 1)[0])
+        _expect_size(branch.values, objects * branch.dtype.itemsize, folder)
+    return store
+
+
+def _expect_size(path: Path, size: int, folder: Path) -> None:
+    actual = path.stat().st_size if path.is_file() else -1
+    if actual != size:
+        raise LayoutError(
+            f"staged array {path.name} holds {actual} bytes, the manifest says {size}: the "
+            f"staging is damaged; rerun 'rootml specs --columns' for this file\nin folder {folder}"
+        )
+
+
+def check_matches(store: ColumnStore, info: dict, tree: str) -> None:
+    """Raise LayoutError unless ``store`` was staged from the layout's file ``info``."""
+    staged = store.doc["file"]
+    problems = []
+    if store.doc["tree"] != tree:
+        problems.append(f"tree {store.doc['tree']!r}, the layout reads {tree!r}")
+    if store.entries != info["entries"]:
+        problems.append(f"{store.entries} entries, the layout's file has {info['entries']}")
+    for key in ("sha256", "size"):
+        if staged.get(key) is not None and info.get(key) is not None and staged[key] != info[key]:
+            problems.append(f"{key} {staged[key]}, the layout's file has {info[key]}")
+    if problems:
+        raise LayoutError(
+            f"the columns staged in {store.folder} are not those of {info['basename']}: "
+            f"{'; '.join(problems)};\nrerun 'rootml specs --columns' on the file the layout "
+            f"was merged from, or leave --columns out\nin file {info['url']}"
+        )
+
+
+def stores_by_basename(folders: Sequence[str | Path]) -> dict[str, ColumnStore]:
+    """Open staging folders, keyed by the basename of the file each was staged from."""
+    stores: dict[str, ColumnStore] = {}
+    for folder in folders:
+        store = open_columns(folder)
+        if store.basename in stores:
+            raise LayoutError(
+                f"two staging folders for {store.basename}: {stores[store.basename].folder} "
+                f"and {store.folder}; give one per input file"
+            )
+        stores[store.basename] = store
+    return stores

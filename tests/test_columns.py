@@ -1,0 +1,174 @@
+"""Staged columns: what specs writes with --columns is what the ROOT file holds, preprocess
+gives the same shards from them, and a damaged or foreign staging is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import awkward as ak
+import h5py
+import numpy as np
+import pytest
+import uproot
+from conftest import write_events as write_kinds
+from rootfiles import write_events
+
+from rootml.columns import MANIFEST, open_columns, stores_by_basename
+from rootml.config import Settings
+from rootml.exceptions import BranchError, InputFileError, LayoutError
+from rootml.layout import merge
+from rootml.preprocessing import preprocess
+from rootml.reading import open_input
+from rootml.specs import file_specs
+
+IDS = ("run", "event", "luminosityBlock")
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    """Two files (TTree, several baskets, specs in steps smaller than a basket) staged."""
+    d = tmp_path_factory.mktemp("columns")
+    files = [
+        write_events(d / "sig.root", 1300, seed=21, signal=True, basket=250),
+        write_events(d / "bkg.root", 900, seed=22, basket=250),
+    ]
+    folders = [d / "col-sig", d / "col-bkg"]
+    specs = [
+        file_specs(str(f), "events", identifiers=IDS, columns=c, step=333)
+        for f, c in zip(files, folders, strict=True)
+    ]
+    return files, folders, specs
+
+
+def _same(a: ak.Array, b: ak.Array) -> None:
+    assert a.fields == b.fields
+    for name in a.fields:
+        assert ak.to_list(a[name]) == ak.to_list(b[name]), name
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 1300), (0, 1), (249, 251), (1000, 1300)])
+def test_staged_ranges_equal_the_root_file(staged, start, stop):
+    files, folders, _ = staged
+    store = open_columns(folders[0])
+    names = store.names
+    assert set(names) >= {"HT", "MET", "nPV", "trigger", "Jet_pt", "Jet_eta", "Muon_pt"}
+    with open_input(str(files[0]), "events") as root:
+        _same(store.arrays(names, start, stop), root.arrays(names, start, stop))
+
+
+def test_manifest_records_the_source(staged):
+    _, folders, specs = staged
+    doc = json.loads((folders[1] / MANIFEST).read_text())
+    assert doc["file"]["basename"] == "bkg.root"
+    assert doc["entries"] == specs[1]["entries"] == 900
+    assert doc["branches"]["trigger"]["dtype"] == "|b1"
+    assert doc["branches"]["Jet_pt"]["kind"] == "jagged"
+    assert doc["bytes"] == sum(
+        p.stat().st_size for p in folders[1].iterdir() if p.suffix != ".json"
+    )
+
+
+@pytest.mark.parametrize(
+    "kw", [{}, {"jagged_cap": 2, "counts": True, "masks": True}, {"nevts": 1000}]
+)
+def test_shards_from_columns_equal_shards_from_root(staged, tmp_path, kw):
+    _, folders, specs = staged
+    layout = merge(specs, Settings(tree="events", chunk_size=400, **kw), labels=["1", "0"])
+    ids = range(len(layout["chunks"]))
+    a = preprocess(layout, ids, tmp_path / "root")
+    b = preprocess(layout, ids, tmp_path / "staged", columns=folders)
+    assert [p.name for p in a] == [p.name for p in b]
+    assert len(a) > 2
+    for pa, pb in zip(a, b, strict=True):
+        with h5py.File(pa) as fa, h5py.File(pb) as fb:
+            assert dict(fa.attrs) == dict(fb.attrs)
+            for key in fa:
+                assert np.array_equal(fa[key][...], fb[key][...]), (pa.name, key)
+
+
+def test_fixed_size_arrays_and_rntuple_fields_stage(tmp_path):
+    ttree = write_kinds(tmp_path / "t.root", "ttree", n=300)
+    ntuple = write_kinds(tmp_path / "n.root", "rntuple", n=300)
+    for path, names in ((ttree, ["met", "p3", "Jet_pt"]), (ntuple, ["met", "Jet.pt", "Jet.eta"])):
+        out = tmp_path / f"col-{path.stem}"
+        file_specs(str(path), "events", selected=names, columns=out, step=128)
+        with open_input(str(path), "events") as root:
+            _same(open_columns(out).arrays(names, 17, 300), root.arrays(names, 17, 300))
+
+
+def test_failed_specs_leaves_no_staging(tmp_path):
+    path = write_events(tmp_path / "a.root", 100)
+    out = tmp_path / "col"
+    with pytest.raises(BranchError, match="nope"):
+        file_specs(str(path), "events", selected=["HT", "nope"], columns=out)
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_restaging_replaces_the_folder(tmp_path):
+    path = write_events(tmp_path / "a.root", 100)
+    out = tmp_path / "col"
+    file_specs(str(path), "events", selected=["HT", "MET"], columns=out)
+    file_specs(str(path), "events", selected=["HT"], columns=out)
+    assert open_columns(out).names == ["HT"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.root", "col"]
+
+
+# ---------------------------------------------------------------- refused stagings
+
+
+def _copy(folder, tmp_path):
+    return shutil.copytree(folder, tmp_path / folder.name)
+
+
+def test_truncated_array_is_refused(staged, tmp_path):
+    folder = _copy(staged[1][0], tmp_path)
+    victim = folder / json.loads((folder / MANIFEST).read_text())["branches"]["Jet_pt"]["values"]
+    victim.write_bytes(victim.read_bytes()[:-4])
+    with pytest.raises(LayoutError, match=rf"(?s){victim.name} holds .* bytes.*damaged.*rerun"):
+        open_columns(folder)
+
+
+def test_unfinished_staging_is_refused(tmp_path):
+    (tmp_path / "half").mkdir()
+    with pytest.raises(LayoutError, match=r"no columns\.json in .*half.*rerun specs"):
+        open_columns(tmp_path / "half")
+
+
+def test_staging_of_another_file_is_refused(staged, tmp_path):
+    _, folders, specs = staged
+    layout = merge(specs, Settings(tree="events"), labels=["1", "0"])
+    other = write_events(tmp_path / "sig.root", 500, seed=5, signal=True)
+    wrong = tmp_path / "col-other"
+    file_specs(str(other), "events", identifiers=IDS, columns=wrong)
+    with pytest.raises(LayoutError, match=r"(?s)not those of sig.root: 500 entries.*1300.*rerun"):
+        preprocess(layout, [0], tmp_path / "shards", columns=[wrong, folders[1]])
+    assert not (tmp_path / "shards").exists()
+
+
+def test_branch_not_staged_is_refused(staged, tmp_path):
+    files, _, specs = staged
+    narrow = tmp_path / "narrow"
+    file_specs(str(files[0]), "events", identifiers=IDS, selected=["HT"], columns=narrow)
+    layout = merge(specs, Settings(tree="events"), labels=["1", "0"])
+    with pytest.raises(LayoutError, match=r"branch '\w+' was not staged \(staged: HT\)"):
+        preprocess(layout, [0], tmp_path / "shards", columns=[narrow])
+    assert not (tmp_path / "shards").exists()
+
+
+def test_two_stagings_of_one_file_are_refused(staged):
+    folder = staged[1][0]
+    with pytest.raises(LayoutError, match=r"two staging folders for sig\.root"):
+        stores_by_basename([folder, folder])
+
+
+def test_corrupt_basket_mid_scan_leaves_no_staging(tmp_path):
+    path = write_events(tmp_path / "a.root", 2000, seed=3, basket=200)
+    data = bytearray(path.read_bytes())
+    with uproot.open(path) as f:  # a basket of HT past the first step
+        seek = f["events"]["HT"].member("fBasketSeek")[6]
+    data[seek + 100 : seek + 400] = b"\x00" * 300
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputFileError, match=r"(?s)entries 1000-2000.*truncated or corrupt"):
+        file_specs(str(path), "events", identifiers=IDS, columns=tmp_path / "col", step=1000)
+    assert list(tmp_path.iterdir()) == [path]
