@@ -101,7 +101,18 @@ def test_input_yml_and_fetch_record(example, tmp_path):
         rootml("fetch", example / f"{name}.root", "--out", tmp_path / name, "--tree", "events")
         record = tmp_path / name / "fetch.json"
         assert json.loads(record.read_text())["copied"] is False
-        rootml("specs", record, "--input", inputs / "input.yml", "--out", f"{tmp_path}/specs/")
+        rootml(
+            "specs",
+            record,
+            "--input",
+            inputs / "input.yml",
+            "--out",
+            f"{tmp_path}/specs/",
+            "--columns",
+            tmp_path / name / "columns",
+        )
+        staged = json.loads((tmp_path / name / "columns" / "columns.json").read_text())
+        assert staged["file"]["sha256"] == json.loads(record.read_text())["sha256"]
     rootml(
         "merge",
         *sorted((tmp_path / "specs").iterdir()),
@@ -126,7 +137,38 @@ def test_input_yml_and_fetch_record(example, tmp_path):
         "--fetched",
         tmp_path / "signal" / "fetch.json",
     )
-    assert (tmp_path / "s0.h5").is_file()
+    # the same shard from the columns specs staged (what the workflow does)
+    proc = rootml(
+        "preprocess",
+        "--specs",
+        tmp_path / "specs.json",
+        "--chunk",
+        "0",
+        "--out",
+        tmp_path / "s0-staged.h5",
+        "--columns",
+        tmp_path / "signal" / "columns",
+        tmp_path / "background" / "columns",
+    )
+    assert "read from the columns staged in" in proc.stderr
+    with h5py.File(tmp_path / "s0.h5") as a, h5py.File(tmp_path / "s0-staged.h5") as b:
+        for key in ("x", "y", "split", "entry"):
+            assert np.array_equal(a[key][:], b[key][:])
+    # a folder that is not a staging is refused, and no shard is written
+    proc = rootml(
+        "preprocess",
+        "--specs",
+        tmp_path / "specs.json",
+        "--chunk",
+        "0",
+        "--out",
+        tmp_path / "s0-bad.h5",
+        "--columns",
+        tmp_path / "signal",
+        ok=False,
+    )
+    _fails(proc, "no columns.json in", "rerun specs")
+    assert not (tmp_path / "s0-bad.h5").exists()
 
 
 def _fails(proc, *patterns):

@@ -341,6 +341,13 @@ def _assert_good_run(result, workdir: Path, n_files: int) -> dict:
         ]
     assert {s["status"] for s in steps.values()} == {"done"}
     assert {s["engine"] for s in steps.values()} == {"local"}
+    # each file was decompressed once: specs staged its columns, preprocess read those
+    for i in range(n_files):
+        assert (workdir / f"specs_{i}" / "columns" / "columns.json").is_file()
+    for name in (n for n in steps if n.startswith("preprocess_")):
+        log = (workdir / name / "_packtivity" / f"{name}.run.log").read_text()
+        assert "read from the columns staged in" in log
+        assert ".root read from /" not in log
     summary = json.loads((workdir / "run.json").read_text())["summary"]
     assert 0.5 < summary["auc"] <= 1.0
     assert (workdir / "train" / "bundle" / "model.onnx").is_file()

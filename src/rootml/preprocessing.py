@@ -353,6 +353,11 @@ def preprocess(
         info = layout["files"][file_id]
         location = (paths or {}).get(info["basename"], info["url"])
         store = stores.get(info["basename"])
+        log.info(
+            "preprocess: %s read from %s",
+            info["basename"],
+            f"the columns staged in {store.folder}" if store else location,
+        )
         with (
             contextlib.nullcontext(store)
             if store is not None
