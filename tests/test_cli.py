@@ -111,8 +111,8 @@ def test_input_yml_and_fetch_record(example, tmp_path):
             "--columns",
             tmp_path / name / "columns",
         )
-        staged = json.loads((tmp_path / name / "columns" / "columns.json").read_text())
-        assert staged["file"]["sha256"] == json.loads(record.read_text())["sha256"]
+        manifest = json.loads((tmp_path / name / "columns" / "columns.json").read_text())
+        assert manifest["file"]["sha256"] == json.loads(record.read_text())["sha256"]
     rootml(
         "merge",
         *sorted((tmp_path / "specs").iterdir()),
@@ -126,47 +126,22 @@ def test_input_yml_and_fetch_record(example, tmp_path):
     )
     layout = json.loads((tmp_path / "specs.json").read_text())
     assert "Jet__count" in layout["features"]
-    rootml(
-        "preprocess",
-        "--specs",
-        tmp_path / "specs.json",
-        "--chunk",
-        "0",
-        "--out",
-        tmp_path / "s0.h5",
-        "--fetched",
-        tmp_path / "signal" / "fetch.json",
-    )
+
+    def chunk0(out, *extra, ok=True):
+        args = ("--specs", tmp_path / "specs.json", "--chunk", "0", "--out", tmp_path / out)
+        return rootml("preprocess", *args, *extra, ok=ok)
+
+    chunk0("s0.h5", "--fetched", tmp_path / "signal" / "fetch.json")
+    assert (tmp_path / "s0.h5").is_file()
     # the same shard from the columns specs staged (what the workflow does)
-    proc = rootml(
-        "preprocess",
-        "--specs",
-        tmp_path / "specs.json",
-        "--chunk",
-        "0",
-        "--out",
-        tmp_path / "s0-staged.h5",
-        "--columns",
-        tmp_path / "signal" / "columns",
-        tmp_path / "background" / "columns",
-    )
+    staged = [tmp_path / name / "columns" for name in ("signal", "background")]
+    proc = chunk0("s0-staged.h5", "--columns", *staged)
     assert "read from the columns staged in" in proc.stderr
     with h5py.File(tmp_path / "s0.h5") as a, h5py.File(tmp_path / "s0-staged.h5") as b:
         for key in ("x", "y", "split", "entry"):
             assert np.array_equal(a[key][:], b[key][:])
     # a folder that is not a staging is refused, and no shard is written
-    proc = rootml(
-        "preprocess",
-        "--specs",
-        tmp_path / "specs.json",
-        "--chunk",
-        "0",
-        "--out",
-        tmp_path / "s0-bad.h5",
-        "--columns",
-        tmp_path / "signal",
-        ok=False,
-    )
+    proc = chunk0("s0-bad.h5", "--columns", tmp_path / "signal", ok=False)
     _fails(proc, "no columns.json in", "rerun specs")
     assert not (tmp_path / "s0-bad.h5").exists()
 

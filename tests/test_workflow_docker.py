@@ -149,6 +149,9 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
     # TensorFlow only where it belongs: the data steps ran in the image without it
     assert steps["preprocess_0"]["image"].startswith("rootml/data:")
     assert steps["train"]["image"].startswith("rootml/train:")
+    # across containers too, preprocess read the columns the specs containers staged
+    log = (workdir / "preprocess_0" / "_packtivity" / "preprocess_0.run.log").read_text()
+    assert "read from the columns staged in" in log
     assert 0.5 < run["summary"]["auc"] <= 1.0
     receipt = json.loads((workdir / "publish" / "receipt.json").read_text())
     assert receipt["url"].rstrip("/") == served_from_image
