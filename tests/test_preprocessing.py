@@ -12,7 +12,16 @@ from rootfiles import event_arrays, write_events, write_tree
 from rootml.config import Settings
 from rootml.exceptions import DataError, InputFileError, LayoutError
 from rootml.layout import merge
-from rootml.preprocessing import TEST, TRAIN, VAL, parse_chunks, preprocess, split_of, transform
+from rootml.preprocessing import (
+    TEST,
+    TRAIN,
+    VAL,
+    _gather_index,
+    parse_chunks,
+    preprocess,
+    split_of,
+    transform,
+)
 from rootml.specs import file_specs
 
 IDS = ("run", "event", "luminosityBlock")
@@ -223,3 +232,21 @@ def test_named_event_errors(files):
         events_to_raw([{**event, "Jet_pt": 3.0}], layout)
     with pytest.raises(DataError, match="'MET' must be a number"):
         events_to_raw([{**event, "MET": "high"}], layout)
+
+
+@given(
+    counts=st.lists(st.integers(0, 40), min_size=1, max_size=300),
+    width=st.integers(1, 50),
+)
+def test_gather_index_places_the_leading_objects_of_every_event(counts, width):
+    counts = np.asarray(counts, dtype=np.int64)
+    dim = width + 3
+    src, dst = _gather_index(counts, width, dim)
+    starts = np.cumsum(counts) - counts
+    expected = {
+        (int(starts[i]) + j, i * dim + j)
+        for i in range(counts.size)
+        for j in range(min(counts[i], width))
+    }
+    assert set(zip(src.tolist(), dst.tolist(), strict=True)) == expected
+    assert src.size == len(expected)  # each object once

@@ -100,7 +100,8 @@ def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray,
                 followed = events, counts[events]
         else:
             keep = followed[1] > slot
-            followed = events, _ = followed[0][keep], followed[1][keep]
+            events = followed[0][keep]
+            followed = events, followed[1][keep]
         if events.size == 0:
             break
         src.append(starts[events] + slot)
