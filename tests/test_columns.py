@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import awkward as ak
 import h5py
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 import uproot
 from conftest import write_events as write_kinds
-from rootfiles import write_events
+from rootfiles import write_events, write_tree
 
 from rootml.columns import MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
@@ -172,3 +174,28 @@ def test_corrupt_basket_mid_scan_leaves_no_staging(tmp_path):
     with pytest.raises(InputFileError, match=r"(?s)entries 1000-2000.*truncated or corrupt"):
         file_specs(str(path), "events", identifiers=IDS, columns=tmp_path / "col", step=1000)
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_staging_many_branches_needs_few_open_files(tmp_path):
+    """A NanoAOD file has over a thousand branches: staging must not hold a file open per
+    branch (the usual limit is 1024). Here: 150 jagged branches under a limit of 64 files."""
+    counts = np.arange(200) % 4
+    jet = ak.zip(
+        {f"f{i}": ak.unflatten(np.full(counts.sum(), i, np.float32), counts) for i in range(150)}
+    )
+    path = write_tree(tmp_path / "wide.root", {"Jet": jet}, basket=50)
+    code = (
+        "import resource, sys; from rootml.specs import file_specs; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+        "file_specs(sys.argv[1], 'events', columns=sys.argv[2], step=50)"
+    )
+    out = tmp_path / "col"
+    subprocess.run([sys.executable, "-c", code, str(path), str(out)], check=True, timeout=120)
+    store = open_columns(out)
+    assert len([n for n in store.names if n.startswith("Jet_")]) == 150
+    assert ak.to_list(store.arrays(["Jet_f149"], 0, 4)["Jet_f149"]) == [
+        [],
+        [149],
+        [149, 149],
+        [149] * 3,
+    ]

@@ -70,19 +70,20 @@ class ColumnWriter:
         self._dtypes: dict[str, np.dtype] = {}
         self._rows = dict.fromkeys(kinds, 0)
         self._total = dict.fromkeys(kinds, 0)  # jagged: objects written so far
-        self._handles = {}
+        # no handle is kept open between steps: a NanoAOD file has over a thousand branches,
+        # more than the usual limit of open files
+        self._paths: dict[tuple[str, str], Path] = {}
         for i, (name, kind) in enumerate(kinds.items()):
-            self._handles[name, "values"] = open(self._tmp / f"{i:04d}.values", "wb")  # noqa: SIM115
+            self._paths[name, "values"] = self._tmp / f"{i:04d}.values"
+            self._paths[name, "values"].touch()
             if kind == "jagged":
-                handle = open(self._tmp / f"{i:04d}.offsets", "wb")  # noqa: SIM115
-                handle.write(np.zeros(1, _OFFSET).tobytes())
-                self._handles[name, "offsets"] = handle
+                self._paths[name, "offsets"] = self._tmp / f"{i:04d}.offsets"
+                self._paths[name, "offsets"].write_bytes(np.zeros(1, _OFFSET).tobytes())
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._close_handles()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def add(self, name: str, values: np.ndarray, counts: np.ndarray | None = None) -> None:
@@ -92,14 +93,17 @@ class ColumnWriter:
         known = self._dtypes.setdefault(name, dtype)
         if known != dtype:
             raise DataError(f"branch {name!r} changed type from {known} to {dtype} mid-file")
-        self._handles[name, "values"].write(memoryview(np.ascontiguousarray(values, dtype)))
+        self._append(name, "values", np.ascontiguousarray(values, dtype))
         if counts is None:
             self._rows[name] += values.size
             return
-        offsets = np.cumsum(counts, dtype=_OFFSET) + self._total[name]
-        self._handles[name, "offsets"].write(memoryview(offsets))
+        self._append(name, "offsets", np.cumsum(counts, dtype=_OFFSET) + self._total[name])
         self._total[name] += values.size
         self._rows[name] += counts.size
+
+    def _append(self, name: str, part: str, array: np.ndarray) -> None:
+        with open(self._paths[name, part], "ab") as handle:
+            handle.write(memoryview(array))
 
     def commit(self, entries: int, file: dict, tree: str) -> dict:
         """Check every branch holds ``entries`` events, write the manifest, rename into place;
@@ -107,7 +111,6 @@ class ColumnWriter:
 
         ``file`` describes the source: basename, url, size and sha256 (None when unknown).
         """
-        self._close_handles()
         short = {n: r for n, r in self._rows.items() if r != entries}
         if short:
             name, rows = next(iter(short.items()))
@@ -137,10 +140,6 @@ class ColumnWriter:
             shutil.rmtree(self.out)
         self._tmp.rename(self.out)
         return doc
-
-    def _close_handles(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
 
 
 class ColumnStore:
