@@ -18,7 +18,7 @@ from rootfiles import write_events, write_tree
 
 from rootml.columns import MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
-from rootml.exceptions import BranchError, InputFileError, LayoutError
+from rootml.exceptions import BranchError, ConfigError, InputFileError, LayoutError
 from rootml.layout import merge
 from rootml.preprocessing import preprocess
 from rootml.reading import open_input
@@ -199,3 +199,19 @@ def test_staging_many_branches_needs_few_open_files(tmp_path):
         [149, 149],
         [149] * 3,
     ]
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_staging_never_replaces_other_files(tmp_path, kind):
+    path = write_events(tmp_path / "a.root", 50)
+    out = tmp_path / "results"
+    if kind == "folder":
+        out.mkdir()
+        (out / "thesis.tex").write_text("precious")
+    else:
+        out.write_text("precious")
+    with pytest.raises(ConfigError, match=r"results: it exists and is not an earlier staging"):
+        file_specs(str(path), "events", selected=["HT"], columns=out)
+    kept = out / "thesis.tex" if kind == "folder" else out
+    assert kept.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.root", "results"]

@@ -20,7 +20,6 @@ usually less than the shards made from it.
 
 from __future__ import annotations
 
-import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,14 +30,12 @@ import awkward as ak
 import numpy as np
 
 from . import __version__
-from .exceptions import DataError, LayoutError
+from .exceptions import ConfigError, DataError, LayoutError
 from .schemas import validate
 from .storage import read_json, temporary_folder, write_json
 
 if TYPE_CHECKING:
     from typing_extensions import Self
-
-log = logging.getLogger(__name__)
 
 SCHEMA_ID = "https://rootml.invalid/schemas/columns/1"
 MANIFEST = "columns.json"
@@ -64,6 +61,7 @@ class ColumnWriter:
 
     def __init__(self, out: str | Path, kinds: dict[str, str]):
         self.out = Path(out)
+        _check_replaceable(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_folder(self.out)
         self._kinds = dict(kinds)
@@ -140,6 +138,19 @@ class ColumnWriter:
             shutil.rmtree(self.out)
         self._tmp.rename(self.out)
         return doc
+
+
+def _check_replaceable(out: Path) -> None:
+    """A staging replaces only an earlier staging or an empty folder, never other files."""
+    if not out.exists() and not out.is_symlink():
+        return
+    earlier = (out / MANIFEST).is_file() or not any(out.iterdir()) if out.is_dir() else False
+    if earlier and not out.is_symlink():
+        return
+    raise ConfigError(
+        f"--columns {out}: it exists and is not an earlier staging (no {MANIFEST}); "
+        "give a new folder, or remove this one first"
+    )
 
 
 class ColumnStore:
