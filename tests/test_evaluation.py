@@ -15,7 +15,7 @@ from scipy.stats import mannwhitneyu
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from rootml import report
+from rootml import plots
 from rootml.evaluation import (
     FeatureHistograms,
     as_probabilities,
@@ -391,7 +391,7 @@ def test_report_multiclass_without_mplhep_and_optional_parts(tmp_path, monkeypat
 
 
 def test_report_lists_the_features_it_does_not_plot(tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "MAX_FEATURE_PLOTS", 2)
+    monkeypatch.setattr(plots, "MAX_FEATURE_PLOTS", 2)
     classes = ["b", "s"]
     y, test, _ = _binary_inputs(classes, n=100)
     hists = FeatureHistograms(["f0", "f1", "late_a", "late_b"], 0.0, 1.0, -1.0, classes, bins=5)
