@@ -1,0 +1,127 @@
+"""The model path: train, evaluate and predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _shard_paths(items: Sequence[str]) -> list[Path]:
+    """Shard files, or folders holding ``*.h5`` shards."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        out.extend(sorted(path.glob("*.h5")) if path.is_dir() else [path])
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..config import Settings, load_input, load_params
+    from ..layout import load_layout
+    from ..training import TrainOptions, train
+
+    model_path = args.model
+    if args.input:
+        _, settings = load_input(args.input)
+        model_path = model_path or settings.model
+    else:
+        settings = Settings(**(load_params(args.params) if args.params else {}))
+    options = TrainOptions(
+        epochs=args.epochs or settings.epochs,
+        batch_size=args.batch_size or settings.batch_size,
+        shuffle=settings.shuffle,
+        seed=settings.seed if args.seed is None else args.seed,
+        patience=args.patience,
+        class_weight=args.class_weight,
+    )
+    layout = load_layout(args.specs)
+    bundle = train(
+        layout,
+        _shard_paths(args.shards),
+        args.out,
+        model_path=model_path,
+        options=options,
+        name=args.name,
+    )
+    print(bundle)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..scoring import evaluate
+
+    metrics = evaluate(args.bundle, _shard_paths(args.shards), args.out, max_train=args.max_train)
+    keys = ("n_test", "auc", "auc_macro", "accuracy", "log_loss")
+    print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..bundle import load_bundle
+    from ..scoring import predict_files, write_predictions
+
+    if args.url:
+        from ..publishing import predict_remote, token_from_env
+
+        results = predict_remote(
+            args.bundle,
+            args.files,
+            args.url,
+            name=args.name,
+            token=token_from_env(args.token_env),
+            redirector=args.redirector,
+        )
+    else:
+        results = predict_files(args.bundle, args.files, redirector=args.redirector)
+    classes = load_bundle(args.bundle).layout["labels"]["classes"]
+    if args.out:
+        print(write_predictions(args.out, results, classes))
+    else:
+        for r in results:
+            mean = r["scores"].mean(axis=0).tolist() if len(r["scores"]) else None
+            print(json.dumps({"file": r["file"], "events": len(r["entry"]), "mean_score": mean}))
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Add this module's subcommands to the ``rootml`` parser."""
+    p = sub.add_parser(
+        "train", help="train model(idim) from model.py on the shards; write a bundle"
+    )
+    p.add_argument("--specs", required=True, help="merged specs.json")
+    p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
+    p.add_argument("--model", help="model.py defining model(idim) (default: a small MLP)")
+    p.add_argument("--params", help="MLaaS4HEP params.json (epochs, batch_size, shuffle, seed)")
+    p.add_argument("--input", help="rootml input.yml")
+    p.add_argument("--out", required=True, help="bundle folder to write")
+    p.add_argument("--name", default="rootml_model", help="model name for TFaaS")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
+    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on the test split")
+    p.add_argument("--bundle", required=True, help="bundle folder written by 'rootml train'")
+    p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument(
+        "--max-train",
+        type=int,
+        default=200_000,
+        help="train events scored for the overtraining check",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="score every event of raw ROOT files through a bundle")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("files", nargs="+", help="ROOT files (paths or URLs)")
+    p.add_argument("--redirector", help="XRootD prefix for LFNs")
+    p.add_argument("--out", help="predictions .h5, .csv or .json (default: a summary on stdout)")
+    p.add_argument("--url", help="score through this TFaaS / rootml serve server instead")
+    p.add_argument("--name", help="model name on the server (default: the bundle's)")
+    p.add_argument("--token-env", metavar="VAR", help="environment variable holding the token")
+    p.set_defaults(func=cmd_predict)
