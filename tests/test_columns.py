@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import uproot
 from conftest import write_events as write_kinds
-from rootfiles import write_events, write_tree
+from rootfiles import event_arrays, write_events, write_tree
 
 from rootml.columns import MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
@@ -215,3 +215,31 @@ def test_staging_never_replaces_other_files(tmp_path, kind):
     kept = out / "thesis.tex" if kind == "folder" else out
     assert kept.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.root", "results"]
+
+
+@pytest.mark.parametrize("policy", ["drop", "replace"])
+def test_nan_policies_give_the_same_shards_from_columns(tmp_path, policy):
+    arrays = event_arrays(400, 9)
+    met = arrays["MET"].copy()
+    met[[0, 7, 399]] = np.nan
+    jet_pt = ak.to_numpy(ak.flatten(arrays["Jet"].pt)).copy()
+    jet_pt[[2, 50]] = np.inf
+    arrays["MET"] = met
+    arrays["Jet"] = ak.zip(
+        {"pt": ak.unflatten(jet_pt, ak.num(arrays["Jet"])), "eta": arrays["Jet"].eta}
+    )
+    owner = np.repeat(np.arange(400), ak.to_numpy(ak.num(arrays["Jet"])))
+    bad = {0, 7, 399} | {int(owner[2]), int(owner[50])}  # events holding a NaN or an inf
+    paths = [write_tree(tmp_path / "nan.root", arrays), write_events(tmp_path / "b.root", 300)]
+    folders = [tmp_path / "c0", tmp_path / "c1"]
+    specs = [
+        file_specs(str(p), "events", identifiers=IDS, columns=c)
+        for p, c in zip(paths, folders, strict=True)
+    ]
+    layout = merge(specs, Settings(tree="events", nan_policy=policy), labels=["1", "0"])
+    [a] = preprocess(layout, [0], tmp_path / "root.h5")
+    [b] = preprocess(layout, [0], tmp_path / "staged.h5", columns=folders)
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        assert fa["x"].shape[0] == (400 if policy == "replace" else 400 - len(bad))
+        for key in fa:
+            assert np.array_equal(fa[key][...], fb[key][...]), key

@@ -19,6 +19,8 @@ from rootml.preprocessing import (
     _gather_index,
     parse_chunks,
     preprocess,
+    raw_rows,
+    scale_rows,
     split_of,
     transform,
 )
@@ -250,3 +252,27 @@ def test_gather_index_places_the_leading_objects_of_every_event(counts, width):
     }
     assert set(zip(src.tolist(), dst.tolist(), strict=True)) == expected
     assert src.size == len(expected)  # each object once
+
+
+@pytest.mark.parametrize("policy", ["drop", "replace"])
+def test_infinities_follow_the_nan_policy_like_nans(files, tmp_path, policy):
+    """+-inf used to be clipped to the edge of the range instead of following the policy,
+    while the served model (scale_rows) pads them: training and serving disagreed."""
+    arrays = event_arrays(200, 6)
+    met = arrays["MET"].copy()
+    met[[5, 6]] = [np.inf, -np.inf]
+    arrays["MET"] = met
+    path = write_tree(tmp_path / "inf.root", arrays)
+    layout = _layout([path, files[1]], nan_policy=policy)
+    [shard] = preprocess(layout, [0], tmp_path / "s.h5")
+    col = next(c for c in layout["inputs"] if c["branch"] == "MET")
+    with h5py.File(shard) as h5:
+        x, entry = h5["x"][:], h5["entry"][:]
+    if policy == "drop":
+        assert len(x) == 198
+        assert not np.isin([5, 6], entry).any()
+    else:
+        assert (x[[5, 6], col["offset"]] == layout["pad_value"]).all()
+        with uproot.open(path) as f:
+            raw = raw_rows(f["events"].arrays(layout["read"]), layout)
+        assert np.array_equal(scale_rows(raw, layout), x)

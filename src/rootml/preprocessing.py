@@ -70,12 +70,22 @@ def split_of(basename: str, entries: np.ndarray, seed: int, val: float, test: fl
 
 
 def _scaled(values: np.ndarray, shift: float, scale: float, lo: float, hi: float) -> np.ndarray:
-    """float32 ``clip((x - shift) * scale, lo, hi)`` in a new array (NaN stays NaN)."""
+    """float32 ``clip((x - shift) * scale, lo, hi)`` in a new array (NaN stays NaN, but an
+    infinity is clipped: find non-finite values with :func:`_nonfinite` on the input)."""
     v = values.astype(np.float32)  # always a copy
-    v -= np.float32(shift)
-    v *= np.float32(scale)
+    with np.errstate(invalid="ignore"):  # inf * 0 on a constant column: NaN, flagged anyway
+        v -= np.float32(shift)
+        v *= np.float32(scale)
     np.clip(v, np.float32(lo), np.float32(hi), out=v)
     return v
+
+
+def _nonfinite(raw: np.ndarray) -> np.ndarray | None:
+    """Where ``raw`` (values before scaling) is NaN or +-inf, or None when it is all finite."""
+    if raw.dtype.kind != "f":
+        return None
+    mask = ~np.isfinite(raw)
+    return mask if mask.any() else None
 
 
 def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +145,10 @@ def transform(
         column = arrays[col["branch"]]
         off, width = col["offset"], col["width"]
         if col["kind"] == "flat":
-            v = _scaled(np.asarray(ak.to_numpy(column)), col["shift"], col["scale"], lo, hi)
-            nonfinite = ~np.isfinite(v)
-            if nonfinite.any():
+            raw = np.asarray(ak.to_numpy(column))
+            v = _scaled(raw, col["shift"], col["scale"], lo, hi)
+            nonfinite = _nonfinite(raw)
+            if nonfinite is not None:
                 bad |= nonfinite
                 v[nonfinite] = pad
             x[:, off] = v
@@ -150,9 +161,10 @@ def transform(
             cached = index[key] = (counts, *_gather_index(counts, width, dim))
         _, src, dst = cached
         content = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
-        values = _scaled(content[src], col["shift"], col["scale"], lo, hi)
-        nonfinite = ~np.isfinite(values)
-        if nonfinite.any():
+        picked = content[src]
+        values = _scaled(picked, col["shift"], col["scale"], lo, hi)
+        nonfinite = _nonfinite(picked)
+        if nonfinite is not None:
             bad[dst[nonfinite] // dim] = True
             values[nonfinite] = pad
         flat_x[dst + off] = values
