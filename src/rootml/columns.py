@@ -45,7 +45,6 @@ _OFFSET = np.dtype("<i8")
 
 @dataclass(frozen=True)
 class _Branch:
-    name: str
     kind: str  # "flat" or "jagged"
     dtype: np.dtype  # of the values, little-endian
     values: Path
@@ -107,7 +106,8 @@ class ColumnWriter:
         """Check every branch holds ``entries`` events, write the manifest, rename into place;
         return the manifest.
 
-        ``file`` describes the source: basename, url, size and sha256 (None when unknown).
+        ``file`` describes the source: basename, url, size and sha256 (None when unknown);
+        other keys are not recorded.
         """
         short = {n: r for n, r in self._rows.items() if r != entries}
         if short:
@@ -117,16 +117,16 @@ class ColumnWriter:
                 f"in file {file['url']}"
             )
         branches = {}
-        for i, (name, kind) in enumerate(self._kinds.items()):
+        for name, kind in self._kinds.items():
             entry = {"kind": kind, "dtype": self._dtypes.get(name, np.dtype("<f4")).str}
-            entry["values"] = f"{i:04d}.values"
+            entry["values"] = self._paths[name, "values"].name
             if kind == "jagged":
-                entry["offsets"] = f"{i:04d}.offsets"
+                entry["offsets"] = self._paths[name, "offsets"].name
             branches[name] = entry
         doc = {
             "schema": SCHEMA_ID,
             "rootml_version": __version__,
-            "file": file,
+            "file": {k: file[k] for k in FILE_KEYS},
             "tree": tree,
             "entries": entries,
             "bytes": sum(p.stat().st_size for p in self._tmp.iterdir()),
@@ -144,8 +144,8 @@ def _check_replaceable(out: Path) -> None:
     """A staging replaces only an earlier staging or an empty folder, never other files."""
     if not out.exists() and not out.is_symlink():
         return
-    earlier = (out / MANIFEST).is_file() or not any(out.iterdir()) if out.is_dir() else False
-    if earlier and not out.is_symlink():
+    real_dir = out.is_dir() and not out.is_symlink()
+    if real_dir and ((out / MANIFEST).is_file() or not any(out.iterdir())):
         return
     raise ConfigError(
         f"--columns {out}: it exists and is not an earlier staging (no {MANIFEST}); "
@@ -163,7 +163,6 @@ class ColumnStore:
         self.basename: str = doc["file"]["basename"]
         self._branches = {
             name: _Branch(
-                name,
                 b["kind"],
                 np.dtype(b["dtype"]),
                 folder / b["values"],
@@ -175,6 +174,15 @@ class ColumnStore:
     @property
     def names(self) -> list[str]:
         return list(self._branches)
+
+    def check_sizes(self) -> None:
+        """Raise LayoutError unless every array holds as many values as the manifest says."""
+        for branch in self._branches.values():
+            objects = self.entries
+            if branch.offsets is not None:
+                _expect_size(branch.offsets, (self.entries + 1) * _OFFSET.itemsize, self.folder)
+                objects = int(_pread(branch.offsets, _OFFSET, self.entries, 1)[0])
+            _expect_size(branch.values, objects * branch.dtype.itemsize, self.folder)
 
     def arrays(self, names: Sequence[str], start: int, stop: int) -> ak.Array:
         """Entries [start, stop) of ``names`` as a record array, like RootInput.arrays."""
@@ -217,12 +225,7 @@ def open_columns(folder: str | Path) -> ColumnStore:
     doc = read_json(manifest)
     validate(doc, "columns", where=f"file {manifest}")
     store = ColumnStore(folder, doc)
-    for branch in store._branches.values():
-        objects = store.entries
-        if branch.offsets is not None:
-            _expect_size(branch.offsets, (store.entries + 1) * _OFFSET.itemsize, folder)
-            objects = int(_pread(branch.offsets, _OFFSET, store.entries, 1)[0])
-        _expect_size(branch.values, objects * branch.dtype.itemsize, folder)
+    store.check_sizes()
     return store
 
 

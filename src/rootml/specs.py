@@ -25,7 +25,6 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .columns import FILE_KEYS as COLUMN_FILE_KEYS
 from .columns import ColumnWriter
 from .exceptions import BranchError, DataError
 from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
@@ -295,7 +294,7 @@ def file_specs(
         validate(doc, "file-specs", where=f"specs of {file['url']}")
         staged = ""
         if sink is not None:
-            manifest = sink.commit(root.entries, {k: file[k] for k in COLUMN_FILE_KEYS}, tree)
+            manifest = sink.commit(root.entries, file, tree)
             staged = f"; staged {manifest['bytes'] / 1e6:.1f} MB of columns in {columns}"
     doc["seconds"] = round(time.perf_counter() - t0, 4)
     rate = doc["entries"] / max(doc["seconds"], 1e-9)
