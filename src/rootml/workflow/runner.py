@@ -321,6 +321,10 @@ def _yadage_command(root: Path, workdir: Path, run_input: RunInput, parallel: in
         "checksums",
         "--accept-metadir",
         "--no-visualize",
+        # prepublishing guesses every pending node's outputs on every poll (a jq pass over its
+        # parameters each time): most of yadage's CPU, and nothing here needs the guesses
+        "-o",
+        "disable_prepub=true",
     ]
 
 
