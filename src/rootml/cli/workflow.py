@@ -26,6 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             parallel=args.parallel,
             serve=args.serve,
+            warm=not args.no_warm,
             mlflow=args.mlflow,
         )
     )
@@ -95,6 +96,12 @@ def add_commands(sub) -> None:
     p.add_argument("--jobs", type=int, default=4, help="most preprocess jobs")
     p.add_argument("--parallel", type=int, default=0, help="steps at once (default: CPU count)")
     p.add_argument("--serve", action="store_true", help="keep the embedded server up at the end")
+    p.add_argument(
+        "--no-warm",
+        action="store_true",
+        help="local engine: start every step in a fresh interpreter (default: fork each from "
+        "one that has its imports done)",
+    )
     p.add_argument(
         "--mlflow",
         nargs="?",

@@ -76,7 +76,10 @@ def run_local(state, job: dict, log_path: Path) -> int:
     workdir = Path(state.readwrite[0])
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    first = [str(Path(sys.executable).parent)]
+    if env.get("ROOTML_WARM_BIN"):  # rootml run's warm interpreters (rootml.workflow.warm)
+        first.insert(0, env["ROOTML_WARM_BIN"])
+    env["PATH"] = os.pathsep.join([*first, env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
     if "script" in job:
         argv, stdin = [job["interpreter"]], job["script"].encode()

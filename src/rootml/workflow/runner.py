@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..exceptions import RootmlError, WorkflowError
-from . import RECORD, docker, provenance
+from . import RECORD, docker, provenance, warm
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
 PLUGIN = "rootml.workflow.plugin"
@@ -61,6 +61,7 @@ class RunOptions:
     jobs: int = 4
     parallel: int = 0
     serve: bool = False
+    warm: bool = True  # local engine: steps fork from interpreters with their imports done
     checksums: tuple[str, ...] | None = None  # one sha256 per input file (rootml replay)
     mlflow: str | None = None  # tracking URI; "default": an SQLite store in the run folder
 
@@ -365,11 +366,12 @@ def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url,
     cmd = _yadage_command(root, workdir, run_input, parallel)
     progress = Progress(workdir, out)
     t0 = time.time()
-    with open(yadage_log, "ab") as log:
+    with _warm(options, engine, workdir) as warm_env, open(yadage_log, "ab") as log:
+        env.update(warm_env)
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         while proc.poll() is None:
             progress.poll()
-            time.sleep(0.2)
+            time.sleep(0.05)
     progress.poll()
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
@@ -393,6 +395,16 @@ def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url,
         except KeyboardInterrupt:
             pass
     return record
+
+
+@contextmanager
+def _warm(options: RunOptions, engine, workdir: Path) -> Iterator[dict[str, str]]:
+    """The warm interpreters (:mod:`.warm`) for a local run; nothing for Docker."""
+    if engine.name != "local" or not options.warm:
+        yield {}
+        return
+    with warm.servers(workdir / "warm.log") as env:
+        yield env
 
 
 @contextmanager

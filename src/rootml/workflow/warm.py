@@ -1,0 +1,280 @@
+"""Warm interpreters for the local engine: each step's ``rootml`` command forks from a process
+that has already imported what it needs, instead of starting a fresh Python.
+
+A fresh interpreter pays ~0.5 s to import numpy/uproot/awkward/h5py/jsonschema and 4-8 s more
+for TensorFlow, Keras and tf2onnx; with every step a new process, a small run spent most of its
+time importing. ``rootml run --engine local`` therefore starts two servers before yadage:
+
+- ``data``: the data path's modules (every stage but training and evaluation);
+- ``model``: those plus TensorFlow, Keras, tf2onnx, onnxruntime and matplotlib. It imports
+  while the data steps run, so its start-up overlaps work instead of adding to it.
+
+Each listens on a Unix socket in a private folder that also holds a ``rootml`` launcher; the
+plugin puts that folder first on the step's ``PATH``, so the steps' scripts are unchanged. The
+launcher (:mod:`.warmclient`, standard library only) sends its argv, folder, environment, umask
+and standard streams (as file descriptors) to the server for its subcommand; the server forks,
+and the child becomes the command: same streams, folder and environment, exit status passed
+back as the launcher's own. A signal sent to the launcher is passed on; a launcher that dies
+takes its command with it. Without a server (plain ``yadage-run``, a server that could not
+start) the launcher execs ``python -m rootml`` as before.
+
+The outputs are those of a fresh process: every seed is set by the command itself, nothing is
+computed in the server but imports and the environment record, and the tests compare a warm
+run's weights with a cold one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import warmclient
+
+log = logging.getLogger(__name__)
+
+#: the environment variable naming the servers' folder (read by the launcher)
+ENV = warmclient.ENV
+
+#: what each server imports before it accepts a command
+PRELOAD = {
+    "data": (
+        "numpy",
+        "awkward",
+        "uproot",
+        "h5py",
+        "jsonschema",
+        "yaml",
+        "rootml.cli",
+        "rootml.fetching",
+        "rootml.specs",
+        "rootml.columns",
+        "rootml.layout",
+        "rootml.preprocessing",
+        "rootml.publishing",
+        "rootml.workflow.provenance",
+    ),
+    "model": (
+        "numpy",
+        "awkward",
+        "uproot",
+        "h5py",
+        "jsonschema",
+        "yaml",
+        "tensorflow",
+        "keras",
+        "tf2onnx",
+        "onnx",
+        "onnxruntime",
+        "matplotlib.pyplot",
+        "scipy.stats",
+        "rootml.cli",
+        "rootml.training",
+        "rootml.bundle",
+        "rootml.scoring",
+        "rootml.evaluation",
+        "rootml.report",
+        "rootml.plots",
+        "rootml.workflow.provenance",
+    ),
+}
+
+
+# ------------------------------------------------------------------ the pool (rootml run)
+
+
+@contextlib.contextmanager
+def servers(log_path: Path) -> Iterator[dict[str, str]]:
+    """Start both servers; yields the environment a step needs to use them (``PATH`` first
+    entry and :data:`ENV`). The servers and their folder go when the block ends."""
+    folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
+    launcher = folder / "bin" / "rootml"
+    launcher.parent.mkdir()
+    source = Path(warmclient.__file__).read_text("utf-8")
+    launcher.write_text(f"#!{sys.executable} -S\n{source}", "utf-8")
+    launcher.chmod(0o755)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    procs = []
+    try:
+        with open(log_path, "ab") as out:
+            for kind in PRELOAD:
+                cmd = [sys.executable, "-m", __name__, kind, str(folder / f"{kind}.sock")]
+                procs.append(
+                    subprocess.Popen(
+                        cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+                    )
+                )
+        _wait_bound(folder, procs)
+        yield {ENV: str(folder), "ROOTML_WARM_BIN": str(launcher.parent)}
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_bound(folder: Path, procs: list, timeout: float = 10.0) -> None:
+    """Until every server's socket exists (they bind before importing), or one has died:
+    a launcher finding no socket would fall back to a cold start, which is only slower."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all((folder / f"{kind}.sock").exists() for kind in PRELOAD):
+            return
+        if any(p.poll() is not None for p in procs):
+            log.warning("a warm interpreter exited at start; steps start cold")
+            return
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------ one server
+
+
+def serve(kind: str, path: str) -> None:
+    """Bind ``path``, import :data:`PRELOAD` ``[kind]``, then fork one child per launcher."""
+    _die_with_parent()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    tmp = f"{path}.{os.getpid()}"
+    listener.bind(tmp)
+    listener.listen(64)
+    os.replace(tmp, path)  # launchers connecting now wait in the backlog until imports end
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    t0 = time.perf_counter()
+    for module in PRELOAD[kind]:
+        __import__(module)
+    from .provenance import local_environment
+
+    local_environment()  # computed once; every child inherits it
+    print(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
+    try:
+        while True:
+            watched = [listener, *children, *(c for _, c, there in children.values() if there)]
+            ready, _, _ = select.select(watched, [], [])
+            for item in ready:
+                if item is listener:
+                    _accept(listener, children)
+                elif isinstance(item, int):
+                    _reap(item, children)
+                else:
+                    _launcher_gone(item, children)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _accept(listener: socket.socket, children: dict) -> None:
+    conn, _ = listener.accept()
+    try:
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+        request = json.loads(data)
+    except (OSError, ValueError):
+        conn.close()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        listener.close()
+        for _, other, _ in children.values():
+            other.close()
+        for pidfd in children:
+            os.close(pidfd)
+        _child(conn, request, fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    children[os.pidfd_open(pid)] = [pid, conn, True]
+    _send(conn, {"pid": pid})
+
+
+def _reap(pidfd: int, children: dict) -> None:
+    pid, conn, _ = children.pop(pidfd)
+    os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    _send(conn, {"status": code if code >= 0 else 128 - code})
+    conn.close()
+
+
+def _launcher_gone(conn: socket.socket, children: dict) -> None:
+    """A launcher closed its end before its command ended (it was killed): end the command
+    too; its exit is reaped as usual."""
+    for child in children.values():
+        if child[1] is conn:
+            child[2] = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child[0], signal.SIGTERM)
+            return
+
+
+def _send(conn: socket.socket, doc: dict) -> None:
+    with contextlib.suppress(OSError):
+        conn.send(json.dumps(doc).encode())
+
+
+def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    """Become the launcher's command: its streams, folder, environment and argv."""
+    code = 1
+    try:
+        conn.close()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["rootml", *request["argv"]]
+        logging.root.handlers.clear()  # the CLI configures logging as in a fresh process
+        from ..cli import main
+
+        try:
+            code = main(request["argv"])
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        atexit._run_exitfuncs()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code or 0)
+
+
+def _die_with_parent() -> None:
+    """SIGTERM when ``rootml run`` goes, however it goes (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rootml.workflow.warm")
+    parser.add_argument("kind", choices=sorted(PRELOAD))
+    parser.add_argument("socket")
+    args = parser.parse_args(argv)
+    serve(args.kind, args.socket)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The ``rootml`` launcher of the warm interpreters (:mod:`.warm`): standard library only, run
+as ``python -S``, so it starts in milliseconds.
+
+It hands its command to the warm server for the subcommand (``train`` and ``evaluate`` to the
+one with TensorFlow, the rest to the data one), with its argv, folder, environment, umask and
+its standard streams as file descriptors, then waits: the server answers the command's pid
+(signals sent here are passed on to it) and, when it ends, its exit status, which becomes this
+process's. With no server to hand it to, it execs ``python -m rootml`` like a plain install.
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+
+ENV = "ROOTML_WARM"
+MODEL_COMMANDS = ("train", "evaluate")
+
+
+def _subcommand(argv):
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def _cold(argv):
+    os.execv(sys.executable, [sys.executable, "-m", "rootml", *argv])
+
+
+def _connect(argv):
+    folder = os.environ.get(ENV)
+    if not folder:
+        return None
+    kind = "model" if _subcommand(argv) in MODEL_COMMANDS else "data"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        sock.connect(os.path.join(folder, kind + ".sock"))
+        request = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()}
+        socket.send_fds(sock, [json.dumps(request).encode()], [0, 1, 2])
+        reply = sock.recv(4096)  # the command's pid; empty if the server went away first
+    except OSError:
+        sock.close()
+        return None
+    if not reply:
+        sock.close()
+        return None
+    return sock, json.loads(reply)["pid"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main(argv):
+    connected = _connect(argv)
+    if connected is None:
+        _cold(argv)
+    sock, pid = connected
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    while True:
+        try:
+            reply = sock.recv(4096)
+            break
+        except InterruptedError:
+            continue
+    if not reply:
+        sys.stderr.write("rootml: the warm interpreter running this command went away\n")
+        return 1
+    return json.loads(reply)["status"]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
