@@ -268,6 +268,15 @@ def test_feature_histograms_match_numpy_and_count_padding():
     np.testing.assert_array_equal(back.outside, h.outside)
 
 
+def test_feature_histograms_count_a_padding_that_float32_cannot_hold_exactly():
+    # the default padding -0.01 is stored in float32 rows as -0.0099999998
+    x = np.float32([[-0.01, 0.5], [0.25, -0.01], [-0.01, -0.01]])
+    h = FeatureHistograms(["a", "b"], 0.0, 1.0, -0.01, ["bkg", "sig"], bins=4)
+    h.add(x, np.array([0, 1, 1]))
+    assert h.missing.tolist() == [[1, 0], [1, 2]]
+    assert h.outside.sum() == 0
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 60), st.integers(0, 2**32 - 1))
 def test_feature_histograms_do_not_depend_on_batching(cut, seed):

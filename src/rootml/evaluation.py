@@ -427,7 +427,8 @@ class FeatureHistograms:
             raise ValueError(f"bins must be >= 1, got {bins}")
         self.features = [str(f) for f in features]
         self.classes = _check_classes(classes)
-        self.lo, self.hi, self.pad, self.bins = float(lo), float(hi), float(pad), int(bins)
+        self.lo, self.hi, self.bins = float(lo), float(hi), int(bins)
+        self.pad = float(np.float32(pad))  # as the float32 rows hold it (-0.01 is inexact)
         self.edges = np.linspace(self.lo, self.hi, self.bins + 1)
         # slot layout per (class, feature): bins histogram slots, then missing, then outside
         self._table = np.zeros((len(self.classes), len(self.features), self.bins + 2), np.int64)

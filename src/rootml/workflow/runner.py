@@ -83,52 +83,64 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextmanager
-def embedded_server(models: Path, log_path: Path) -> Iterator[str]:
-    """``rootml serve`` on 127.0.0.1 for the length of the run; yields its URL."""
-    from ..exceptions import PublishError
-    from ..publishing import Client
+class EmbeddedServer:
+    """``rootml serve`` on 127.0.0.1 in a child process. :meth:`wait` blocks until it answers;
+    :meth:`check` only says whether it died (``rootml run`` does not wait for it: the publish
+    step needs it many seconds later, so it starts while the workflow runs)."""
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "rootml",
-        "-q",
-        "serve",
-        "--models",
-        str(models),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        client = Client(url, timeout=2)
-        deadline = time.monotonic() + 60
+    def __init__(self, models: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
+        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        if self.proc.poll() is not None:
+            raise WorkflowError(
+                f"the embedded server exited (status {self.proc.returncode}); its log: "
+                f"{self.log_path}"
+            )
+
+    def wait(self, timeout: float = 60) -> None:
+        from ..exceptions import PublishError
+        from ..publishing import Client
+
+        client = Client(self.url, timeout=2)
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 client.json("GET", "/v2/health/live")
-                break
+                return
             except PublishError:
-                if proc.poll() is not None or time.monotonic() > deadline:
+                self.check()
+                if time.monotonic() > deadline:
                     raise WorkflowError(
-                        f"the embedded server did not start (exit {proc.poll()}); "
-                        f"its log: {log_path}"
+                        f"the embedded server did not answer in {timeout:.0f} s; its log: "
+                        f"{self.log_path}"
                     ) from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            proc.wait(10)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self.proc.kill()
+
+
+@contextmanager
+def embedded_server(models: Path, log_path: Path) -> Iterator[str]:
+    """``rootml serve`` on 127.0.0.1 for the length of the block, up when it starts; yields
+    its URL."""
+    server = EmbeddedServer(models, log_path)
+    try:
+        server.wait()
+        yield server.url
+    finally:
+        server.stop()
 
 
 # ------------------------------------------------------------------ progress and results
@@ -340,22 +352,28 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
         )
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    with _server(options, workdir) as url:
+    # the warm interpreters and the server start first: their imports overlap everything else
+    with _warm(options, workdir) as pool, _server(options, workdir) as server:
         try:
-            run_input, engine = _prepare_input(options, root, workdir, url)
+            run_input, engine = _prepare_input(options, root, workdir, server.url)
         except RootmlError as err:
             bad_input = err
         else:
-            return _run(options, root, workdir, run_input, engine, url, out)
+            if engine.name != "local":
+                pool.close()
+            return _run(options, root, workdir, run_input, engine, server, pool.env, out)
     if created:  # bad input: leave nothing behind that looks like a run
         shutil.rmtree(workdir, ignore_errors=True)
     raise bad_input
 
 
-def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url, out) -> dict:
-    """The yadage run proper, with the server at ``url`` up."""
+def _run(
+    options: RunOptions, root: Path, workdir: Path, run_input, engine, server, warm_env, out
+) -> dict:
+    """The yadage run proper, with the server starting or up."""
     parallel = options.parallel or os.cpu_count() or 1
-    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env)
+    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env, **warm_env)
+    url = server.url
     print(
         f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
         f"{parallel} parallel steps, workdir {workdir}\n  publishing to {url}",
@@ -366,12 +384,17 @@ def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url,
     cmd = _yadage_command(root, workdir, run_input, parallel)
     progress = Progress(workdir, out)
     t0 = time.time()
-    with _warm(options, engine, workdir) as warm_env, open(yadage_log, "ab") as log:
-        env.update(warm_env)
+    with open(yadage_log, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-        while proc.poll() is None:
-            progress.poll()
-            time.sleep(0.05)
+        try:
+            while proc.poll() is None:
+                progress.poll()
+                server.check()
+                time.sleep(0.05)
+        except BaseException:
+            proc.terminate()
+            proc.wait()
+            raise
     progress.poll()
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
@@ -382,6 +405,7 @@ def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url,
             + failure_report(workdir, yadage_log)
             + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
         )
+    server.wait()
     record["summary"] = summary(workdir, run_input, url)
     _write_record(workdir, record)
     manifest = provenance.build(workdir, record, root, engine)
@@ -398,26 +422,43 @@ def _run(options: RunOptions, root: Path, workdir: Path, run_input, engine, url,
 
 
 @contextmanager
-def _warm(options: RunOptions, engine, workdir: Path) -> Iterator[dict[str, str]]:
-    """The warm interpreters (:mod:`.warm`) for a local run; nothing for Docker."""
-    if engine.name != "local" or not options.warm:
-        yield {}
+def _warm(options: RunOptions, workdir: Path) -> Iterator[warm.Pool]:
+    """The warm interpreters (:mod:`.warm`) when the run may use the local engine."""
+    if not options.warm or options.engine == "docker":
+        yield warm.Pool.none()
         return
-    with warm.servers(workdir / "warm.log") as env:
-        yield env
+    with warm.servers(workdir / "warm.log") as pool:
+        yield pool
+
+
+class _GivenServer:
+    """A TFaaS server the user named: nothing to start, wait for or stop."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def check(self) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
 
 
 @contextmanager
-def _server(options: RunOptions, workdir: Path) -> Iterator[str]:
-    """The TFaaS server: --url, else input.yml's publish.url, else the embedded one."""
+def _server(options: RunOptions, workdir: Path) -> Iterator[EmbeddedServer | _GivenServer]:
+    """The TFaaS server: --url, else input.yml's publish.url, else the embedded one (started,
+    not waited for)."""
     url = options.url or _configured_url(options, workdir)
     if url:
-        yield url
+        yield _GivenServer(url)
         return
-    server = workdir / "server"
-    server.mkdir(exist_ok=True)
-    with embedded_server(server / "models", server / "server.log") as url:
-        yield url
+    folder = workdir / "server"
+    folder.mkdir(exist_ok=True)
+    server = EmbeddedServer(folder / "models", folder / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _configured_url(options: RunOptions, workdir: Path) -> str | None:

@@ -98,38 +98,56 @@ PRELOAD = {
 # ------------------------------------------------------------------ the pool (rootml run)
 
 
+class Pool:
+    """The two servers of one run; :attr:`env` is what a step needs to use them (the
+    launcher's folder for ``PATH`` and :data:`ENV`), empty once closed or when none runs."""
+
+    def __init__(self, folder: Path | None, procs: list) -> None:
+        self.folder = folder
+        self.procs = procs
+        self.env: dict[str, str] = {}
+        if folder is not None:
+            self.env = {ENV: str(folder), "ROOTML_WARM_BIN": str(folder / "bin")}
+
+    @classmethod
+    def none(cls) -> Pool:
+        return cls(None, [])
+
+    def close(self) -> None:
+        """Stop the servers (nothing of theirs is worth a graceful exit) and drop the folder."""
+        self.env = {}
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        self.procs = []
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
 @contextlib.contextmanager
-def servers(log_path: Path) -> Iterator[dict[str, str]]:
-    """Start both servers; yields the environment a step needs to use them (``PATH`` first
-    entry and :data:`ENV`). The servers and their folder go when the block ends."""
+def servers(log_path: Path) -> Iterator[Pool]:
+    """Start both servers for the length of the block."""
     folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
-    launcher = folder / "bin" / "rootml"
-    launcher.parent.mkdir()
-    source = Path(warmclient.__file__).read_text("utf-8")
-    launcher.write_text(f"#!{sys.executable} -S\n{source}", "utf-8")
-    launcher.chmod(0o755)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    procs = []
+    pool = Pool(folder, [])
     try:
+        launcher = folder / "bin" / "rootml"
+        launcher.parent.mkdir()
+        source = Path(warmclient.__file__).read_text("utf-8")
+        launcher.write_text(f"#!{sys.executable} -S\n{source}", "utf-8")
+        launcher.chmod(0o755)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         with open(log_path, "ab") as out:
             for kind in PRELOAD:
                 cmd = [sys.executable, "-m", __name__, kind, str(folder / f"{kind}.sock")]
-                procs.append(
-                    subprocess.Popen(
-                        cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-                    )
+                pool.procs.append(
+                    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
                 )
-        _wait_bound(folder, procs)
-        yield {ENV: str(folder), "ROOTML_WARM_BIN": str(launcher.parent)}
+        _wait_bound(folder, pool.procs)
+        yield pool
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        shutil.rmtree(folder, ignore_errors=True)
+        pool.close()
 
 
 def _wait_bound(folder: Path, procs: list, timeout: float = 10.0) -> None:
@@ -155,7 +173,7 @@ def serve(kind: str, path: str) -> None:
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
     listener.listen(64)
-    os.replace(tmp, path)  # launchers connecting now wait in the backlog until imports end
+    Path(tmp).replace(path)  # launchers connecting now wait in the backlog until imports end
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     t0 = time.perf_counter()
     for module in PRELOAD[kind]:
@@ -163,7 +181,8 @@ def serve(kind: str, path: str) -> None:
     from .provenance import local_environment
 
     local_environment()  # computed once; every child inherits it
-    print(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    sys.stdout.write(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s\n")
+    sys.stdout.flush()
     children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
     try:
         while True:
@@ -177,8 +196,7 @@ def serve(kind: str, path: str) -> None:
                 else:
                     _launcher_gone(item, children)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        Path(path).unlink(missing_ok=True)
 
 
 def _accept(listener: socket.socket, children: dict) -> None:
@@ -251,7 +269,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
             code = main(request["argv"])
         except SystemExit as done:
             code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (this is the process's top level: print, exit 1)
             traceback.print_exc()
             code = 1
         atexit._run_exitfuncs()

@@ -8,6 +8,7 @@ its standard streams as file descriptors, then waits: the server answers the com
 process's. With no server to hand it to, it execs ``python -m rootml`` like a plain install.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -59,10 +60,8 @@ def main(argv):
     sock, pid = connected
 
     def forward(signum, _frame):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
