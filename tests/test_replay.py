@@ -146,6 +146,7 @@ def test_run_replays_bit_for_bit_and_another_seed_differs(tmp_path):
         str(inputs),
         "--engine",
         "local",
+        "--no-warm",  # every step a fresh interpreter; the replay below forks them warm
         "--workdir",
         str(tmp_path / "a"),
         cwd=tmp_path,
@@ -159,7 +160,8 @@ def test_run_replays_bit_for_bit_and_another_seed_differs(tmp_path):
     assert manifest["steps"]["train"]["finished"] > manifest["steps"]["train"]["started"]
     assert manifest["files"]["input.yml"]["content"].startswith("# written by rootml run")
 
-    # a replay: identical weights and metrics (and shards, layout), reported as such
+    # a replay: identical weights and metrics (and shards, layout), reported as such, though
+    # its steps fork from warm interpreters and the first run's started afresh
     replay = _rootml(
         "replay",
         str(tmp_path / "a" / "provenance.json"),

@@ -1,9 +1,13 @@
 """Train the user's Keras model on the shards with real epochs, then export the bundle.
 
 MLaaS4HEP fitted each chunk for ``epochs`` epochs and threw it away, never seeded anything and
-never used its test split. Here an epoch is one pass over the whole train split, streamed from
-the shards (shuffled across shards every epoch), validated on the val split, with early
-stopping that restores the best weights. Every random choice derives from one seed, and
+never used its test split. Here an epoch is one pass over the whole train split, validated on
+the val split, with early stopping that restores the best weights. When the train and val
+splits together fit in ``in_memory_bytes`` (1 GiB by default: 5M rows of 53 features) they are
+read once and fitted from memory, shuffled by Keras's seeded generator; larger ones are
+streamed from the shards (shuffled across shards every epoch). Which of the two is chosen
+depends only on the data size, so the same inputs always take the same path. Keras runs
+``steps_per_execution`` batches per call into TensorFlow (32 unless the model file set it). Every random choice derives from one seed, and
 TensorFlow's op determinism is on, so the same inputs and seed give bit-identical weights on
 the CPU. A GPU is used when TensorFlow sees one; nothing in the command changes.
 """
@@ -53,6 +57,8 @@ class TrainOptions:
     patience: int = 3  # epochs without val_loss improvement before stopping (0: never stop)
     class_weight: str = "none"  # "none" or "balanced"
     window: int = 262_144  # rows mixed together when shuffling across shards
+    in_memory_bytes: int = 1 << 30  # train + val rows up to this size are fitted from memory
+    steps_per_execution: int = 32  # unless the model was compiled with another value
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -115,6 +121,20 @@ def make_dataset(
     return ds.map(encode, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
+def in_memory_split(
+    shards: Sequence[Shard], split: int, checked: CheckedModel, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of one split of all shards in shard order, targets encoded for the model."""
+    parts = list(blocks(shards, split))
+    x = np.concatenate([b[0] for b in parts])
+    y = np.concatenate([b[1] for b in parts])
+    if checked.target == "binary":
+        return x, y.astype(np.float32)[:, None]
+    if checked.target == "onehot":
+        return x, np.eye(n_classes, dtype=np.float32)[y]
+    return x, y
+
+
 def _dim(shards: Sequence[Shard]) -> int:
     import h5py
 
@@ -159,10 +179,21 @@ def train(
     checked = build_model(model_path, layout["dim"], len(classes))
     import keras
 
-    train_ds = make_dataset(shards, TRAIN, checked, options, len(classes), shuffle=options.shuffle)
-    val_ds = (
-        make_dataset(shards, VAL, checked, options, len(classes), shuffle=False) if n_val else None
-    )
+    if checked.model.steps_per_execution == 1:
+        checked.model.steps_per_execution = options.steps_per_execution
+    in_memory = (n_train + n_val) * layout["dim"] * 4 <= options.in_memory_bytes
+    if in_memory:
+        train_ds = in_memory_split(shards, TRAIN, checked, len(classes))
+        val_ds = in_memory_split(shards, VAL, checked, len(classes)) if n_val else None
+    else:
+        train_ds = make_dataset(
+            shards, TRAIN, checked, options, len(classes), shuffle=options.shuffle
+        )
+        val_ds = (
+            make_dataset(shards, VAL, checked, options, len(classes), shuffle=False)
+            if n_val
+            else None
+        )
     callbacks = []
     if val_ds is not None and options.patience > 0:
         callbacks.append(
@@ -174,21 +205,24 @@ def train(
         log.warning("the val split is empty: no validation and no early stopping")
     weights = class_weights(shards, len(classes)) if options.class_weight == "balanced" else None
     log.info(
-        "train: %s on %s; model %s, %d epochs, batch %d",
+        "train: %s on %s; model %s, %d epochs, batch %d, %s",
         describe(shards),
         layout["dim"],
         checked.source,
         options.epochs,
         options.batch_size,
+        "from memory" if in_memory else "streamed from the shards",
     )
     t0 = time.perf_counter()
     fit = checked.model.fit(
-        train_ds,
+        *(train_ds if in_memory else (train_ds,)),
         validation_data=val_ds,
         epochs=options.epochs,
+        batch_size=options.batch_size if in_memory else None,
         callbacks=callbacks,
         class_weight=weights,
-        shuffle=False,  # the dataset shuffles across shards itself (options.shuffle)
+        # in memory Keras shuffles (seeded); a stream shuffles across shards itself
+        shuffle=options.shuffle and in_memory,
         verbose=2,
     )
     seconds = time.perf_counter() - t0

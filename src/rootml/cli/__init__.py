@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.captureWarnings(True)  # Python warnings in the log format rootml run forwards
     if args.verbose < 2:  # TensorFlow's C++ start-up lines drown the one INFO line per stage
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get(STEP_ENV):  # inside a workflow step: record this environment once

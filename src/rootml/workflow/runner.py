@@ -182,6 +182,9 @@ class Progress:
             self.seen[name] = key
             self.earlier.discard(name)
             self._line(name, step.status, step.seconds)
+            if step.status != "running":
+                for message in step_warnings(Path(step.record["log"])):
+                    print(f"{'':13}warning: {message}", file=self.out, flush=True)
 
     def reused(self) -> list[str]:
         """Steps whose earlier result was reused (resumed runs)."""
@@ -201,17 +204,34 @@ class Progress:
 _PACKTIVITY_LINE = re.compile(r"^[\d-]+ [\d:,]+ \|[^|]*\|[^|]*\| b(['\"])(.*)\1$")
 
 
-def _tail(path: Path, lines: int = LOG_TAIL) -> str:
-    """The last lines of a step's log, as the step printed them."""
+#: a warning a user must see: rootml's own (the CLI's log format) or a Python warning;
+#: TensorFlow's C++ lines ("W0000 ...", "WARNING: All log messages ...") do not match
+_WARNING_LINE = re.compile(r"^WARNING (rootml[\w.]*|py\.warnings): (.*)$")
+
+
+def _log_lines(path: Path) -> list[str] | None:
+    """A step's log as the step printed it (packtivity's Docker wrapping undone)."""
     try:
         text = path.read_text("utf-8", errors="replace").splitlines()
     except OSError:
-        return f"(no log at {path})"
+        return None
     out = []
     for line in text:
         match = _PACKTIVITY_LINE.match(line)
         out.append(_unescape(match.group(2)) if match else line)
-    return "\n".join(out[-lines:])
+    return out
+
+
+def _tail(path: Path, lines: int = LOG_TAIL) -> str:
+    """The last lines of a step's log, as the step printed them."""
+    text = _log_lines(path)
+    return f"(no log at {path})" if text is None else "\n".join(text[-lines:])
+
+
+def step_warnings(path: Path) -> list[str]:
+    """The warnings in a step's log that belong on the console, each once."""
+    found = (_WARNING_LINE.match(line) for line in _log_lines(path) or ())
+    return list(dict.fromkeys(m.group(2) for m in found if m))
 
 
 def _unescape(text: str) -> str:

@@ -127,8 +127,8 @@ class Pool:
 
 
 @contextlib.contextmanager
-def servers(log_path: Path) -> Iterator[Pool]:
-    """Start both servers for the length of the block."""
+def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator[Pool]:
+    """Start the servers (both by default) for the length of the block."""
     folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
     pool = Pool(folder, [])
     try:
@@ -139,23 +139,23 @@ def servers(log_path: Path) -> Iterator[Pool]:
         launcher.chmod(0o755)
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         with open(log_path, "ab") as out:
-            for kind in PRELOAD:
+            for kind in kinds:
                 cmd = [sys.executable, "-m", __name__, kind, str(folder / f"{kind}.sock")]
                 pool.procs.append(
                     subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
                 )
-        _wait_bound(folder, pool.procs)
+        _wait_bound(folder, kinds, pool.procs)
         yield pool
     finally:
         pool.close()
 
 
-def _wait_bound(folder: Path, procs: list, timeout: float = 10.0) -> None:
+def _wait_bound(folder: Path, kinds: tuple[str, ...], procs: list, timeout: float = 10.0) -> None:
     """Until every server's socket exists (they bind before importing), or one has died:
     a launcher finding no socket would fall back to a cold start, which is only slower."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all((folder / f"{kind}.sock").exists() for kind in PRELOAD):
+        if all((folder / f"{kind}.sock").exists() for kind in kinds):
             return
         if any(p.poll() is not None for p in procs):
             log.warning("a warm interpreter exited at start; steps start cold")
