@@ -1,20 +1,14 @@
-"""rootml against MLaaS4HEP (its branch uproot4, the peer) on the same files, params and model.
+"""rootml against MLaaS4HEP (branch uproot4, "the peer") on the same files, params and model.
 
-Per case and repeat, the peer runs (in a fresh empty folder each time) and then
-``rootml run --mlaas4hep`` on the same MLaaS4HEP folder, once per engine. Measured: each whole
-process's wall time (from here), CPU and peak RSS (``os.wait4``), rootml's time to a trained
-bundle, both tools' fit seconds (the same number of passes over each event: the peer fits every
-chunk ``epochs`` times) and test AUCs on the same events. Cases, made with ``rootml sample``:
-
-- A: 12k events in 4 files, the seed's params (chunk 10000, 5 epochs, batch 100) and its
-  128-64-1 model with dropout;
-- B10k, B100k: 2 x 200k events, a 16-1 MLP, 5 epochs, batch 256, chunk_size 10000 / 100000.
-
-The peer never scores a test set: its saved model is scored here, with its own interpreter (its
-SavedModel needs TF 2.14), on rootml's test split, its rows rebuilt from its global-specs.json
-(per-branch min-max, jagged branches NaN-padded to the largest multiplicity, NaN then 0) and
-checked against its own reader. It fits 64% of every chunk, rootml's test events included, so
-both AUCs are also given on the test events the peer did not fit (its split, replayed from its log).
+Each repeat of a case runs the peer (in a fresh empty folder) and then ``rootml run --mlaas4hep``
+on the same MLaaS4HEP folder, per engine: whole-process wall (timed here), CPU and peak RSS
+(``os.wait4``), time to a trained model, fit seconds (the same passes over each event: the peer
+fits every chunk ``epochs`` times) and AUCs on the same events. Cases (``rootml sample``, seeded):
+A, 12k events in 4 files, the seed's params and 128-64-1 model; B10k and B100k, 2 x 200k events,
+a 16-1 MLP, batch 256, chunk_size 10000 / 100000. The peer never scores a test set: its
+SavedModel is scored here, in its own interpreter, on rootml's test split, its rows rebuilt from
+its global-specs.json and checked against its own reader; as it fits 64% of every chunk, AUCs
+are also given on the test events it did not fit (its splits replayed from its log).
 
     python benchmarks/bench_vs_mlaas4hep.py --peer-dir /tmp/peer/mlaas4hep \\
         --peer-python /tmp/peer/venv/bin/python [--repeats 3] [--cases A B10k B100k] \\
@@ -40,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 ROOTML = str(Path(sys.executable).parent / "rootml")
 IMAGES = ("rootml/data:0.1.0", "rootml/train:0.1.0", "rootml/publish:0.1.0")
 WORKFLOW = "src/python/MLaaS4HEP/workflow.py"
@@ -53,49 +46,55 @@ Set it up as ../shared/notes/peer-setup.md (beside this repository) says:
   python3 -m venv /tmp/peer/venv && /tmp/peer/venv/bin/pip install numpy==1.23.5 \\
       tensorflow-cpu==2.14.1 uproot==4.3.7 awkward==1.10.3 pandas==2.0.3 scikit-learn==1.3.2 psutil
 then: --peer-dir /tmp/peer/mlaas4hep --peer-python /tmp/peer/venv/bin/python"""
-
-MODEL_A = '''"""The seed's network: 128-64-1 with dropout 0.5, Adam(lr=1e-3) as MLaaS4HEP writes it."""
+MODEL_A = '''"""The seed's network: 128-64-1, dropout 0.5, Adam(lr=1e-3) as MLaaS4HEP writes it."""
 from tensorflow import keras
 
 
 def model(idim):
     net = keras.Sequential([
         keras.Input(shape=(idim,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dropout(0.5),
-        keras.layers.Dense(64, activation="relu"),
-        keras.layers.Dropout(0.5),
+        keras.layers.Dense(128, activation="relu"), keras.layers.Dropout(0.5),
+        keras.layers.Dense(64, activation="relu"), keras.layers.Dropout(0.5),
         keras.layers.Dense(1, activation="sigmoid"),
     ])
     net.compile(optimizer=keras.optimizers.Adam(lr=1e-3), loss="binary_crossentropy",
                 metrics=["accuracy", keras.metrics.AUC(name="auc")])
     return net
 '''
-MODEL_B = '''"""A 16-1 MLP: Dense(16, relu) -> Dense(1, sigmoid)."""
+MODEL_B = '''"""A 16-1 MLP."""
 from tensorflow import keras
 
 
 def model(idim):
-    net = keras.Sequential([
-        keras.Input(shape=(idim,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    net = keras.Sequential([keras.Input(shape=(idim,)), keras.layers.Dense(16, activation="relu"),
+                            keras.layers.Dense(1, activation="sigmoid")])
     net.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     return net
 '''
+PARAMS = {
+    "nevts": -1, "shuffle": True, "branch": "events", "epochs": 5, "redirector": "",
+    "identifier": ["run", "event", "luminosityBlock"], "selected_branches": [], "exclude_branches": [],
+}  # fmt: skip
+CASES = {  # name: (data set, chunk_size, batch_size, model.py, model in words)
+    "A": ("A", 10_000, 100, MODEL_A, "128-64-1 dropout 0.5"),
+    "B10k": ("B", 10_000, 256, MODEL_B, "16-1"),
+    "B100k": ("B", 100_000, 256, MODEL_B, "16-1"),
+}
 
-# run by the peer's interpreter: its rows for the given events, its SavedModel's scores, which
-# events its chunk split fitted, and its own reader's rows for the first events as a check
+# run by the peer's interpreter (job file in argv[1]): its rows for rootml's test events and for
+# its own last validation split (replayed from its log, as are the events its splits fitted), its
+# SavedModel's scores on both, and its own reader's rows for the first events, to check ours
 PEER_SCORE = r"""
 import json, re, sys
 import numpy as np
 job = json.load(open(sys.argv[1]))
 sys.path.insert(0, job["src"])
 import awkward as ak, uproot
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 specs, ident = json.load(open(job["specs"])), job["identifier"]
 fkeys, jkeys = [k for k in specs["fkeys"] if k not in ident], list(specs["jkeys"])
+width = len(fkeys) + sum(specs["jdim"][k] for k in jkeys)
 def scale(key, v):
     lo, hi = float(specs["minv"][key]), float(specs["maxv"][key])
     return v if hi == lo else (v - lo) / (hi - lo)
@@ -110,11 +109,13 @@ def rows(path, entries):
     x = np.hstack(cols)
     x[np.isnan(x)] = 0
     return x
+def matrix(names, entries):
+    x = np.zeros((len(names), width))
+    for name in np.unique(names):
+        x[names == name] = rows(job["files"][name], entries[names == name])
+    return x
 ev = np.load(job["events"])
 names, entries = ev["name"].astype(str), ev["entry"].astype(np.int64)
-x = np.zeros((len(names), len(fkeys) + sum(specs["jdim"][k] for k in jkeys)))
-for name in np.unique(names):
-    x[names == name] = rows(job["files"][name], entries[names == name])
 from MLaaS4HEP.reader import RootDataReader
 first, n = job["files"][names[0]], job["check"]
 reader = RootDataReader(first, branch=job["tree"], identifier=ident, chunk_size=n,
@@ -123,7 +124,7 @@ ref = np.array([reader.next()[0] for _ in range(n)])
 ref[np.isnan(ref)] = 0
 mine = rows(first, np.arange(n))
 check = float(np.max(np.abs(ref - mine))) if ref.shape == mine.shape else float("inf")
-fitted, chunk, cursor = set(), [], {}
+fitted, chunk, cursor, val = set(), [], {}, []
 for line in open(job["log"]).read().replace("\r", "\n").splitlines():
     m = re.search(r"file <(.+?)>, going to read (\d+) events", line)
     if m:
@@ -134,15 +135,19 @@ for line in open(job["log"]).read().replace("\r", "\n").splitlines():
         y = np.array([job["labels"][f] for f, _ in chunk])
         tv, _ = train_test_split(np.arange(len(chunk)), stratify=y, test_size=0.2,
                                  random_state=21, shuffle=True)
-        tr, _ = train_test_split(tv, stratify=y[tv].reshape(-1, 1).astype(np.float64),
-                                 test_size=0.2, random_state=21, shuffle=True)
+        tr, va = train_test_split(tv, stratify=y[tv].reshape(-1, 1).astype(np.float64),
+                                  test_size=0.2, random_state=21, shuffle=True)
         fitted.update(chunk[i] for i in tr)
-        chunk = []
+        chunk, val = [], [chunk[i] for i in va]
 seen = np.array([(f, int(e)) in fitted for f, e in zip(names, entries)])
 import tensorflow as tf
 net = tf.keras.models.load_model(job["model"], compile=False)
-pred = net.predict(x.astype(np.float32), batch_size=4096, verbose=0).reshape(len(x), -1)[:, -1]
-np.savez(job["out"], pred=pred, seen=seen, check=check, width=x.shape[1])
+def score(x):
+    return net.predict(x.astype(np.float32), batch_size=4096, verbose=0).reshape(len(x), -1)[:, -1]
+vn, ve = np.array([f for f, _ in val]), np.array([e for _, e in val])
+val_auc = roc_auc_score([job["labels"][f] for f in vn], score(matrix(vn, ve)))
+np.savez(job["out"], pred=score(matrix(names, entries)), seen=seen, check=check, width=width,
+         val_auc=val_auc)
 """
 
 
@@ -153,7 +158,7 @@ def fail(what: str, proc: subprocess.CompletedProcess | None = None, log: Path |
 
 
 def check_peer(peer_dir: Path, python: str) -> str:
-    """Exit 2 with setup instructions unless the peer's code and interpreter work."""
+    """The peer's TensorFlow and uproot versions; exit 2 with setup steps if it cannot run."""
     why, probe = None, None
     if not (peer_dir / WORKFLOW).is_file():
         why = f"{peer_dir / WORKFLOW} does not exist"
@@ -162,11 +167,10 @@ def check_peer(peer_dir: Path, python: str) -> str:
     else:
         code = "import tensorflow as t, uproot as u, awkward, sklearn; print(t.__version__, u.__version__)"
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        probe = subprocess.run(
-            [python, "-c", code], capture_output=True, text=True, env=env, check=False
-        )
+        cmd = [python, "-c", code]
+        probe = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if probe.returncode:
-            why = f"{python} cannot import tensorflow/uproot: {probe.stderr.strip().splitlines()[-1:]}"
+            why = f"{python} cannot import them: {(probe.stderr.strip().splitlines() or [''])[-1]}"
     if why:
         print(SETUP.format(why=why), file=sys.stderr)
         sys.exit(2)
@@ -179,15 +183,10 @@ def docker_problem() -> str | None:
         return "no docker command"
     info = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if info.returncode:
-        return (
-            "docker info fails: " + ((info.stderr or info.stdout).strip().splitlines() or [""])[-1]
-        )
+        return "docker info fails: " + (info.stderr or info.stdout).strip()[-200:]
     inspect = ["docker", "image", "inspect"]
-    missing = [
-        i
-        for i in IMAGES
-        if subprocess.run([*inspect, i], capture_output=True, check=False).returncode
-    ]
+    run = [subprocess.run([*inspect, i], capture_output=True, check=False) for i in IMAGES]
+    missing = [i for i, r in zip(IMAGES, run, strict=True) if r.returncode]
     return f"images missing: {', '.join(missing)}" if missing else None
 
 
@@ -195,17 +194,15 @@ def make_data(folder: Path, events: int, seeds: list[int], suffix: bool) -> list
     """signal/background ROOT files from ``rootml sample`` (one call per seed, events split
     evenly), kept from an earlier run of this benchmark when made the same way."""
     names = [f"{kind}{i if suffix else ''}.root" for i in range(len(seeds)) for kind in KINDS]
-    paths = [folder / n for n in names]
-    stamp, want = folder / "sample.json", {"events": events, "seeds": seeds}
+    paths, stamp, want = [folder / n for n in names], folder / "sample.json", [events, seeds]
     if stamp.is_file() and json.loads(stamp.read_text()) == want and all(map(Path.is_file, paths)):
         return paths
     shutil.rmtree(folder, ignore_errors=True)
     for i, seed in enumerate(seeds):
         tmp = folder / f"s{i}"
         cmd = [ROOTML, "sample", "--out", str(tmp), "--events", str(events // len(seeds))]
-        proc = subprocess.run(
-            [*cmd, "--seed", str(seed)], capture_output=True, text=True, check=False
-        )
+        cmd += ["--seed", str(seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             fail(f"{shlex.join(cmd)} failed", proc)
         for kind in KINDS:
@@ -247,14 +244,14 @@ def tree_rss(root: int) -> tuple[int, int]:
 
 def timed(cmd: list[str], cwd: Path, env: dict, stdout: Path, stderr: Path) -> dict:
     """Run ``cmd``: wall (perf_counter here), CPU and ru_maxrss (``os.wait4``), and the process
-    tree's RSS sampled from /proc every 0.25 s."""
+    tree's RSS sampled from /proc every 0.5 s."""
     peak, done = [0, 0], threading.Event()
     with open(stdout, "w") as out, open(stderr, "w") as err:
         launched, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err)
 
         def sample() -> None:
-            while not done.wait(0.25):
+            while not done.wait(0.5):
                 one, tree = tree_rss(proc.pid)
                 peak[:] = max(peak[0], one), max(peak[1], tree)
 
@@ -280,13 +277,13 @@ def peer_command(case: Path, run: Path, peer_dir: Path, python: str) -> tuple[li
     return [*cmd, f"--fout={run}/model_out"], {"PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "1"}
 
 
-def fitted_events(n: int) -> int:
-    """Rows the peer fits out of an ``n``-row chunk: sklearn's 80/20 split, twice."""
+def fitted_rows(n: int) -> int:
+    """Rows the peer fits of an ``n``-row chunk: sklearn's 80/20 split (ceil for test), twice."""
     train_val = n - -(-n // 5)
     return train_val - -(-train_val // 5)
 
 
-def run_peer(case: Path, run: Path, peer_dir: Path, python: str, epochs: int) -> dict:
+def run_peer(case: Path, run: Path, peer_dir: Path, python: str) -> dict:
     """One peer run in the fresh empty folder ``run``: times, fit seconds, its last val_auc."""
     shutil.rmtree(run, ignore_errors=True)
     run.mkdir(parents=True)
@@ -296,17 +293,13 @@ def run_peer(case: Path, run: Path, peer_dir: Path, python: str, epochs: int) ->
         fail(f"the peer failed (rc {res['rc']}) in {run}", log=run / "err.txt")
     text = (run / "log.txt").read_text().replace("\r", "\n")
     fits = [float(s) for s in re.findall(r"####Time for training: ([0-9.e+-]+)", text)]
-    chunks = [int(n) for n, _ in re.findall(r"x_train chunk of \((\d+), (\d+)\)", text)]
-    val_auc = re.findall(r"val_auc: ([0-9.]+)", text)
+    chunks = [int(n) for n in re.findall(r"x_train chunk of \((\d+), \d+\)", text)]
+    keras_auc = re.findall(r"val_auc: ([0-9.]+)", text)
     return {
-        **res, "fit_s": sum(fits), "chunks": len(chunks), "epochs": epochs,
-        "fit_events": sum(map(fitted_events, chunks)) * epochs,
-        "val_auc": float(val_auc[-1]) if val_auc else None, "run_dir": str(run),
+        **res, "fit_s": sum(fits), "chunks": len(chunks), "epochs": PARAMS["epochs"],
+        "fit_events": sum(map(fitted_rows, chunks)) * PARAMS["epochs"], "to_bundle": res["wall"],
+        "keras_val_auc": float(keras_auc[-1]) if keras_auc else None, "run_dir": str(run),
     }  # fmt: skip
-
-
-def _epoch(stamp: str) -> float:
-    return dt.datetime.fromisoformat(stamp).timestamp()
 
 
 def rootml_command(case: Path, workdir: Path, engine: str) -> list[str]:
@@ -316,26 +309,24 @@ def rootml_command(case: Path, workdir: Path, engine: str) -> list[str]:
 def run_rootml(case: Path, workdir: Path, engine: str) -> dict:
     """One ``rootml run --mlaas4hep``: times, time to the trained bundle, fit seconds, AUC."""
     shutil.rmtree(workdir, ignore_errors=True)
-    cmd = rootml_command(case, workdir, engine)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="1")
-    out, err = workdir.with_name(workdir.name + ".out"), workdir.with_name(workdir.name + ".err")
-    res = timed(cmd, workdir.parent, env, out, err)
+    out, err = (workdir.with_name(f"{workdir.name}.{ext}") for ext in ("out", "err"))
+    res = timed(rootml_command(case, workdir, engine), workdir.parent, env, out, err)
     if res["rc"]:
         fail(f"rootml run failed (rc {res['rc']}) in {workdir}", log=err)
     run = json.loads((workdir / "run.json").read_text())
     logs = [workdir / "train/_packtivity/train.run.log", *sorted(workdir.glob("train/**/*.log"))]
     text = next((p.read_text() for p in logs if p.is_file()), "")
-    sizes = re.search(r"train: ([\d,]+) train, ([\d,]+) val, ([\d,]+) test", text)
+    n_train = int(re.search(r"train: ([\d,]+) train,", text).group(1).replace(",", ""))
     fit = re.search(r"train: (\d+) epochs in ([\d.]+) s \((\d+) events/s\)", text)
-    n_train, epochs = int(sizes.group(1).replace(",", "")), int(fit.group(1))
-    rate = int(fit.group(3))  # finer than the seconds printed to 0.1 s
+    epochs, rate = int(fit.group(1)), int(fit.group(3))  # the rate is finer than the 0.1 s
+    trained = dt.datetime.fromisoformat(run["steps"]["train"]["finished"]).timestamp()
     return {
-        **res, "run_seconds": run["seconds"], "workdir": str(workdir),
-        "to_bundle": _epoch(run["steps"]["train"]["finished"]) - res["launched"],
-        "fit_s": n_train * epochs / rate if rate else float(fit.group(2)),
-        "epochs": epochs, "fit_events": n_train * epochs,
-        "steps": {n: s["seconds"] for n, s in run["steps"].items()},
+        **res, "run_seconds": run["seconds"], "to_bundle": trained - res["launched"],
+        "fit_s": n_train * epochs / rate if rate else float(fit.group(2)), "epochs": epochs,
+        "fit_events": n_train * epochs, "steps": {n: s["seconds"] for n, s in run["steps"].items()},
         "auc": json.loads((workdir / "evaluate/report/metrics.json").read_text())["auc"],
+        "workdir": str(workdir),
     }  # fmt: skip
 
 
@@ -347,19 +338,18 @@ def test_events(workdir: Path) -> dict[str, np.ndarray]:
     for path in sorted(workdir.glob("preprocess_*/shards/*.h5")):
         with h5py.File(path, "r") as f:
             test = f["split"][:] == 2
-            name = np.full(int(test.sum()), str(f.attrs["file"]), dtype=object)
+            name = np.full(int(test.sum()), str(f.attrs["file"]))
             parts.append((name, f["entry"][:][test], f["y"][:][test]))
     return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(("file", "entry", "y"))}
 
 
 def rootml_scores(workdir: Path, events: dict) -> np.ndarray | None:
-    """rootml's test scores (evaluate/report/scores.h5) in the order of ``events``."""
+    """rootml's own test scores (evaluate/report/scores.h5) in the order of ``events``."""
     import h5py
 
-    path = workdir / "evaluate/report/scores.h5"
-    if not path.is_file():
+    if not (workdir / "evaluate/report/scores.h5").is_file():
         return None
-    with h5py.File(path, "r") as f:
+    with h5py.File(workdir / "evaluate/report/scores.h5", "r") as f:
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in f["file"][:]]
         keys = zip(names, f["entry"][:].tolist(), strict=True)
         by_key = dict(zip(keys, f["scores"][:].tolist(), strict=True))
@@ -367,11 +357,11 @@ def rootml_scores(workdir: Path, events: dict) -> np.ndarray | None:
 
 
 def score_peer(run: Path, case: Path, peer_dir: Path, python: str, events: dict) -> dict:
-    """The peer's SavedModel on ``events``, with the peer's interpreter (see PEER_SCORE)."""
+    """The peer's SavedModel on ``events`` and on its last val split (see PEER_SCORE)."""
     files = (case / "files.txt").read_text().split()
     labels = [int(v) for v in (case / "labels.txt").read_text().split()]
     params = json.loads((case / "params.json").read_text())
-    np.savez(run / "test-events.npz", name=events["file"].astype(str), entry=events["entry"])
+    np.savez(run / "test-events.npz", name=events["file"], entry=events["entry"])
     job = {
         "src": str(peer_dir / "src/python"), "specs": str(run / "global-specs.json"),
         "model": str(run / "model_out"), "log": str(run / "log.txt"), "tree": params["branch"],
@@ -387,7 +377,7 @@ def score_peer(run: Path, case: Path, peer_dir: Path, python: str, events: dict)
     if proc.returncode:
         fail(f"scoring the peer's model in {run} failed", proc)
     with np.load(run / "test-scores.npz") as got:
-        return {k: got[k] for k in ("pred", "seen", "check", "width")}
+        return {k: got[k] for k in ("pred", "seen", "check", "width", "val_auc")}
 
 
 def auc(y: np.ndarray, score: np.ndarray) -> float:
@@ -404,81 +394,71 @@ def median(runs: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def _f(value: float | None, fmt: str = ".1f") -> str:
+def _f(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def report(name: str, rec: dict, engines: list[str]) -> None:
+ROWS = [
+    ("wall s", "wall", ".1f"), ("CPU s (user+sys, waited-for tree)", "cpu", ".1f"),
+    ("peak RSS MB (ru_maxrss)", "maxrss_mb", ".0f"),
+    ("  sampled: largest process MB", "sampled_process_mb", ".0f"),
+    ("  sampled: whole tree MB", "sampled_tree_mb", ".0f"),
+    ("time to trained model s", "to_bundle", ".1f"), ("fit s", "fit_s", ".2f"),
+    ("epochs (passes over each event)", "epochs", ".0f"),
+    ("fit events x passes / s", "fit_rate", ".0f"),
+    ("own AUC (peer: last val split)", "own_auc", ".3f"),
+    ("AUC on rootml's test split", "auc_test", ".3f"),
+    ("AUC, test events peer didn't fit", "auc_unseen", ".3f"),
+]  # fmt: skip
+
+
+def report(name: str, rec: dict) -> None:
     """The table of medians for one case, the ratios, and Docker's extra time per step."""
-    peer, runs = rec["peer"], {e: rec["rootml"][e] for e in engines}
-    cols = [("peer", peer)] + [(f"rootml {e}", runs[e]) for e in engines]
+    peer, runs = rec["peer"], rec["rootml"]
+    cols = [("peer", peer)] + [(f"rootml {e}", r) for e, r in runs.items()]
     print(f"\n== case {name}: medians of {len(peer)} run(s); {rec['describe']}")
-    print(f"  {'':<36}" + "".join(f"{c:>15}" for c, _ in cols))
-    rows = [
-        ("wall s", "wall", ".1f"), ("CPU s (user+sys, waited-for tree)", "cpu", ".1f"),
-        ("peak RSS MB (ru_maxrss)", "maxrss_mb", ".0f"),
-        ("  sampled: largest process MB", "sampled_process_mb", ".0f"),
-        ("  sampled: whole tree MB", "sampled_tree_mb", ".0f"),
-        ("time to trained model s", "to_bundle", ".1f"), ("fit s", "fit_s", ".2f"),
-        ("epochs (passes over each event)", "epochs", ".0f"),
-        ("fit events x passes / s", "fit_rate", ".0f"),
-        ("own AUC (peer: last val_auc)", "own_auc", ".3f"),
-        ("AUC on rootml's test split", "auc_test", ".3f"),
-        ("AUC, test events peer didn't fit", "auc_unseen", ".3f"),
-    ]  # fmt: skip
-    for label, key, fmt in rows:
-        print(f"  {label:<36}" + "".join(f"{_f(median(r, key), fmt):>15}" for _, r in cols))
-    p_wall, p_fit = median(peer, "wall"), median(peer, "fit_s")
+    print(f"  {'':<34}" + "".join(f"{c:>15}" for c, _ in cols))
+    for label, key, fmt in ROWS:
+        print(f"  {label:<34}" + "".join(f"{_f(median(r, key), fmt):>15}" for _, r in cols))
     print(
-        f"  test events: {rec['n_test']:,}, of which the peer did not fit {rec['n_unseen']:,};"
-        f" peer rows {rec['width']} wide, equal to its own reader's to {rec['row_check']:.1e}"
+        f"  test events: {rec['n_test']:,}, {rec['n_unseen']:,} of them not fitted by the peer; "
+        f"peer rows {rec['width']} wide, equal to its own reader's to {rec['row_check']:.1e}"
     )
-    target = 1.0 if name == "A" else 0.5
-    for e in engines:
-        wall, fit = median(runs[e], "wall"), median(runs[e], "fit_s")
+    p_wall, p_fit, target = median(peer, "wall"), median(peer, "fit_s"), 1.0 if name == "A" else 0.5
+    for e, r in runs.items():
+        wall, fit, bundle = median(r, "wall"), median(r, "fit_s"), median(r, "to_bundle")
         print(
-            f"  rootml {e}/peer wall: {wall / p_wall:.2f} (target <= {target}); time to bundle "
-            f"{median(runs[e], 'to_bundle') / p_wall:.2f} of the peer's wall; fit: peer "
-            f"{p_fit:.2f} s, rootml {fit:.2f} s, peer_fit/rootml_fit = {p_fit / fit:.2f}"
+            f"  rootml {e}/peer wall {wall / p_wall:.2f} (target <= {target}), time to bundle/peer"
+            f" wall {bundle / p_wall:.2f}; fit: peer {p_fit:.2f} s, rootml {fit:.2f} s, "
+            f"peer_fit/rootml_fit {p_fit / fit:.2f}"
         )
-    if "docker" in engines and "local" in engines:
+    if {"local", "docker"} <= set(runs):
         print("  container overhead per step (docker step s - local step s, medians):")
         for step in sorted(runs["docker"][0]["steps"]):
             loc = [r["steps"][step] for r in runs["local"] if step in r["steps"]]
             dock = [r["steps"][step] for r in runs["docker"] if step in r["steps"]]
             if loc and dock:
                 a, b = statistics.median(loc), statistics.median(dock)
-                print(f"    {step:<16} local {a:6.2f}  docker {b:6.2f}  +{b - a:5.2f}")
-
-
-PARAMS = {
-    "nevts": -1, "shuffle": True, "branch": "events", "epochs": 5, "redirector": "",
-    "identifier": ["run", "event", "luminosityBlock"], "selected_branches": [], "exclude_branches": [],
-}  # fmt: skip
-CASES = {  # name: (data set, chunk_size, batch_size, model.py, model in words)
-    "A": ("A", 10_000, 100, MODEL_A, "128-64-1 dropout 0.5"),
-    "B10k": ("B", 10_000, 256, MODEL_B, "16-1"),
-    "B100k": ("B", 100_000, 256, MODEL_B, "16-1"),
-}
+                print(f"    {step:<16} local {a:6.2f}  docker {b:6.2f}  {b - a:+6.2f}")
 
 
 def repeat(tag: str, case: Path, runs_dir: Path, i: int, args: argparse.Namespace, rec: dict):
     """Repeat ``i`` of a case: the peer, then rootml per engine, then both scored."""
-    p = run_peer(case, runs_dir / f"peer-{i}", args.peer_dir, args.peer_python, PARAMS["epochs"])
+    p = run_peer(case, runs_dir / f"peer-{i}", args.peer_dir, args.peer_python)
     print(f"  [{tag}] peer: wall {p['wall']:.1f} s, fit {p['fit_s']:.2f} s, {p['chunks']} chunk(s)")
-    for e in rec["rootml"]:
-        r = run_rootml(case, runs_dir / f"rootml-{e}-{i}", e)
-        rec["rootml"][e].append(r)
+    for e, runs in rec["rootml"].items():
+        runs.append(r := run_rootml(case, runs_dir / f"rootml-{e}-{i}", e))
         print(
             f"  [{tag}] rootml {e}: wall {r['wall']:.1f} s, bundle at {r['to_bundle']:.1f} s, "
-            f"fit {r['fit_s']:.2f} s, {r['epochs']} epochs, AUC {r['auc']:.3f}"
+            f"fit {r['fit_s']:.2f} s, {r['epochs']} epochs, test AUC {r['auc']:.3f}"
         )
     ev = test_events(Path(next(iter(rec["rootml"].values()))[-1]["workdir"]))
     got = score_peer(Path(p["run_dir"]), case, args.peer_dir, args.peer_python, ev)
     y, unseen, pred = ev["y"], ~got["seen"], got["pred"]
     p.update(
-        auc_test=auc(y, pred), auc_unseen=auc(y[unseen], pred[unseen]), own_auc=p["val_auc"],
-        to_bundle=p["wall"], fit_rate=p["fit_events"] / p["fit_s"], row_check=float(got["check"]),
+        auc_test=auc(y, pred), auc_unseen=auc(y[unseen], pred[unseen]),
+        own_auc=float(got["val_auc"]), fit_rate=p["fit_events"] / p["fit_s"],
+        row_check=float(got["check"]),
     )  # fmt: skip
     rec["peer"].append(p)
     rec.update(n_test=len(y), n_unseen=int(unseen.sum()), width=int(got["width"]))
@@ -491,10 +471,10 @@ def repeat(tag: str, case: Path, runs_dir: Path, i: int, args: argparse.Namespac
             auc_unseen=None if scores is None else auc(y[unseen], scores[unseen]),
         )  # fmt: skip
     print(
-        f"  [{tag}] peer's model on rootml's test split: AUC {p['auc_test']:.3f}, "
-        f"{p['auc_unseen']:.3f} on the {int(unseen.sum()):,} events it did not fit "
-        f"(its last val_auc: {_f(p['val_auc'], '.3f')}); rows match its reader to "
-        f"{p['row_check']:.1e}"
+        f"  [{tag}] peer's model: AUC {p['auc_test']:.3f} on rootml's test split, "
+        f"{p['auc_unseen']:.3f} on the {int(unseen.sum()):,} of those it did not fit, "
+        f"{p['own_auc']:.3f} on its own last val split (Keras printed "
+        f"{_f(p['keras_val_auc'], '.3f')}); rows equal its reader's to {p['row_check']:.1e}"
     )
 
 
@@ -509,20 +489,23 @@ def run_case(name: str, out: Path, args: argparse.Namespace, engines: list[str])
     case, runs_dir = out / "cases" / name, out / "runs" / name
     write_case(case, files, params, model)
     events = (args.events_a if data == "A" else args.events_b) // 2 * 2
-    describe = f"{len(files)} files, {events:,} events, chunk {chunk}, batch {batch}, model {net}"
+    describe = (
+        f"{len(files)} files, {events:,} events, chunk {chunk}, {PARAMS['epochs']} epochs, "
+        f"batch {batch}, model {net}"
+    )
     cmd, env = peer_command(case, runs_dir / "peer-N", args.peer_dir, args.peer_python)
     peer_line = " ".join(f"{k}={v}" for k, v in env.items()) + " " + shlex.join(cmd)
     commands = {"peer": f"cd {runs_dir}/peer-N  (fresh, empty); {peer_line} > log.txt 2> err.txt"}
     for e in engines:
         commands[f"rootml {e}"] = shlex.join(rootml_command(case, runs_dir / f"rootml-{e}-N", e))
-    print(f"\n-- case {name}: {describe}, {PARAMS['epochs']} epochs; commands:")
+    print(f"\n-- case {name}: {describe}; commands:")
     for who, line in commands.items():
         print(f"  {who}: {line}")
     rec = {"describe": describe, "params": params, "commands": commands, "peer": [],
            "rootml": {e: [] for e in engines}}  # fmt: skip
     for i in range(args.repeats):
         repeat(f"{name} {i + 1}/{args.repeats}", case, runs_dir, i, args, rec)
-    report(name, rec, engines)
+    report(name, rec)
     return rec
 
 
@@ -537,7 +520,7 @@ def main() -> None:
     add("--out", type=Path, help="data, runs and the JSON (default: a new temp folder)")
     add("--events-a", type=int, default=12_000, help="case A, over its 4 files")
     add("--events-b", type=int, default=400_000, help="case B, over its 2 files")
-    add("--verbose", type=int, default=0, help="params.json's; >0: the peer prints val_auc")
+    add("--verbose", type=int, default=0, help="params.json's (>0: the peer prints Keras progress)")
     args = parser.parse_args()
     args.peer_dir = args.peer_dir.resolve()
     versions = check_peer(args.peer_dir, args.peer_python)
@@ -549,9 +532,7 @@ def main() -> None:
         engines.remove("docker")
     if not engines:
         raise SystemExit("no engine left to run rootml with")
-    print(
-        f"peer: {args.peer_dir} (TensorFlow, uproot {versions}); {os.cpu_count()} cores; out {out}"
-    )
+    print(f"peer: {args.peer_dir} (TF, uproot {versions}); {os.cpu_count()} cores; out: {out}")
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "docker_skipped": skipped,
                "peer_versions": versions, "cores": os.cpu_count(), "cases": {}}  # fmt: skip
     for name in args.cases:
@@ -564,7 +545,7 @@ def main() -> None:
         "\nPeak RSS: ru_maxrss (os.wait4) is the largest single process among the command and the"
         " descendants it waited for, not a sum; it is never below this benchmark's own peak "
         f"({own:.0f} MB: a child counts its parent's pages until exec). 'sampled': /proc every "
-        "0.25 s, the largest process and the whole tree's sum (shared pages counted in each). "
+        "0.5 s, the largest process and the whole tree's sum (shared pages counted in each). "
         "Docker: containers are not children here, so their CPU and memory are not counted.\n"
         f"raw numbers: {out / 'bench_vs_mlaas4hep.json'}"
     )

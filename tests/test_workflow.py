@@ -176,8 +176,8 @@ def _mlaas4hep_folder(folder: Path, n: int = 400) -> Path:
         "nevts": -1,
         "shuffle": True,
         "chunk_size": 250,
-        "epochs": 2,
-        "batch_size": 64,
+        "epochs": 10,  # 1,200 weakly separable events: enough steps to learn from them
+        "batch_size": 16,
         "identifier": "run,event,luminosityBlock",
         "branch": "events",
         "selected_branches": "",
@@ -408,7 +408,7 @@ def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
     layout = json.loads((workdir / "merge" / "specs.json").read_text())
     assert [f["basename"] for f in layout["files"]] == ["sig.root", "bkg_a.root", "bkg_b.root"]
     history = json.loads((workdir / "train" / "bundle" / "history.json").read_text())
-    assert len(history["loss"]) == 2  # params.json's epochs, unchanged
+    assert len(history["loss"]) == 10  # params.json's epochs, unchanged
 
 
 BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nthis is not python(\n"

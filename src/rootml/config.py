@@ -41,7 +41,7 @@ class Settings:
     scaling: str = "minmax"
     jagged_cap: int | str = "max"
     jagged_caps: Mapping[str, int | str] = field(default_factory=dict)
-    counts: bool = False
+    counts: bool | str = "auto"  # True, False, or "auto": where no counter branch is a feature
     masks: bool = False
     nan_policy: str = "error"
     pad_value: float | None = None
@@ -63,6 +63,11 @@ class Settings:
             )
         if self.nevts < -1 or self.nevts == 0:
             raise ConfigError(f"nevts must be -1 (all events) or positive, got {self.nevts}")
+        if self.counts not in (True, False, "auto"):
+            raise ConfigError(
+                f"counts must be true, false or 'auto' (a count feature for each collection "
+                f"whose counter branch, e.g. nJet, is not a feature), got {self.counts!r}"
+            )
         if self.pad_value is not None and not math.isfinite(self.pad_value):
             raise ConfigError(
                 f"the padding value (params.json 'nan' / features.pad_value) must be a finite "

@@ -95,8 +95,9 @@ def merge(
     for entry in inputs:
         if entry["kind"] == "jagged":
             collections.setdefault(entry["collection"], entry)
+    flat = {e["branch"].lower() for e in inputs if e["kind"] == "flat"}
     for coll, entry in collections.items():
-        if settings.counts:
+        if settings.counts is True or (settings.counts == "auto" and not _has_counter(coll, flat)):
             top = max(merged[entry["branch"]]["multiplicity"]["max"], 1)
             extras.append(
                 {
@@ -223,6 +224,14 @@ def write_layout(path: str | Path, doc: dict) -> Path:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _has_counter(collection: str, flat_features: set[str]) -> bool:
+    """Whether a flat feature holds the collection's multiplicity by its usual names (NanoAOD's
+    ``nJet``, Delphes's ``Jet_size``, ...). Without one, the multiplicity is visible only
+    through the padding, which sits just below the real values: ``counts: auto`` then adds it."""
+    c = collection.lower()
+    return bool({f"n{c}", f"n_{c}", f"{c}_size", f"{c}_n", f"num{c}"} & flat_features)
 
 
 def _feature_branches(

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,42 @@ def _page(
 # ------------------------------------------------------------------ the entry point
 
 
+def draw_features_aside(h: Any) -> Callable[[], bytes]:
+    """Start drawing ``features.png`` (a grid of up to 36 panels: the slowest figure, most of
+    a small evaluation's time) in a forked process while the caller scores the model and
+    draws the rest; returns a function that waits for it. Without ``fork``, or if the child
+    fails, it is drawn in the call. Call it before TensorFlow runs anything in this process:
+    the child uses only matplotlib, and a fork never copies TensorFlow's worker threads."""
+    if not hasattr(os, "fork"):
+        return lambda: _draw_features(h)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: draw, send, exit without running the parent's exit handlers
+        os.close(read_end)
+        code = 1
+        try:
+            png = _draw_features(h)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(png)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+
+    def wait() -> bytes:
+        with os.fdopen(read_end, "rb") as pipe:
+            png = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        return png if status == 0 and png else _draw_features(h)
+
+    return wait
+
+
+def _draw_features(h: Any) -> bytes:
+    with plots.style():
+        return plots.plot_features(h, plots.Text())
+
+
 def write_report(
     out_dir: str | Path,
     metrics: Mapping[str, Any],
@@ -309,6 +345,7 @@ def write_report(
     title: str,
     ks: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None = None,
+    features_png: Callable[[], bytes] | None = None,
 ) -> dict[str, Path]:
     """Draw the plots and write ``report.html`` into ``out_dir``; return the paths by name.
 
@@ -318,7 +355,8 @@ def write_report(
     leave it out). ``history`` is a Keras ``History.history`` dict (``history.png`` is
     skipped when None); ``histograms`` a :class:`rootml.evaluation.FeatureHistograms` or
     its ``to_json()`` dict (``features.png`` is skipped when None). ``extra`` is shown as a
-    key/value table (bundle, digests, seed, ...).
+    key/value table (bundle, digests, seed, ...). ``features_png``, when given, returns the
+    already started drawing of ``features.png`` (:func:`draw_features_aside`).
 
     Keys of the result: ``roc``, ``scores``, ``confusion``, ``history``, ``features`` (the
     PNGs drawn) and ``report`` (the HTML). Inputs are checked and everything is rendered
@@ -364,7 +402,7 @@ def write_report(
             np.asarray(metrics["confusion_matrix"], dtype=np.int64), names, text
         )
         if h is not None and h.features:
-            pngs["features"] = plots.plot_features(h, text)
+            pngs["features"] = features_png() if features_png else plots.plot_features(h, text)
 
     captions = _captions(names, h)
     alts = {

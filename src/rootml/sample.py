@@ -455,7 +455,7 @@ features:
   exclude: []
   scaling: minmax
   jagged_cap: max
-  counts: false
+  counts: auto
   masks: false
   nan_policy: error
 training:

@@ -74,7 +74,7 @@ def evaluate(
     """Metrics, plots and the HTML report on the test split; ``metrics.json`` also goes
     into the bundle."""
     from .evaluation import FeatureHistograms, compute_metrics, ks_overtraining
-    from .report import write_metrics_json, write_report
+    from .report import draw_features_aside, write_metrics_json, write_report
 
     bundle = load_bundle(bundle_path)
     layout = bundle.layout
@@ -85,12 +85,14 @@ def evaluate(
             "events, then rerun merge and preprocess"
         )
     classes = layout["labels"]["classes"]
-    model = bundle.keras_model()
     lo, hi = layout["clip"]
     hists = FeatureHistograms(layout["features"], lo, hi, layout["pad_value"], classes)
+    for rows in split_rows(shards, TEST):  # a first pass: the histograms need no model
+        hists.add(rows["x"], rows["y"])
+    features_png = draw_features_aside(hists) if hists.features else None
+    model = bundle.keras_model()
     test = {"y": [], "scores": [], "entry": [], "file": []}
     for rows in split_rows(shards, TEST):
-        hists.add(rows["x"], rows["y"])
         test["scores"].append(_keras_scores(model, rows["x"], len(classes)))
         test["y"].append(rows["y"])
         test["entry"].append(rows["entry"])
@@ -136,6 +138,7 @@ def evaluate(
         title=f"rootml evaluation: {bundle.params.get('name', '')}",
         ks=ks,
         extra=extra,
+        features_png=features_png,
     )
     _write_scores(out / "scores.h5", test, classes)
     write_metrics_json(out / "metrics.json", metrics)

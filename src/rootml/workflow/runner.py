@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,17 +90,23 @@ class EmbeddedServer:
     :meth:`check` only says whether it died (``rootml run`` does not wait for it: the publish
     step needs it many seconds later, so it starts while the workflow runs)."""
 
-    def __init__(self, models: Path, log_path: Path) -> None:
+    def __init__(self, models: Path, log_path: Path, *, start: bool = True) -> None:
         self.log_path = log_path
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
-        cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
+        self.cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        self.proc: subprocess.Popen | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        if self.proc is None:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
 
     def check(self) -> None:
-        if self.proc.poll() is not None:
+        if self.proc is not None and self.proc.poll() is not None:
             raise WorkflowError(
                 f"the embedded server exited (status {self.proc.returncode}); its log: "
                 f"{self.log_path}"
@@ -108,6 +116,7 @@ class EmbeddedServer:
         from ..exceptions import PublishError
         from ..publishing import Client
 
+        self.start()
         client = Client(self.url, timeout=2)
         deadline = time.monotonic() + timeout
         while True:
@@ -124,6 +133,8 @@ class EmbeddedServer:
                 time.sleep(0.05)
 
     def stop(self) -> None:
+        if self.proc is None:
+            return
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -373,7 +384,7 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     # the warm interpreters and the server start first: their imports overlap everything else
-    with _warm(options, workdir) as pool, _server(options, workdir) as server:
+    with _warm(options, workdir) as pool, _server(options, workdir, pool) as server:
         try:
             run_input, engine = _prepare_input(options, root, workdir, server.url)
         except RootmlError as err:
@@ -381,18 +392,18 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
         else:
             if engine.name != "local":
                 pool.close()
-            return _run(options, root, workdir, run_input, engine, server, pool.env, out)
+            return _run(options, root, workdir, run_input, engine, server, pool, out)
     if created:  # bad input: leave nothing behind that looks like a run
         shutil.rmtree(workdir, ignore_errors=True)
     raise bad_input
 
 
 def _run(
-    options: RunOptions, root: Path, workdir: Path, run_input, engine, server, warm_env, out
+    options: RunOptions, root: Path, workdir: Path, run_input, engine, server, pool, out
 ) -> dict:
-    """The yadage run proper, with the server starting or up."""
+    """The yadage run proper, with the server up, starting or to be started."""
     parallel = options.parallel or os.cpu_count() or 1
-    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env, **warm_env)
+    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env, **pool.env)
     url = server.url
     print(
         f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
@@ -403,12 +414,17 @@ def _run(
     yadage_log = workdir / "yadage.log"
     cmd = _yadage_command(root, workdir, run_input, parallel)
     progress = Progress(workdir, out)
+    # the summary reads an event with uproot: import it while this process only waits
+    reading = threading.Thread(target=importlib.import_module, args=("..reading", __package__))
+    reading.start()
     t0 = time.time()
     with open(yadage_log, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             while proc.poll() is None:
                 progress.poll()
+                if pool.settled("model") or "evaluate" in progress.seen:
+                    server.start()  # TensorFlow's import, which training waits for, is done
                 server.check()
                 time.sleep(0.05)
         except BaseException:
@@ -463,18 +479,24 @@ class _GivenServer:
     def wait(self) -> None:
         pass
 
+    def start(self) -> None:
+        pass
+
 
 @contextmanager
-def _server(options: RunOptions, workdir: Path) -> Iterator[EmbeddedServer | _GivenServer]:
-    """The TFaaS server: --url, else input.yml's publish.url, else the embedded one (started,
-    not waited for)."""
+def _server(
+    options: RunOptions, workdir: Path, pool: warm.Pool
+) -> Iterator[EmbeddedServer | _GivenServer]:
+    """The TFaaS server: --url, else input.yml's publish.url, else the embedded one. That one
+    starts at once without warm interpreters; with them, once TensorFlow's import is done
+    (the run starts it), and no step waits for it before publish."""
     url = options.url or _configured_url(options, workdir)
     if url:
         yield _GivenServer(url)
         return
     folder = workdir / "server"
     folder.mkdir(exist_ok=True)
-    server = EmbeddedServer(folder / "models", folder / "server.log")
+    server = EmbeddedServer(folder / "models", folder / "server.log", start=pool.settled("model"))
     try:
         yield server
     finally:
@@ -545,16 +567,22 @@ def served_example(url: str, name: str, bundle: Path, run_input: RunInput) -> di
     """The first event of the first input file, as raw branch values, scored by the server."""
     from ..bundle import load_bundle
     from ..publishing import Client
+
+    layout = load_bundle(bundle).layout
+    event = first_event(run_input, layout)
+    reply = Client(url, timeout=30).json("POST", "/json", {"model": name, "event": event})
+    return {"file": run_input.files[0], "entry": 0, "scores": reply}
+
+
+def first_event(run_input: RunInput, layout: dict) -> dict:
+    """Event 0 of the first input file: the branches the layout reads, label excepted."""
     from ..reading import open_input
     from ..sources import resolve
 
-    layout = load_bundle(bundle).layout
     source = resolve(run_input.files[0], redirector=run_input.settings.redirector)
     tree = open_input(source, layout["tree"])
     label = layout["labels"].get("branch")
-    event = tree.arrays([b for b in layout["read"] if b != label], 0, 1).to_list()[0]
-    reply = Client(url, timeout=30).json("POST", "/json", {"model": name, "event": event})
-    return {"file": run_input.files[0], "entry": 0, "scores": reply}
+    return tree.arrays([b for b in layout["read"] if b != label], 0, 1).to_list()[0]
 
 
 def _print_summary(s: dict, out) -> None:

@@ -7,7 +7,9 @@ time importing. ``rootml run --engine local`` therefore starts two servers befor
 
 - ``data``: the data path's modules (every stage but training and evaluation);
 - ``model``: those plus TensorFlow, Keras, tf2onnx, onnxruntime and matplotlib. It imports
-  while the data steps run, so its start-up overlaps work instead of adding to it.
+  while the data steps run, so its start-up overlaps work instead of adding to it; the data
+  server's commands run at a lower CPU priority (nice 5), so that on a small machine this
+  import, which training waits for, is not the one slowed down.
 
 Each listens on a Unix socket in a private folder that also holds a ``rootml`` launcher; the
 plugin puts that folder first on the step's ``PATH``, so the steps' scripts are unchanged. The
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 #: the environment variable naming the servers' folder (read by the launcher)
 ENV = warmclient.ENV
+
+#: CPU priority of each server's commands (``os.nice`` increment)
+NICE = {"data": 5, "model": 0}
 
 #: what each server imports before it accepts a command
 PRELOAD = {
@@ -112,6 +117,16 @@ class Pool:
     @classmethod
     def none(cls) -> Pool:
         return cls(None, [])
+
+    def settled(self, kind: str) -> bool:
+        """Whether server ``kind`` has done its imports, or will not (it exited, or none
+        runs): after that its imports no longer compete for the CPU."""
+        if self.folder is None:
+            return True
+        index = list(PRELOAD).index(kind)
+        if index >= len(self.procs) or self.procs[index].poll() is not None:
+            return True
+        return (self.folder / f"{kind}.sock.ready").exists()
 
     def close(self) -> None:
         """Stop the servers (nothing of theirs is worth a graceful exit) and drop the folder."""
@@ -181,6 +196,7 @@ def serve(kind: str, path: str) -> None:
     from .provenance import local_environment
 
     local_environment()  # computed once; every child inherits it
+    Path(f"{path}.ready").touch()
     sys.stdout.write(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s\n")
     sys.stdout.flush()
     children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
@@ -190,16 +206,17 @@ def serve(kind: str, path: str) -> None:
             ready, _, _ = select.select(watched, [], [])
             for item in ready:
                 if item is listener:
-                    _accept(listener, children)
+                    _accept(listener, children, NICE[kind])
                 elif isinstance(item, int):
                     _reap(item, children)
                 else:
                     _launcher_gone(item, children)
     finally:
         Path(path).unlink(missing_ok=True)
+        Path(f"{path}.ready").unlink(missing_ok=True)
 
 
-def _accept(listener: socket.socket, children: dict) -> None:
+def _accept(listener: socket.socket, children: dict, nice: int) -> None:
     conn, _ = listener.accept()
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -216,7 +233,7 @@ def _accept(listener: socket.socket, children: dict) -> None:
             other.close()
         for pidfd in children:
             os.close(pidfd)
-        _child(conn, request, fds)  # never returns
+        _child(conn, request, fds, nice)  # never returns
     for fd in fds:
         os.close(fd)
     children[os.pidfd_open(pid)] = [pid, conn, True]
@@ -248,11 +265,13 @@ def _send(conn: socket.socket, doc: dict) -> None:
         conn.send(json.dumps(doc).encode())
 
 
-def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
+def _child(conn: socket.socket, request: dict, fds: list[int], nice: int) -> None:
     """Become the launcher's command: its streams, folder, environment and argv."""
     code = 1
     try:
         conn.close()
+        if nice:
+            os.nice(nice)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
