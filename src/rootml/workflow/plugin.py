@@ -26,6 +26,10 @@ on every run and was never found again. The key here lists those folders sorted.
 And it keeps yadage's own bookkeeping from eating a core: yadage parses the same few JSONPath
 expressions thousands of times a run, and jsonpath_rw builds a new PLY parser (its LALR tables)
 for every parse, ~7 ms each; parsed expressions are immutable, so they are kept by text here.
+Every time a finished step's result is read (every poll), packtivity's TypedLeafs re-runs a jq
+program over the whole document to find strings starting with its leaf "magics"
+(``b64json://``); when the document's JSON text holds no magic at all, that search cannot find
+anything and is skipped (the JSON round trip it also does is kept).
 (``rootml run`` also turns off yadage's prepublishing, which re-serialised every node's
 parameters through jq on every poll: 26 s of CPU in a 40 s run of four files.)
 """
@@ -43,6 +47,7 @@ from pathlib import Path
 
 import jsonpath_rw
 from packtivity.handlers.execution_handlers import handlers
+from packtivity.typedleafs import TypedLeafs
 from yadage.backends.caching import CacheBuilder
 from yadage.utils import json_hash
 
@@ -159,7 +164,24 @@ def stable_cacheid(self, task) -> str:  # noqa: ARG001 (a method of CacheBuilder
     return json_hash([state, doc["parameters"], doc["spec"]])
 
 
+# the original, also when this module is imported a second time (the patch is idempotent)
+_normalize_with_jq = getattr(
+    TypedLeafs._TypedLeafs__normalize, "original", TypedLeafs._TypedLeafs__normalize
+)
+
+
+def _normalize(self, idleafs=True):
+    """TypedLeafs' normalisation without its jq search when no leaf magic can match."""
+    text = self._dump_to_string(self._TypedLeafs__jsonable)
+    if idleafs and any(magic in text for magic in self._leafmodel.magics):
+        return _normalize_with_jq(self, idleafs)
+    self._TypedLeafs__jsonable = self._load_from_string(text, typed=False)
+    return None
+
+
+_normalize.original = _normalize_with_jq
 CacheBuilder.cacheid = stable_cacheid
+TypedLeafs._TypedLeafs__normalize = _normalize
 if not hasattr(jsonpath_rw.parse, "cache_info"):  # imported twice: wrap once
     jsonpath_rw.parse = functools.lru_cache(maxsize=4096)(jsonpath_rw.parse)
 handlers["docker-encapsulated"]["default"] = docker_encapsulated

@@ -8,8 +8,8 @@ time importing. ``rootml run --engine local`` therefore starts two servers befor
 - ``data``: the data path's modules (every stage but training and evaluation);
 - ``model``: those plus TensorFlow, Keras, tf2onnx, onnxruntime and matplotlib. It imports
   while the data steps run, so its start-up overlaps work instead of adding to it; the data
-  server's commands run at a lower CPU priority (nice 5), so that on a small machine this
-  import, which training waits for, is not the one slowed down.
+  server and its commands run at a lower CPU priority (nice 10), so that on a small machine
+  this import, which training waits for, is not the one slowed down.
 
 Each listens on a Unix socket in a private folder that also holds a ``rootml`` launcher; the
 plugin puts that folder first on the step's ``PATH``, so the steps' scripts are unchanged. The
@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 #: the environment variable naming the servers' folder (read by the launcher)
 ENV = warmclient.ENV
 
-#: CPU priority of each server's commands (``os.nice`` increment)
-NICE = {"data": 5, "model": 0}
+#: CPU priority of each server and its commands (``os.nice`` increment)
+NICE = {"data": 10, "model": 0}
 
 #: what each server imports before it accepts a command
 PRELOAD = {
@@ -184,6 +184,8 @@ def _wait_bound(folder: Path, kinds: tuple[str, ...], procs: list, timeout: floa
 def serve(kind: str, path: str) -> None:
     """Bind ``path``, import :data:`PRELOAD` ``[kind]``, then fork one child per launcher."""
     _die_with_parent()
+    if NICE[kind]:
+        os.nice(NICE[kind])
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
@@ -206,7 +208,7 @@ def serve(kind: str, path: str) -> None:
             ready, _, _ = select.select(watched, [], [])
             for item in ready:
                 if item is listener:
-                    _accept(listener, children, NICE[kind])
+                    _accept(listener, children)
                 elif isinstance(item, int):
                     _reap(item, children)
                 else:
@@ -216,7 +218,7 @@ def serve(kind: str, path: str) -> None:
         Path(f"{path}.ready").unlink(missing_ok=True)
 
 
-def _accept(listener: socket.socket, children: dict, nice: int) -> None:
+def _accept(listener: socket.socket, children: dict) -> None:
     conn, _ = listener.accept()
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -233,7 +235,7 @@ def _accept(listener: socket.socket, children: dict, nice: int) -> None:
             other.close()
         for pidfd in children:
             os.close(pidfd)
-        _child(conn, request, fds, nice)  # never returns
+        _child(conn, request, fds)  # never returns
     for fd in fds:
         os.close(fd)
     children[os.pidfd_open(pid)] = [pid, conn, True]
@@ -265,13 +267,11 @@ def _send(conn: socket.socket, doc: dict) -> None:
         conn.send(json.dumps(doc).encode())
 
 
-def _child(conn: socket.socket, request: dict, fds: list[int], nice: int) -> None:
+def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     """Become the launcher's command: its streams, folder, environment and argv."""
     code = 1
     try:
         conn.close()
-        if nice:
-            os.nice(nice)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
