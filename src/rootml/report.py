@@ -11,6 +11,7 @@ the same bytes with the same library versions.
 from __future__ import annotations
 
 import base64
+import gc
 import html
 import json
 import logging
@@ -299,13 +300,17 @@ def draw_features_aside(h: Any) -> Callable[[], bytes]:
     """Start drawing ``features.png`` (a grid of up to 36 panels: the slowest figure, most of
     a small evaluation's time) in a forked process while the caller scores the model and
     draws the rest; returns a function that waits for it. Without ``fork``, or if the child
-    fails, it is drawn in the call. Call it before TensorFlow runs anything in this process:
-    the child uses only matplotlib, and a fork never copies TensorFlow's worker threads."""
+    fails, it is drawn in the call. The child uses only matplotlib; call it before TensorFlow
+    runs anything in this process where possible (a fork never copies TensorFlow's threads)."""
     if not hasattr(os, "fork"):
         return lambda: _draw_features(h)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: draw, send, exit without running the parent's exit handlers
+        # no garbage collection: a collected TensorFlow object of the parent's (a process that
+        # has run TensorFlow, as a test session has) would be finalised here, in a process
+        # without TensorFlow's threads, and crash it
+        gc.disable()
         os.close(read_end)
         code = 1
         try:
