@@ -273,6 +273,7 @@ def _child(conn: socket.socket, request: dict, fds: list[int]) -> None:
     try:
         conn.close()
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _die_with_parent()  # a server that dies takes its commands along (their launchers fail)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
