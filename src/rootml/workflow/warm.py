@@ -57,15 +57,10 @@ ENV = warmclient.ENV
 NICE = {"data": 10, "model": 0}
 
 #: what each server imports before it accepts a command
+_COMMON = ("numpy", "awkward", "uproot", "h5py", "jsonschema", "yaml", "rootml.cli")
 PRELOAD = {
     "data": (
-        "numpy",
-        "awkward",
-        "uproot",
-        "h5py",
-        "jsonschema",
-        "yaml",
-        "rootml.cli",
+        *_COMMON,
         "rootml.fetching",
         "rootml.specs",
         "rootml.columns",
@@ -75,12 +70,7 @@ PRELOAD = {
         "rootml.workflow.provenance",
     ),
     "model": (
-        "numpy",
-        "awkward",
-        "uproot",
-        "h5py",
-        "jsonschema",
-        "yaml",
+        *_COMMON,
         "tensorflow",
         "keras",
         "tf2onnx",
@@ -88,7 +78,6 @@ PRELOAD = {
         "onnxruntime",
         "matplotlib.pyplot",
         "scipy.stats",
-        "rootml.cli",
         "rootml.training",
         "rootml.bundle",
         "rootml.scoring",
