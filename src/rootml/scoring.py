@@ -43,25 +43,24 @@ def _keras_scores(model, x: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def split_rows(shards: Sequence[Shard], split: int, limit: int | None = None) -> Iterator[dict]:
-    """Rows of one split, shard by shard, with their file name and entry numbers."""
-    left = limit
+    """Rows of one split, shard by shard, with their file name and entry numbers. With
+    ``limit``, about that many rows spread over every shard (every k-th row of the split, the
+    same k everywhere), so that each file and class is represented as in the whole split: the
+    first rows in shard order would all come from the first file."""
+    total = split_total(shards, split)
+    stride = max(1, -(-total // limit)) if limit else 1
     for shard in shards:
         if not shard.counts[split]:
             continue
         with h5py.File(shard.path, "r") as h5:
             mask = h5["split"][:] == split
             rows = {
-                "x": h5["x"][:][mask],
-                "y": h5["y"][:][mask],
-                "entry": h5["entry"][:][mask],
+                "x": h5["x"][:][mask][::stride],
+                "y": h5["y"][:][mask][::stride],
+                "entry": h5["entry"][:][mask][::stride],
                 "file": str(h5.attrs["file"]),
             }
-        if left is not None:
-            rows = {k: (v[:left] if k != "file" else v) for k, v in rows.items()}
-            left -= len(rows["y"])
         yield rows
-        if left is not None and left <= 0:
-            return
 
 
 def evaluate(
