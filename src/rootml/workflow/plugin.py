@@ -45,6 +45,7 @@ import sys
 import time
 from pathlib import Path
 
+import checksumdir
 import jsonpath_rw
 from packtivity.handlers.execution_handlers import handlers
 from packtivity.typedleafs import TypedLeafs
@@ -180,6 +181,25 @@ def _normalize(self, idleafs=True):
 
 
 _normalize.original = _normalize_with_jq
+
+_filehash_by_reading = getattr(checksumdir._filehash, "original", checksumdir._filehash)
+_file_hashes: dict[tuple, str] = {}
+
+
+def _filehash(filepath: str, hashfunc) -> str:
+    """checksumdir's content hash of one file, computed once while the file is unchanged."""
+    try:
+        st = Path(filepath).stat()
+    except OSError:
+        return _filehash_by_reading(filepath, hashfunc)
+    key = (filepath, hashfunc, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _file_hashes:
+        _file_hashes[key] = _filehash_by_reading(filepath, hashfunc)
+    return _file_hashes[key]
+
+
+_filehash.original = _filehash_by_reading
+checksumdir._filehash = _filehash
 CacheBuilder.cacheid = stable_cacheid
 TypedLeafs._TypedLeafs__normalize = _normalize
 if not hasattr(jsonpath_rw.parse, "cache_info"):  # imported twice: wrap once
