@@ -96,7 +96,7 @@ class Pool:
     """The two servers of one run; :attr:`env` is what a step needs to use them (the
     launcher's folder for ``PATH`` and :data:`ENV`), empty once closed or when none runs."""
 
-    def __init__(self, folder: Path | None, procs: list) -> None:
+    def __init__(self, folder: Path | None, procs: dict[str, subprocess.Popen]) -> None:
         self.folder = folder
         self.procs = procs
         self.env: dict[str, str] = {}
@@ -105,26 +105,24 @@ class Pool:
 
     @classmethod
     def none(cls) -> Pool:
-        return cls(None, [])
+        return cls(None, {})
 
     def settled(self, kind: str) -> bool:
         """Whether server ``kind`` has done its imports, or will not (it exited, or none
         runs): after that its imports no longer compete for the CPU."""
-        if self.folder is None:
-            return True
-        index = list(PRELOAD).index(kind)
-        if index >= len(self.procs) or self.procs[index].poll() is not None:
+        proc = self.procs.get(kind)
+        if self.folder is None or proc is None or proc.poll() is not None:
             return True
         return (self.folder / f"{kind}.sock.ready").exists()
 
     def close(self) -> None:
         """Stop the servers (nothing of theirs is worth a graceful exit) and drop the folder."""
         self.env = {}
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.kill()
-        for proc in self.procs:
+        for proc in self.procs.values():
             proc.wait()
-        self.procs = []
+        self.procs = {}
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
@@ -134,7 +132,7 @@ class Pool:
 def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator[Pool]:
     """Start the servers (both by default) for the length of the block."""
     folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
-    pool = Pool(folder, [])
+    pool = Pool(folder, {})
     try:
         launcher = folder / "bin" / "rootml"
         launcher.parent.mkdir()
@@ -145,23 +143,23 @@ def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator
         with open(log_path, "ab") as out:
             for kind in kinds:
                 cmd = [sys.executable, "-m", __name__, kind, str(folder / f"{kind}.sock")]
-                pool.procs.append(
-                    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
+                pool.procs[kind] = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
                 )
-        _wait_bound(folder, kinds, pool.procs)
+        _wait_bound(folder, pool.procs)
         yield pool
     finally:
         pool.close()
 
 
-def _wait_bound(folder: Path, kinds: tuple[str, ...], procs: list, timeout: float = 10.0) -> None:
+def _wait_bound(folder: Path, procs: dict[str, subprocess.Popen], timeout: float = 10.0) -> None:
     """Until every server's socket exists (they bind before importing), or one has died:
     a launcher finding no socket would fall back to a cold start, which is only slower."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all((folder / f"{kind}.sock").exists() for kind in kinds):
+        if all((folder / f"{kind}.sock").exists() for kind in procs):
             return
-        if any(p.poll() is not None for p in procs):
+        if any(p.poll() is not None for p in procs.values()):
             log.warning("a warm interpreter exited at start; steps start cold")
             return
         time.sleep(0.01)
