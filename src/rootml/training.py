@@ -7,9 +7,9 @@ splits together fit in ``in_memory_bytes`` (1 GiB by default: 5M rows of 53 feat
 read once and fitted from memory, shuffled by Keras's seeded generator; larger ones are
 streamed from the shards (shuffled across shards every epoch). Which of the two is chosen
 depends only on the data size, so the same inputs always take the same path. Keras runs
-``steps_per_execution`` batches per call into TensorFlow (32 unless the model file set it). Every random choice derives from one seed, and
-TensorFlow's op determinism is on, so the same inputs and seed give bit-identical weights on
-the CPU. A GPU is used when TensorFlow sees one; nothing in the command changes.
+``steps_per_execution`` batches per call into TensorFlow (32 unless the model file set it).
+Every random choice derives from one seed, and TensorFlow's op determinism is on, so the same
+inputs and seed give bit-identical weights on the CPU. A GPU is used when TensorFlow sees one; nothing in the command changes.
 """
 
 from __future__ import annotations

@@ -57,7 +57,16 @@ ENV = warmclient.ENV
 NICE = {"data": 10, "model": 0}
 
 #: what each server imports before it accepts a command
-_COMMON = ("numpy", "awkward", "uproot", "h5py", "jsonschema", "yaml", "rootml.cli")
+_COMMON = (
+    "numpy",
+    "awkward",
+    "uproot",
+    "h5py",
+    "jsonschema",
+    "yaml",
+    "rootml.cli",
+    "rootml.workflow.provenance",
+)
 PRELOAD = {
     "data": (
         *_COMMON,
@@ -67,7 +76,6 @@ PRELOAD = {
         "rootml.layout",
         "rootml.preprocessing",
         "rootml.publishing",
-        "rootml.workflow.provenance",
     ),
     "model": (
         *_COMMON,
@@ -84,7 +92,6 @@ PRELOAD = {
         "rootml.evaluation",
         "rootml.report",
         "rootml.plots",
-        "rootml.workflow.provenance",
     ),
 }
 
