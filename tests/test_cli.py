@@ -286,6 +286,7 @@ def test_model_path_through_the_console_script(example, tmp_path):
         ).stdout
     )
     assert 0.5 < metrics["auc"] <= 1.0
+    _features_drawn_apart(tmp_path, metrics)
     rootml(
         "predict",
         "--bundle",
@@ -316,3 +317,39 @@ def test_model_path_through_the_console_script(example, tmp_path):
         str(bad),
     )
     assert not (tmp_path / "b2").exists()
+
+
+def _features_drawn_apart(tmp_path, metrics):
+    """The workflow's features step: the same features.png and metrics as evaluate's own."""
+    rootml(
+        "features",
+        "--specs",
+        tmp_path / "specs.json",
+        "--shards",
+        tmp_path / "shards",
+        "--out",
+        tmp_path / "features",
+    )
+    evaluate = ("evaluate", "--bundle", tmp_path / "bundle", "--shards", tmp_path / "shards")
+    again = json.loads(
+        rootml(*evaluate, "--features", tmp_path / "features", "--out", tmp_path / "r2").stdout
+    )
+    assert again == metrics
+    for png in ("features.png", "history.png", "roc.png"):
+        assert (tmp_path / "r2" / png).read_bytes() == (tmp_path / "report" / png).read_bytes()
+    doc = json.loads((tmp_path / "features" / "features.json").read_text())
+    doc["specs_digest"] = "0" * 16
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "features.json").write_text(json.dumps(doc))
+    _fails(
+        rootml(*evaluate, "--features", tmp_path / "other", "--out", tmp_path / "r3", ok=False),
+        "specs digest",
+        str(tmp_path / "other" / "features.json"),
+    )
+    _fails(
+        rootml(*evaluate, "--features", tmp_path / "none", "--out", tmp_path / "r3", ok=False),
+        "does not exist",
+        "rootml features",
+    )
+    assert not (tmp_path / "r3").exists()
+

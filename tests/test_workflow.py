@@ -111,6 +111,7 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
         "merge",
         "preprocess",
         "train",
+        "features",
         "evaluate",
         "publish",
         "track",
@@ -121,8 +122,9 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
     assert stages["specs"]["scatter"]["parameters"] == ["record"]
     assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
-    for name in ("check", "merge", "train", "evaluate", "publish", "track", "provenance"):
+    for name in ("check", "merge", "train", "features", "evaluate", "publish", "track"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
+    assert stages["provenance"]["scheduler_type"] == "singlestep-stage"
 
 
 # ------------------------------------------------------------------ preprocess batches

@@ -296,14 +296,14 @@ def _page(
 # ------------------------------------------------------------------ the entry point
 
 
-def draw_features_aside(h: Any) -> Callable[[], bytes]:
-    """Start drawing ``features.png`` (a grid of up to 36 panels: the slowest figure, most of
-    a small evaluation's time) in a forked process while the caller scores the model and
-    draws the rest; returns a function that waits for it. Without ``fork``, or if the child
-    fails, it is drawn in the call. The child uses only matplotlib; call it before TensorFlow
-    runs anything in this process where possible (a fork never copies TensorFlow's threads)."""
+def draw_aside(draw: Callable[[], bytes]) -> Callable[[], bytes]:
+    """Start ``draw()`` (a figure's PNG bytes) in a forked process while the caller scores the
+    model and draws the rest; returns a function that waits for it and returns the bytes.
+    Without ``fork``, or if the child fails, it is drawn in the call. The child should use
+    only matplotlib; fork before TensorFlow runs anything in this process where possible (a
+    fork never copies TensorFlow's threads)."""
     if not hasattr(os, "fork"):
-        return lambda: _draw_features(h)
+        return draw
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: draw, send, exit without running the parent's exit handlers
@@ -314,7 +314,7 @@ def draw_features_aside(h: Any) -> Callable[[], bytes]:
         os.close(read_end)
         code = 1
         try:
-            png = _draw_features(h)
+            png = draw()
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(png)
             code = 0
@@ -326,12 +326,19 @@ def draw_features_aside(h: Any) -> Callable[[], bytes]:
         with os.fdopen(read_end, "rb") as pipe:
             png = pipe.read()
         _, status = os.waitpid(pid, 0)
-        return png if status == 0 and png else _draw_features(h)
+        return png if status == 0 and png else draw()
 
     return wait
 
 
-def _draw_features(h: Any) -> bytes:
+def draw_history(history: Mapping[str, Sequence[float]]) -> bytes:
+    """``history.png`` of a Keras ``History.history`` dict."""
+    with plots.style():
+        return plots.plot_history(plots.history_series(history), plots.Text())
+
+
+def draw_features(h: Any) -> bytes:
+    """``features.png`` of a :class:`rootml.evaluation.FeatureHistograms`."""
     with plots.style():
         return plots.plot_features(h, plots.Text())
 
@@ -350,7 +357,7 @@ def write_report(
     title: str,
     ks: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None = None,
-    features_png: Callable[[], bytes] | None = None,
+    drawn: Mapping[str, Callable[[], bytes]] | None = None,
 ) -> dict[str, Path]:
     """Draw the plots and write ``report.html`` into ``out_dir``; return the paths by name.
 
@@ -360,8 +367,9 @@ def write_report(
     leave it out). ``history`` is a Keras ``History.history`` dict (``history.png`` is
     skipped when None); ``histograms`` a :class:`rootml.evaluation.FeatureHistograms` or
     its ``to_json()`` dict (``features.png`` is skipped when None). ``extra`` is shown as a
-    key/value table (bundle, digests, seed, ...). ``features_png``, when given, returns the
-    already started drawing of ``features.png`` (:func:`draw_features_aside`).
+    key/value table (bundle, digests, seed, ...). ``drawn`` maps a plot's name (``history``,
+    ``features``) to a function returning its PNG, drawn elsewhere (:func:`draw_aside`, or
+    read from the features step's folder) instead of here.
 
     Keys of the result: ``roc``, ``scores``, ``confusion``, ``history``, ``features`` (the
     PNGs drawn) and ``report`` (the HTML). Inputs are checked and everything is rendered
@@ -396,18 +404,23 @@ def write_report(
         raise DataError(f"the feature histograms are for classes {h.classes!r}, not {names!r}")
     panels = plots.history_series(history) if history else {}
 
+    drawn = drawn or {}
     text = plots.Text()
     pngs: dict[str, bytes] = {}
     with plots.style():
         pngs["roc"] = plots.plot_roc(metrics, names, text)
         pngs["scores"] = plots.plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
         if panels:
-            pngs["history"] = plots.plot_history(panels, text)
+            pngs["history"] = (
+                drawn["history"]() if "history" in drawn else plots.plot_history(panels, text)
+            )
         pngs["confusion"] = plots.plot_confusion(
             np.asarray(metrics["confusion_matrix"], dtype=np.int64), names, text
         )
         if h is not None and h.features:
-            pngs["features"] = features_png() if features_png else plots.plot_features(h, text)
+            pngs["features"] = (
+                drawn["features"]() if "features" in drawn else plots.plot_features(h, text)
+            )
 
     captions = _captions(names, h)
     alts = {

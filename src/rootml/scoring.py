@@ -63,32 +63,121 @@ def split_rows(shards: Sequence[Shard], split: int, limit: int | None = None) ->
         yield rows
 
 
+FEATURES_JSON = "features.json"
+FEATURES_PNG = "features.png"
+
+
+def test_histograms(layout: dict, shards: Sequence[Shard]):
+    """The per-class histograms of every feature over the test split (no model needed)."""
+    from .evaluation import FeatureHistograms
+
+    _require_test_events(shards)
+    lo, hi = layout["clip"]
+    hists = FeatureHistograms(
+        layout["features"], lo, hi, layout["pad_value"], layout["labels"]["classes"]
+    )
+    for rows in split_rows(shards, TEST):
+        hists.add(rows["x"], rows["y"])
+    return hists
+
+
+def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: str | Path) -> Path:
+    """``rootml features``: the test split's feature histograms (``features.json``) and their
+    plot (``features.png``, skipped when there are no features) in folder ``out``. They need
+    only the data, so the workflow draws them while the model trains, and ``rootml evaluate
+    --features`` puts them in the report."""
+    from .report import draw_features
+
+    layout_path = Path(layout_path)
+    layout = read_json(layout_path)
+    try:
+        shards = open_shards(shard_paths, layout["digest"], layout["dim"])
+    except LayoutError as err:
+        raise DataError(
+            f"the shards were not written with {layout_path}:\n{err}\n"
+            "pass the merged specs the shards were preprocessed with"
+        ) from None
+    hists = test_histograms(layout, shards)
+    png = draw_features(hists) if hists.features else None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"specs_digest": layout["digest"], "histograms": hists.to_json()}
+    if png is not None:
+        with atomic_path(out / FEATURES_PNG) as tmp:
+            tmp.write_bytes(png)
+    write_json(out / FEATURES_JSON, doc)  # last: its presence says the folder is complete
+    log.info("features: %d features of %s -> %s", len(hists.features), describe(shards), out)
+    return out
+
+
+def _read_features(folder: Path, layout: dict):
+    """The histograms and plot ``rootml features`` wrote in ``folder``, checked against the
+    bundle's layout: (histograms, a function returning the PNG bytes or None)."""
+    from .evaluation import FeatureHistograms
+
+    doc_path = folder / FEATURES_JSON
+    if not doc_path.is_file():
+        raise DataError(
+            f"{doc_path} does not exist: pass --features the folder 'rootml features --out' "
+            "wrote, or leave --features out to compute the histograms here"
+        )
+    doc = read_json(doc_path)
+    if not isinstance(doc, dict) or doc.get("specs_digest") != layout["digest"]:
+        found = doc.get("specs_digest") if isinstance(doc, dict) else None
+        raise DataError(
+            f"{doc_path} is for specs digest {found!r}, the bundle for {layout['digest']!r}: "
+            "draw the features from the shards this bundle was trained on"
+        )
+    hists = FeatureHistograms.from_json(doc.get("histograms") or {})
+    if hists.features != [str(f) for f in layout["features"]]:
+        raise DataError(f"{doc_path} histograms other features than the bundle's layout")
+    png_path = folder / FEATURES_PNG
+    if hists.features and not png_path.is_file():
+        raise DataError(f"{png_path} is missing: rerun 'rootml features'")
+    return hists, (png_path.read_bytes if hists.features else None)
+
+
+def _require_test_events(shards: Sequence[Shard]) -> None:
+    if split_total(shards, TEST) == 0:
+        raise DataError(
+            f"the test split is empty ({describe(shards)}); raise the test fraction or add "
+            "events, then rerun merge and preprocess"
+        )
+
+
 def evaluate(
     bundle_path: str | Path,
     shard_paths: Sequence[str | Path],
     out: str | Path,
     *,
     max_train: int = 200_000,
+    features_dir: str | Path | None = None,
 ) -> dict:
     """Metrics, plots and the HTML report on the test split; ``metrics.json`` also goes
-    into the bundle."""
-    from .evaluation import FeatureHistograms, compute_metrics, ks_overtraining
-    from .report import draw_features_aside, write_metrics_json, write_report
+    into the bundle. ``features_dir``: the feature histograms and plot already drawn there by
+    :func:`features`, else they are computed here (the plot in a forked process meanwhile)."""
+    from .evaluation import compute_metrics, ks_overtraining
+    from .plots import history_series
+    from .report import draw_aside, draw_features, draw_history, write_metrics_json, write_report
 
     bundle = load_bundle(bundle_path)
     layout = bundle.layout
     shards = _shards_for(bundle, shard_paths)
-    if split_total(shards, TEST) == 0:
-        raise DataError(
-            f"the test split is empty ({describe(shards)}); raise the test fraction or add "
-            "events, then rerun merge and preprocess"
-        )
+    _require_test_events(shards)
     classes = layout["labels"]["classes"]
-    lo, hi = layout["clip"]
-    hists = FeatureHistograms(layout["features"], lo, hi, layout["pad_value"], classes)
-    for rows in split_rows(shards, TEST):  # a first pass: the histograms need no model
-        hists.add(rows["x"], rows["y"])
-    features_png = draw_features_aside(hists) if hists.features else None
+    # the plots that need no model are drawn in forked processes while this one scores
+    drawn = {}
+    history_path = bundle.path / "history.json"
+    history = read_json(history_path) if history_path.exists() else None
+    if history and history_series(history):
+        drawn["history"] = draw_aside(lambda: draw_history(history))
+    if features_dir is not None:
+        hists, png = _read_features(Path(features_dir), layout)
+    else:
+        hists = test_histograms(layout, shards)  # a first pass: the histograms need no model
+        png = draw_aside(lambda: draw_features(hists)) if hists.features else None
+    if png is not None:
+        drawn["features"] = png
     model = bundle.keras_model()
     test = {"y": [], "scores": [], "entry": [], "file": []}
     for rows in split_rows(shards, TEST):
@@ -112,8 +201,6 @@ def evaluate(
     )
     if ks is not None:
         metrics["overtraining"] = ks
-    history_path = bundle.path / "history.json"
-    history = read_json(history_path) if history_path.exists() else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     extra = {
@@ -137,7 +224,7 @@ def evaluate(
         title=f"rootml evaluation: {bundle.params.get('name', '')}",
         ks=ks,
         extra=extra,
-        features_png=features_png,
+        drawn=drawn,
     )
     _write_scores(out / "scores.h5", test, classes)
     write_metrics_json(out / "metrics.json", metrics)

@@ -52,9 +52,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..scoring import evaluate
 
-    metrics = evaluate(args.bundle, _shard_paths(args.shards), args.out, max_train=args.max_train)
+    metrics = evaluate(
+        args.bundle,
+        _shard_paths(args.shards),
+        args.out,
+        max_train=args.max_train,
+        features_dir=args.features,
+    )
     keys = ("n_test", "auc", "auc_macro", "accuracy", "log_loss")
     print(json.dumps({k: metrics[k] for k in keys if k in metrics}))
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from ..scoring import features
+
+    print(features(args.specs, _shard_paths(args.shards), args.out))
     return 0
 
 
@@ -114,7 +127,20 @@ def add_commands(sub) -> None:
         default=200_000,
         help="train events scored for the overtraining check",
     )
+    p.add_argument(
+        "--features",
+        metavar="DIR",
+        help="the folder 'rootml features' wrote (default: draw the feature plots here)",
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "features", help="per-class histograms and plots of every feature on the test split"
+    )
+    p.add_argument("--specs", required=True, help="merged specs the shards were written with")
+    p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
+    p.add_argument("--out", required=True, help="folder for features.json and features.png")
+    p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("predict", help="score every event of raw ROOT files through a bundle")
     p.add_argument("--bundle", required=True)
