@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -474,10 +474,8 @@ def _run(
 
 def _lower_priority(pid: int, increment: int = YADAGE_NICE) -> None:
     """Renice process ``pid`` (its later children inherit it); where not allowed, leave it."""
-    try:
+    with suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + increment)
-    except OSError:
-        pass
 
 
 @contextmanager
