@@ -352,4 +352,3 @@ def _features_drawn_apart(tmp_path, metrics):
         "rootml features",
     )
     assert not (tmp_path / "r3").exists()
-
