@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
 import textwrap
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -296,8 +298,20 @@ def evaluated(bundle, data, tmp_path_factory):
     from rootml.scoring import evaluate
 
     out = tmp_path_factory.mktemp("report")
+    before = _tree_digest(bundle)
     metrics = evaluate(bundle, data[1], out)
+    # the bundle is train's output: evaluation writes nothing into it (a changed bundle made
+    # every --resume retrain, and REANA mounts it read-only)
+    assert _tree_digest(bundle) == before
     return out, metrics
+
+
+def _tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_evaluate_writes_metrics_plots_and_report_on_the_test_split(evaluated, bundle, data):
@@ -321,7 +335,8 @@ def test_evaluate_writes_metrics_plots_and_report_on_the_test_split(evaluated, b
         "scores.h5",
     ):
         assert (out / name).is_file(), name
-    assert json.loads((bundle / "metrics.json").read_text())["auc"] == metrics["auc"]
+    assert json.loads((out / "metrics.json").read_text())["auc"] == metrics["auc"]
+    assert not (bundle / "metrics.json").exists()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 5
     assert "http://" not in html

@@ -439,12 +439,24 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     after = _steps(workdir)
-    data_steps = [n for n in before if n != "train"]
+    # (features, beside train, may have been stopped when train failed: then it runs again)
+    data_steps = [n for n in before if n != "train" and before[n]["status"] == "done"]
+    assert {"merge", "preprocess_0"} <= set(data_steps)
     for name in data_steps:
         assert after[name]["started"] == before[name]["started"], f"{name} ran again"
     assert after["train"]["started"] != before["train"]["started"]
     assert after["train"]["status"] == after["publish"]["status"] == "done"
     assert "reused from the earlier run" in result.stdout
+    assert "test AUC" in result.stdout
+
+    # the finished run resumed: nothing runs again (evaluate once wrote into train's bundle,
+    # so every resume retrained)
+    result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    again = _steps(workdir)
+    assert {n: s["started"] for n, s in again.items()} == {
+        n: s["started"] for n, s in after.items()
+    }
     assert "test AUC" in result.stdout
 
 

@@ -153,8 +153,9 @@ def evaluate(
     max_train: int = 200_000,
     features_dir: str | Path | None = None,
 ) -> dict:
-    """Metrics, plots and the HTML report on the test split; ``metrics.json`` also goes
-    into the bundle. ``features_dir``: the feature histograms and plot already drawn there by
+    """Metrics, plots and the HTML report on the test split, all in ``out``: the bundle is
+    left as it is (it is the train step's output; a changed bundle would also invalidate the
+    step cache, and REANA mounts it read-only). ``features_dir``: the feature histograms and plot already drawn there by
     :func:`features`, else they are computed here (the plot in a forked process meanwhile)."""
     from .evaluation import compute_metrics, ks_overtraining
     from .plots import history_series
@@ -228,7 +229,6 @@ def evaluate(
     )
     _write_scores(out / "scores.h5", test, classes)
     write_metrics_json(out / "metrics.json", metrics)
-    write_metrics_json(bundle.path / "metrics.json", metrics)
     summary = metrics.get("auc", metrics.get("auc_macro"))
     log.info("evaluate: %d test events, AUC %.4f -> %s", len(test["y"]), summary, out)
     return metrics

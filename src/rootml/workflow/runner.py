@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..exceptions import RootmlError, WorkflowError
+from ..storage import atomic_path
 from . import RECORD, docker, provenance, warm
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
@@ -81,10 +82,34 @@ class Step:
 # ------------------------------------------------------------------ the embedded server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(wanted: int = 0) -> int:
+    """``wanted`` if it is free on 127.0.0.1, else one the system picks."""
+    for port in (wanted, 0) if wanted else (0,):
+        with socket.socket() as s:
+            # as uvicorn binds: a port whose last connections are in TIME_WAIT is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise WorkflowError("no free TCP port on 127.0.0.1 for the embedded server")
+
+
+def _server_port(folder: Path) -> int:
+    """The embedded server's port, kept in ``folder``: a resumed run serves at the same URL
+    (its model store is the same folder), so that the publish step's inputs are unchanged and
+    a finished step is not run again."""
+    record = folder / "port"
+    try:
+        wanted = int(record.read_text("utf-8"))
+    except (OSError, ValueError):
+        wanted = 0
+    port = _free_port(wanted)
+    if port != wanted:
+        with atomic_path(record) as tmp:
+            tmp.write_text(f"{port}\n", "utf-8")
+    return port
 
 
 class EmbeddedServer:
@@ -92,9 +117,9 @@ class EmbeddedServer:
     :meth:`check` only says whether it died (``rootml run`` does not wait for it: the publish
     step needs it many seconds later, so it starts while the workflow runs)."""
 
-    def __init__(self, models: Path, log_path: Path, *, start: bool = True) -> None:
+    def __init__(self, models: Path, log_path: Path, *, start: bool = True, port: int = 0) -> None:
         self.log_path = log_path
-        port = _free_port()
+        port = port or _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
         self.cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
@@ -460,7 +485,8 @@ def _run(
         server.terminate()
     _write_record(workdir, record)
     manifest = provenance.build(workdir, record, root, engine)
-    (workdir / provenance.MANIFEST).write_text(json.dumps(manifest, indent=1), "utf-8")
+    with atomic_path(workdir / provenance.MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1), "utf-8")
     _print_summary(record["summary"], out)
     if options.serve:
         print(f"serving {url} until interrupted (Ctrl-C)", file=out, flush=True)
@@ -520,7 +546,12 @@ def _server(
         return
     folder = workdir / "server"
     folder.mkdir(exist_ok=True)
-    server = EmbeddedServer(folder / "models", folder / "server.log", start=pool.settled("model"))
+    server = EmbeddedServer(
+        folder / "models",
+        folder / "server.log",
+        start=pool.settled("model"),
+        port=_server_port(folder),
+    )
     try:
         yield server
     finally:
@@ -558,7 +589,8 @@ def _run_record(workdir, run_input, engine, url, cmd, t0, returncode) -> dict:
 
 
 def _write_record(workdir: Path, record: dict) -> None:
-    (workdir / RUN_RECORD).write_text(json.dumps(record, indent=1, default=str), "utf-8")
+    with atomic_path(workdir / RUN_RECORD) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, default=str), "utf-8")
 
 
 def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
