@@ -316,6 +316,59 @@ def test_resume_needs_an_earlier_run(tmp_path):
     assert "holds no earlier run" in result.stderr
 
 
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from rootml.workflow.runner import workdir_lock
+with workdir_lock(Path(sys.argv[1])):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_workdir_is_locked_by_its_run_and_a_dead_holder_frees_it(tmp_path):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(workdir)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
+        assert result.returncode == 1
+        assert "in use by another rootml run" in result.stderr
+        assert f"pid {holder.pid}" in result.stderr
+        assert "started" in result.stderr
+    finally:
+        holder.kill()  # as kill -9 would: no clean-up of its own
+        holder.wait()
+        holder.stdout.close()
+    # the dead holder's lock is gone with it: the run goes on (and finds no earlier run)
+    result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "holds no earlier run" in result.stderr
+    assert "in use" not in result.stderr
+
+
+def test_a_params_json_not_in_utf8_is_one_message_and_leaves_no_run_folder(tmp_path):
+    folder = _mlaas4hep_folder(tmp_path / "m")
+    params = folder / "params.json"
+    params.write_bytes(params.read_bytes().replace(b'"epochs"', b'"epochs\xe9"'))
+    for workdir in (tmp_path / "new", tmp_path / "empty"):
+        if workdir.name == "empty":
+            workdir.mkdir()
+        result = _run("--mlaas4hep", str(folder), "--workdir", str(workdir), cwd=tmp_path)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert str(params) in result.stderr
+        assert "not UTF-8" in result.stderr
+        assert "byte 0xe9 on line" in result.stderr
+        assert "init/params.json" not in result.stderr  # the user's file, not the run's copy
+        assert "save the file as UTF-8" in result.stderr
+        # nothing half-made: the same command works once the file is fixed
+        assert not workdir.exists() or [p.name for p in workdir.iterdir()] == [".rootml.lock"]
+
+
 def test_run_refuses_a_used_workdir_without_resume(tmp_path):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "something").write_text("x")
@@ -427,6 +480,9 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     assert result.returncode == 1
     assert "step train failed" in result.stderr
     assert "syntax error in the model file" in result.stderr  # the tail of the step's log
+    # named as the user's file: the run's private copy is overwritten on --resume
+    assert str(tmp_path / "in" / "model.py") in result.stderr
+    assert str(workdir / "model" / "model.py") not in result.stderr
     assert "train.run.log" in result.stderr
     assert "rootml run --resume" in result.stderr
     assert not (workdir / "train" / "bundle").exists()  # no half-written bundle

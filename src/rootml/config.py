@@ -19,6 +19,7 @@ import yaml
 
 from .exceptions import ConfigError, closest
 from .schemas import validate
+from .storage import read_text
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +211,7 @@ def load_params(path: str | Path) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        text = path.read_text("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
+    text = read_text(path, "params.json")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -230,12 +228,16 @@ def read_list_file(path: str | Path) -> list[str]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a list file") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
     if raw[:4] == b"root" or b"\0" in raw[:1024]:
         raise ConfigError(
             f"{path} is a binary (ROOT?) file, not a text list; pass ROOT files in a "
             "files.txt with one path per line, or list them in input.yml"
         )
-    lines = [ln.split("#", 1)[0].strip() for ln in raw.decode("utf-8").splitlines()]
+    lines = [ln.split("#", 1)[0].strip() for ln in read_text(path, "list").splitlines()]
     return [ln for ln in lines if ln]
 
 
@@ -309,10 +311,9 @@ def _is_number(text: str) -> bool:
 
 def read_yaml(path: Path) -> Any:
     """The parsed YAML document in ``path``; a missing file or bad YAML is a ConfigError."""
+    text = read_text(path, "YAML")
     try:
-        return yaml.safe_load(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"not valid YAML: {err}\nin file {path}") from None
 

@@ -18,16 +18,35 @@ from typing import Any
 from .exceptions import ConfigError
 
 
+def read_text(path: str | Path, what: str = "text") -> str:
+    """A user's UTF-8 text file; a missing, unreadable or non-UTF-8 file is a ConfigError
+    naming it and the fix."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a file: name the {what} file in it") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path} is not UTF-8 text: byte 0x{raw[err.start]:02x} on line {line} "
+            f"(offset {err.start}); save the file as UTF-8"
+        ) from None
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; a missing or malformed file is a ConfigError naming it."""
     path = Path(path)
+    text = read_text(path, "JSON")
     try:
-        return json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         raise ConfigError(f"not valid JSON: {err}\nin file {path}") from None
 
 

@@ -18,7 +18,7 @@ The result is validated with the same loader the steps use before anything runs.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import yaml
 
 from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
-from ..exceptions import ConfigError, WorkflowError
+from ..exceptions import ConfigError, RootmlError, WorkflowError
 from ..sources import LFN_PREFIX, REMOTE_SCHEMES
 
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
@@ -47,6 +47,13 @@ class RunInput:
     params: dict[str, Any]
     inputs: Inputs
     settings: Settings
+    #: the run's private copies (path as text) -> the user's file they were made from
+    copies: dict[str, str] = field(default_factory=dict)
+
+    def user_paths(self, text: str) -> str:
+        """``text`` (a message) with the run's private copies named as the user's files: a
+        user who edited the copy would see it overwritten on --resume."""
+        return user_paths(text, self.copies)
 
     @property
     def files(self) -> list[str]:
@@ -178,7 +185,15 @@ def prepare(
     input_yml = initdir / "input.yml"
     text = f"# written by rootml run from {where}\n" + yaml.safe_dump(doc, sort_keys=False)
     _write_if_changed(input_yml, text.encode(), frozen=resume)
-    inputs, settings = load_input(input_yml)
+    copies = {str(input_yml): str(where)}
+    copies.update(
+        {str(initdir / "params.json"): str(sources["params"])} if "params" in sources else {}
+    )
+    copies.update({str(modeldir / "model.py"): str(sources["model"])} if "model" in sources else {})
+    try:
+        inputs, settings = load_input(input_yml)
+    except RootmlError as err:
+        raise type(err)(user_paths(str(err), copies)) from None
     model, model_sha256 = NONE, NONE
     if "model" in sources:
         data = sources["model"].read_bytes()
@@ -198,4 +213,11 @@ def prepare(
     }
     init_yml = workdir / "workflow-input.yml"
     init_yml.write_text(yaml.safe_dump(params, sort_keys=False), "utf-8")
-    return RunInput(initdir, input_yml, init_yml, params, inputs, settings)
+    return RunInput(initdir, input_yml, init_yml, params, inputs, settings, copies)
+
+
+def user_paths(text: str, copies: dict[str, str]) -> str:
+    """``text`` with each private copy's path replaced by the user's file's."""
+    for copy, original in sorted(copies.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(copy, original)
+    return text

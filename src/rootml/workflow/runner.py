@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import json
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import tracking
-from ..exceptions import RootmlError, WorkflowError
+from ..exceptions import WorkflowError
 from ..storage import atomic_path
 from . import RECORD, docker, provenance, warm
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
@@ -39,6 +40,7 @@ PLUGIN = "rootml.workflow.plugin"
 WORKFLOW = "workflows/main.yml"
 STEPS = "steps/steps.yml"
 RUN_RECORD = "run.json"
+LOCK = ".rootml.lock"
 LOG_TAIL = 40
 #: yadage-run runs this much below rootml run's priority (os.nice) when warm servers run
 YADAGE_NICE = 5
@@ -204,9 +206,10 @@ class Progress:
     """Prints one line when a step starts and one when it ends. Steps of an earlier run in the
     same folder (``--resume``) are not repeated unless they run again."""
 
-    def __init__(self, workdir: Path, out=sys.stdout) -> None:
+    def __init__(self, workdir: Path, out=sys.stdout, names=lambda text: text) -> None:
         self.workdir = workdir
         self.out = out
+        self.names = names  # the user's files for the run's copies in messages
         self.seen = {name: self._key(s) for name, s in step_records(workdir).items()}
         self.earlier = set(self.seen)
         self.t0 = time.monotonic()
@@ -227,7 +230,7 @@ class Progress:
             self._line(name, step.status, step.seconds)
             if step.status != "running":
                 for message in step_warnings(Path(step.record["log"])):
-                    print(f"{'':13}warning: {message}", file=self.out, flush=True)
+                    print(f"{'':13}warning: {self.names(message)}", file=self.out, flush=True)
 
     def reused(self) -> list[str]:
         """Steps whose earlier result was reused (resumed runs)."""
@@ -408,26 +411,45 @@ def run(options: RunOptions, out=sys.stdout) -> dict:
     """Run the workflow; returns the run record (also written to ``<workdir>/run.json``)."""
     root = spec_root()
     workdir = options.workdir.resolve()
-    if workdir.exists() and any(workdir.iterdir()) and not options.resume:
-        raise WorkflowError(
-            f"{workdir} is not empty: pass --resume to continue the run there, or choose a new "
-            "--workdir"
-        )
     created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
-    # the warm interpreters and the server start first: their imports overlap everything else
-    with _warm(options, workdir) as pool, _server(options, workdir, pool) as server:
-        try:
+    with workdir_lock(workdir):
+        if not options.resume and any(p.name != LOCK for p in workdir.iterdir()):
+            raise WorkflowError(
+                f"{workdir} is not empty: pass --resume to continue the run there, or choose a "
+                "new --workdir"
+            )
+        return _start(options, root, workdir, created, out)
+
+
+def _start(options: RunOptions, root: Path, workdir: Path, created: bool, out) -> dict:
+    prepared = False
+    try:
+        # the warm interpreters and the server start first: their imports overlap the rest
+        with _warm(options, workdir) as pool, _server(options, workdir, pool) as server:
             run_input, engine = _prepare_input(options, root, workdir, server.url)
-        except RootmlError as err:
-            bad_input = err
-        else:
+            prepared = True
             if engine.name != "local":
                 pool.close()
             return _run(options, root, workdir, run_input, engine, server, pool, out)
-    if created:  # bad input: leave nothing behind that looks like a run
+    finally:
+        if not prepared and not options.resume:
+            # bad input: leave nothing behind that looks like a run (neither a new run nor
+            # --resume would take a half-made folder)
+            _clear(workdir, created)
+
+
+def _clear(workdir: Path, created: bool) -> None:
+    if created:
         shutil.rmtree(workdir, ignore_errors=True)
-    raise bad_input
+        return
+    for path in workdir.iterdir():
+        if path.name == LOCK:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _run(
@@ -445,7 +467,7 @@ def _run(
     )
     yadage_log = workdir / "yadage.log"
     cmd = _yadage_command(root, workdir, run_input, parallel)
-    progress = Progress(workdir, out)
+    progress = Progress(workdir, out, run_input.user_paths)
     # the summary reads an event with uproot: import it while this process only waits, once
     # nothing on the way to the bundle needs the CPU
     reading = threading.Thread(target=importlib.import_module, args=("..reading", __package__))
@@ -476,7 +498,7 @@ def _run(
     if proc.returncode != 0:
         raise WorkflowError(
             "the workflow failed.\n"
-            + failure_report(workdir, yadage_log)
+            + run_input.user_paths(failure_report(workdir, yadage_log))
             + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
         )
     server.wait()
@@ -502,6 +524,33 @@ def _lower_priority(pid: int, increment: int = YADAGE_NICE) -> None:
     """Renice process ``pid`` (its later children inherit it); where not allowed, leave it."""
     with suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + increment)
+
+
+@contextmanager
+def workdir_lock(workdir: Path) -> Iterator[None]:
+    """Hold ``WORKDIR/.rootml.lock`` for the block: a second ``rootml run`` on the folder is
+    refused, naming the holder. The lock is the kernel's (flock): it goes with its process, so
+    a run that was killed leaves no stale lock behind (the file stays, with its last holder)."""
+    path = workdir / LOCK
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole block)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not written its pid yet"
+            raise WorkflowError(
+                f"{workdir} is in use by another rootml run ({holder}): wait for it to end or "
+                "stop it, or choose another --workdir"
+            ) from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 @contextmanager
