@@ -397,6 +397,35 @@ def test_tf_serving_alias(served, bundles):
 # ------------------------------------------------------------------ the model store
 
 
+def test_a_restarted_server_removes_uploads_cut_short_by_a_dead_server(tmp_path, caplog):
+    from rootml.server.store import _HOST
+
+    staging = tmp_path / "store" / ".staging"
+    staging.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cut = staging / f"{_HOST}-{dead.pid}-{'a' * 32}"
+        busy = staging / f"{_HOST}-{alive.pid}-{'b' * 32}"
+        other = staging / f"otherhost-{dead.pid}-{'c' * 32}"  # a shared store's: not judged
+        for entry in (cut, busy, other):
+            (entry / "variables").mkdir(parents=True)
+            (entry / "variables" / "data").write_bytes(b"x" * 2**20)
+        with caplog.at_level("WARNING", logger="rootml.server.store"), make_client(tmp_path):
+            pass
+        assert not cut.exists()  # at once, not after an hour
+        assert busy.exists()
+        assert other.exists()
+        said = [r.getMessage() for r in caplog.records if str(cut) in r.getMessage()]
+        assert said
+        assert f"pid {dead.pid}" in said[0]
+        assert "1.0 MiB" in said[0]
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_reupload_serves_new_weights_at_once_and_delete(served, bundles, tmp_path):
     inputs, out_a = reference(bundles["a"])
     _, out_b = reference(bundles["b"])

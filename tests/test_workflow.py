@@ -369,6 +369,34 @@ def test_a_params_json_not_in_utf8_is_one_message_and_leaves_no_run_folder(tmp_p
         assert not workdir.exists() or [p.name for p in workdir.iterdir()] == [".rootml.lock"]
 
 
+def test_bad_input_files_and_a_model_that_does_not_compile_are_said_before_any_step(tmp_path):
+    inputs = _one_file_input(tmp_path / "in")
+    doc = yaml.safe_load(inputs.read_text())
+    (tmp_path / "in" / "folder").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not a ROOT file\n")
+    cases = [
+        ({"files": ["gone.root"]}, ["gone.root", "does not exist"]),
+        ({"files": ["folder"]}, ["folder is a folder", "list the ROOT files in it"]),
+        ({"files": ["notes.txt"]}, ["notes.txt is not a ROOT file", "b'not '"]),
+        ({"files": []}, ["'files'", "should be non-empty"]),
+        ({"model": "bad.py"}, ["syntax error in the model file at line 2", "bad.py"]),
+    ]
+    (tmp_path / "in" / "bad.py").write_text("def model(idim):\n    return (\n")
+    for change, messages in cases:
+        bad = tmp_path / "in" / "bad.yml"
+        bad.write_text(yaml.safe_dump({**doc, **change}))
+        workdir = tmp_path / "w"
+        result = _run(
+            "--input", str(bad), "--engine", "local", "--workdir", str(workdir), cwd=tmp_path
+        )
+        assert result.returncode == 1, change
+        assert "Traceback" not in result.stderr
+        for message in messages:
+            assert message in result.stderr, (change, result.stderr)
+        assert "rootml run:" not in result.stdout  # said before the workflow started
+        assert not workdir.exists()
+
+
 def test_run_refuses_a_used_workdir_without_resume(tmp_path):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "something").write_text("x")
@@ -466,7 +494,8 @@ def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
     assert len(history["loss"]) == 10  # params.json's epochs, unchanged
 
 
-BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nthis is not python(\n"
+# valid Python that fails when imported: only the train step can find out (it needs Keras)
+BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nraise ValueError('broken')\n"
 
 
 @pytest.mark.tensorflow
@@ -479,7 +508,7 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     )
     assert result.returncode == 1
     assert "step train failed" in result.stderr
-    assert "syntax error in the model file" in result.stderr  # the tail of the step's log
+    assert "importing the model file raised ValueError: broken" in result.stderr  # its log
     # named as the user's file: the run's private copy is overwritten on --resume
     assert str(tmp_path / "in" / "model.py") in result.stderr
     assert str(workdir / "model" / "model.py") not in result.stderr

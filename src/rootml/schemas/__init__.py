@@ -49,7 +49,19 @@ def validate(document: Any, name: str, *, where: str = "document") -> None:
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     if not errors:
         return
-    err = errors[0]
+    err = _deepest(errors[0])
     path = "/".join(str(p) for p in err.absolute_path) or "(top level)"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     raise SchemaValidationError(f"invalid {name} at key {path!r}: {err.message}{more}\nin {where}")
+
+
+def _deepest(err: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For "not valid under any of the given schemas" (oneOf/anyOf), the alternative that
+    came closest (jsonschema's best_match over its sub-errors): "[] should be non-empty",
+    not a list of the schemas."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        # an alternative of the value's own type, broken by a constraint, says what to fix; a
+        # type mismatch only says that the value is not another alternative
+        fitting = [e for e in err.context if e.validator != "type"]
+        return _deepest(jsonschema.exceptions.best_match(fitting or err.context))
+    return err

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import stat
 import threading
 import time
@@ -41,6 +42,27 @@ from .archive import NAME_RE, check_model_name
 from .models import LoadedModel, Missing, load_model, read_params, tfaas_params
 
 log = logging.getLogger(__name__)
+
+_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether staging entry ``name`` (HOST-PID-ID) was written by a process of this host
+    that no longer runs. Entries of other hosts (a shared store) are left to the hour rule."""
+    parts = name.split("-")
+    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
 
 VERSIONS = ".versions"
 STAGING = ".staging"
@@ -211,7 +233,8 @@ class ModelStore:
         """A fresh, not yet existing folder in the store for unpacking an upload."""
         base = self.root / STAGING
         base.mkdir(exist_ok=True)
-        return base / uuid.uuid4().hex
+        # named by its writer, so that a restarted server knows which uploads were cut short
+        return base / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -282,8 +305,17 @@ class ModelStore:
             if not folder.is_dir():
                 continue
             for entry in folder.iterdir():
-                stale = now - entry.lstat().st_mtime > STALE_SECONDS
+                orphan = folder.name == STAGING and _writer_gone(entry.name)
+                stale = orphan or now - entry.lstat().st_mtime > STALE_SECONDS
                 if stale and prefix + entry.name not in live:
+                    if orphan:
+                        size = sum(p.lstat().st_size for p in entry.rglob("*"))
+                        log.warning(
+                            "removed %s: an upload its server (pid %s) did not finish (%.1f MiB)",
+                            entry,
+                            entry.name.split("-")[-2],
+                            size / 2**20,
+                        )
                     shutil.rmtree(entry, ignore_errors=True)
         for entry in self.root.glob(".link.*"):
             if now - entry.lstat().st_mtime > STALE_SECONDS:

@@ -28,6 +28,7 @@ import yaml
 from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
 from ..exceptions import ConfigError, RootmlError, WorkflowError
 from ..sources import LFN_PREFIX, REMOTE_SCHEMES
+from ..storage import read_text
 
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
 MLAAS4HEP_FILES = ("files.txt", "labels.txt", "params.json", "model.py")
@@ -165,6 +166,8 @@ def prepare(
             f"the file list is empty: list at least one ROOT file (path, URL or LFN)\n"
             f"in file {listed}"
         )
+    listed = base / doc["files"] if isinstance(doc["files"], str) else where
+    _check_local_files(files, listed)
     labels = doc["labels"]
     if not isinstance(labels, dict):
         labels = _entries(labels, base, "labels", where)
@@ -177,6 +180,8 @@ def prepare(
                     f"{key} file {sources[key]} does not exist; fix '{key}' (relative to the "
                     f"input's folder)\nin {where}"
                 )
+    if "model" in sources:
+        _check_syntax(sources["model"])
     initdir, modeldir = workdir / "init", workdir / "model"
     if "params" in sources:
         doc["params"] = "params.json"
@@ -214,6 +219,52 @@ def prepare(
     init_yml = workdir / "workflow-input.yml"
     init_yml.write_text(yaml.safe_dump(params, sort_keys=False), "utf-8")
     return RunInput(initdir, input_yml, init_yml, params, inputs, settings, copies)
+
+
+ROOT_MAGIC = b"root"
+
+
+def _check_local_files(files: list[str], listed: Path) -> None:
+    """Local input files exist, are files and are ROOT files: said in the first second, not by
+    the fetch step later (remote files are checked when they are fetched)."""
+    for name in files:
+        if "://" in name and not name.startswith("file://"):
+            continue
+        if is_remote(name):
+            continue
+        path = Path(urlparse(name).path if name.startswith("file://") else name)
+        if path.is_dir():
+            raise ConfigError(
+                f"input file {path} is a folder: list the ROOT files in it, one per line\n"
+                f"in {listed}"
+            )
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"input file {path} does not exist: fix the name, or restore the file\nin {listed}"
+            ) from None
+        except OSError as err:
+            raise ConfigError(
+                f"cannot read input file {path}: {err.strerror}\nin {listed}"
+            ) from None
+        if head != ROOT_MAGIC:
+            raise ConfigError(
+                f"input file {path} is not a ROOT file (it starts with {head!r}, not b'root'): "
+                f"list ROOT files only\nin {listed}"
+            )
+
+
+def _check_syntax(path: Path) -> None:
+    """model.py compiles: a syntax error is said now, not by training after preprocessing."""
+    try:
+        compile(read_text(path, "model"), str(path), "exec")
+    except SyntaxError as err:
+        raise ConfigError(
+            f"syntax error in the model file at line {err.lineno}: {err.msg}\n"
+            f"    {(err.text or '').strip()}\nin file {path}"
+        ) from None
 
 
 def user_paths(text: str, copies: dict[str, str]) -> str:

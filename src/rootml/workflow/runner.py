@@ -500,6 +500,11 @@ def _run(
             "the workflow failed.\n"
             + run_input.user_paths(failure_report(workdir, yadage_log))
             + f"\nfix the cause, then continue with: rootml run --resume --workdir {workdir}"
+            + (
+                "\n(--resume keeps the run's data settings: if the fix changes files.txt, "
+                "labels, params.json or input.yml, start a new run with another --workdir; "
+                "model.py may change)"
+            )
         )
     server.wait()
     record["summary"] = summary(workdir, run_input, url)
