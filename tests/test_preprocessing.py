@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hashlib
+import json
+
 import awkward as ak
 import h5py
 import numpy as np
@@ -145,7 +148,13 @@ def test_shard_contents_and_attrs(files, tmp_path):
         assert h5["x"].shape == (chunk["stop"] - chunk["start"], layout["dim"])
         assert (h5["y"][:] == layout["files"][chunk["file"]]["label"]).all()
         assert h5["entry"][0] == chunk["start"]
-    assert [p.name for p in tmp_path.iterdir()] == ["one.h5"]
+    # the shard and its record, nothing else (no temporary file left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "one.json"]
+    record = json.loads((tmp_path / "one.json").read_text())
+    assert record["sha256"] == hashlib.sha256(out[0].read_bytes()).hexdigest()
+    assert record["size"] == out[0].stat().st_size
+    assert record["rows"] == chunk["stop"] - chunk["start"]
+    assert record["chunk"] == 2
 
 
 def _with_nans(tmp_path):

@@ -269,17 +269,74 @@ def test_shards_from_other_specs_rejected(data, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def _edited_shard(shard: Path, folder: Path, edit) -> Path:
+    """A copy of ``shard`` changed by ``edit(h5)``, re-recorded as if preprocess wrote it."""
+    from rootml.shards import write_shard_record
+
+    copy = folder / shard.name
+    shutil.copy(shard, copy)
+    with h5py.File(copy, "r+") as h5:
+        edit(h5)
+        attrs, rows = dict(h5.attrs), len(h5["y"])
+    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
+    write_shard_record(copy, copy.stat().st_size, digest, rows, attrs)
+    return copy
+
+
+def _plan_of(layout: dict, shards: list[Path]) -> dict:
+    """``layout`` with only the chunks of ``shards`` in its plan."""
+    ids = set()
+    for p in shards:
+        with h5py.File(p) as h5:
+            ids.add(int(h5.attrs["chunk"]))
+    return {**layout, "chunks": [c for c in layout["chunks"] if c["id"] in ids]}
+
+
 def test_empty_train_split(data, tmp_path):
     layout, shards, _ = data
-    test_only = []
-    for p in shards[:1]:
-        q = tmp_path / p.name
-        shutil.copy(p, q)
-        with h5py.File(q, "r+") as h5:
-            h5["split"][...] = TEST
-        test_only.append(q)
+
+    def all_test(h5):
+        h5["split"][...] = TEST
+
+    test_only = [_edited_shard(shards[0], tmp_path, all_test)]
     with pytest.raises(DataError, match="train split is empty"):
-        train(layout, test_only, tmp_path / "b", options=FAST)
+        train(_plan_of(layout, test_only), test_only, tmp_path / "b", options=FAST)
+
+
+def test_training_refuses_a_shard_set_that_is_not_what_preprocess_wrote(data, tmp_path):
+    """A missing shard (a failed preprocess), a flipped byte, a lost record, labels out of
+    range: each an error naming the file or chunk and the step to re-run, and no bundle."""
+    layout, shards, _ = data
+    out = tmp_path / "b"
+    with pytest.raises(LayoutError, match=r"chunk \d+ \(.*entries .*\) of the plan has no shard"):
+        train(layout, shards[1:], out, options=FAST)
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    copies = [flipped / p.name for p in shards]
+    for p, q in zip(shards, copies, strict=True):
+        shutil.copy(p, q)
+        shutil.copy(p.with_suffix(".json"), q.with_suffix(".json"))
+    raw = bytearray(copies[0].read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    copies[0].write_bytes(bytes(raw))
+    with pytest.raises(LayoutError, match="is not the file preprocess wrote") as err:
+        train(layout, copies, out, options=FAST)
+    assert str(copies[0]) in str(err.value)
+    assert "re-run the preprocess step" in str(err.value)
+    copies[0].with_suffix(".json").unlink()
+    with pytest.raises(LayoutError, match="has no record"):
+        train(layout, copies, out, options=FAST)
+
+    def label_five(h5):
+        h5["y"][...] = 5
+
+    relabelled = tmp_path / "relabelled"
+    relabelled.mkdir()
+    bad = [_edited_shard(shards[0], relabelled, label_five)]
+    with pytest.raises(LayoutError, match=r"labels outside 0-1 \(e.g. 5\)") as err:
+        train(_plan_of(layout, bad), bad, out, options=FAST)
+    assert str(bad[0]) in str(err.value)
+    assert not out.exists()
 
 
 def test_incomplete_bundle_names_missing_files(bundle, tmp_path):
@@ -362,13 +419,11 @@ def test_evaluate_refuses_foreign_shards_and_empty_test_split(bundle, data, tmp_
     _, other_shards, _ = _data(tmp_path / "other", files=files, labels=("0", "1"))
     with pytest.raises(BundleError, match="do not belong to bundle"):
         evaluate(bundle, other_shards, tmp_path / "r1")
-    no_test = []
-    for p in shards[:2]:
-        q = tmp_path / p.name
-        shutil.copy(p, q)
-        with h5py.File(q, "r+") as h5:
-            h5["split"][...] = 0
-        no_test.append(q)
+
+    def no_test_rows(h5):
+        h5["split"][...] = 0
+
+    no_test = [_edited_shard(p, tmp_path, no_test_rows) for p in shards]
     with pytest.raises(DataError, match="test split is empty"):
         evaluate(bundle, no_test, tmp_path / "r2")
     assert not (tmp_path / "r2" / "report.html").exists()

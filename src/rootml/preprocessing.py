@@ -30,7 +30,7 @@ from .exceptions import DataError, LayoutError, format_closest
 from .layout import column_constants, count_shift
 from .reading import open_input
 from .sources import resolve
-from .storage import atomic_path
+from .storage import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -439,8 +439,14 @@ def _attrs(layout: dict, info: dict, chunk: dict) -> dict:
 
 
 def _write_shard(h5py, target: Path, shard: dict, attrs: dict) -> None:
-    """Write one shard under a temporary name and rename it into place when complete."""
-    with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
-        for name, data in shard.items():
-            h5.create_dataset(name, data=data)
-        h5.attrs.update(attrs)
+    """Write one shard under a temporary name and rename it into place when complete, then its
+    record (size, sha256, rows: what the steps that read it verify)."""
+    from .shards import write_shard_record
+
+    with atomic_path(target) as tmp:
+        with h5py.File(tmp, "w") as h5:
+            for name, data in shard.items():
+                h5.create_dataset(name, data=data)
+            h5.attrs.update(attrs)
+        size, digest = tmp.stat().st_size, sha256_file(tmp)  # still in the page cache
+    write_shard_record(target, size, digest, len(shard["y"]), attrs)

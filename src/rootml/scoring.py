@@ -91,7 +91,7 @@ def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: st
     layout_path = Path(layout_path)
     layout = read_json(layout_path)
     try:
-        shards = open_shards(shard_paths, layout["digest"], layout["dim"])
+        shards = open_shards(shard_paths, layout["digest"], layout["dim"], layout=layout)
     except LayoutError as err:
         raise DataError(
             f"the shards were not written with {layout_path}:\n{err}\n"
@@ -236,7 +236,9 @@ def evaluate(
 
 def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> list[Shard]:
     try:
-        return open_shards(shard_paths, bundle.layout["digest"], bundle.layout["dim"])
+        return open_shards(
+            shard_paths, bundle.layout["digest"], bundle.layout["dim"], layout=bundle.layout
+        )
     except LayoutError as err:
         raise BundleError(
             f"the shards do not belong to bundle {bundle.path}:\n{err}\n"

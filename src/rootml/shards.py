@@ -7,6 +7,9 @@ iterates it directly.
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,9 @@ import numpy as np
 
 from .exceptions import LayoutError
 from .preprocessing import SPLIT_NAMES
+from .storage import sha256_file, write_json
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,12 +31,56 @@ class Shard:
     counts: tuple[int, int, int]  # train, val, test
 
 
-def open_shards(paths: Sequence[str | Path], digest: str, dim: int) -> list[Shard]:
-    """Check every shard (readable, same layout digest, width ``dim``) and count its splits."""
+RERUN = "re-run the preprocess step that wrote it (rootml run --resume re-runs it)"
+
+
+def record_path(shard: Path) -> Path:
+    """The record ``rootml preprocess`` writes beside each shard."""
+    return shard.with_suffix(".json")
+
+
+def write_shard_record(shard: Path, size: int, sha256: str, rows: int, attrs: dict) -> None:
+    doc = {"shard": shard.name, "size": int(size), "sha256": sha256, "rows": int(rows)}
+    doc.update({k: str(attrs[k]) for k in ("specs_digest", "file")})
+    doc.update({k: int(attrs[k]) for k in ("chunk", "start", "stop")})
+    write_json(record_path(shard), doc)
+
+
+def verify_shard(shard: Path) -> dict:
+    """The shard is the one preprocess wrote: its record exists and its size and sha256 agree
+    (a flipped byte, a truncated or a replaced file is an error naming it)."""
+    path = record_path(shard)
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise LayoutError(
+            f"shard {shard} has no record {path.name}: it was not written completely; {RERUN}"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise LayoutError(f"unreadable shard record ({err}); {RERUN}\nin file {path}") from None
+    size = shard.stat().st_size
+    if size != doc.get("size") or sha256_file(shard) != doc.get("sha256"):
+        raise LayoutError(
+            f"shard {shard} is not the file preprocess wrote (size {size:,} bytes, recorded "
+            f"{doc.get('size')}; or its sha256 differs): it was damaged or replaced; {RERUN}"
+        )
+    return doc
+
+
+def open_shards(
+    paths: Sequence[str | Path], digest: str, dim: int, *, layout: dict | None = None
+) -> list[Shard]:
+    """Check every shard (readable, same layout digest, width ``dim``) and count its splits.
+    With the ``layout``, the set is also checked against it: each shard's record (size,
+    sha256), labels within the classes, and the chunk plan (every chunk once, with its rows)."""
     if not paths:
         raise LayoutError("no shards given; run 'rootml preprocess' first and pass its outputs")
     out = []
+    chunks: dict[int, list[tuple[Path, int]]] = {}
+    t0, size = time.perf_counter(), 0
     for p in sorted({Path(p) for p in paths}):
+        if layout is not None:
+            size += verify_shard(p)["size"]
         try:
             with h5py.File(p, "r") as h5:
                 got = h5.attrs.get("specs_digest")
@@ -45,11 +95,63 @@ def open_shards(paths: Sequence[str | Path], digest: str, dim: int) -> list[Shar
                         f"shard rows are {h5['x'].shape[1]} wide, expected {dim}\nin file {p}"
                     )
                 split = h5["split"][:]
+                if layout is not None:
+                    _check_labels(h5["y"][:], layout, p)
+                    chunks.setdefault(int(h5.attrs["chunk"]), []).append((p, int(split.size)))
         except (OSError, KeyError) as err:
             raise LayoutError(f"not a readable rootml shard: {err}\nin file {p}") from None
         counts = np.bincount(split, minlength=3)
         out.append(Shard(p, int(split.size), (int(counts[0]), int(counts[1]), int(counts[2]))))
+    if layout is not None:
+        _check_plan(chunks, layout)
+        log.info(
+            "shards: %d verified against their records and the chunk plan (%.0f MB in %.2f s)",
+            len(out),
+            size / 1e6,
+            time.perf_counter() - t0,
+        )
     return out
+
+
+def _check_labels(y: np.ndarray, layout: dict, path: Path) -> None:
+    k = len(layout["labels"]["classes"])
+    bad = (y < 0) | (y >= k)
+    if bad.any():
+        raise LayoutError(
+            f"{int(bad.sum()):,} rows have labels outside 0-{k - 1} (e.g. {int(y[bad][0])}) "
+            f"for the {k} classes of the layout; {RERUN}\nin file {path}"
+        )
+
+
+def _check_plan(chunks: dict[int, list[tuple[Path, int]]], layout: dict) -> None:
+    """Every chunk of the plan has exactly one shard, with the planned rows (fewer only when
+    nan_policy drops events)."""
+    names = [f["basename"] for f in layout["files"]]
+    for chunk in layout["chunks"]:
+        where = (
+            f"chunk {chunk['id']} ({names[chunk['file']]} entries {chunk['start']}-{chunk['stop']})"
+        )
+        found = chunks.pop(chunk["id"], [])
+        if not found:
+            raise LayoutError(
+                f"{where} of the plan has no shard among those given: a preprocess step did not "
+                "finish or its shards were not passed; re-run preprocess for it (rootml run "
+                "--resume)"
+            )
+        if len(found) > 1:
+            raise LayoutError(
+                f"{where} has {len(found)} shards: {', '.join(str(p) for p, _ in found)}; "
+                "pass each once"
+            )
+        path, rows = found[0]
+        planned = chunk["stop"] - chunk["start"]
+        if rows > planned or (rows < planned and layout.get("nan_policy") != "drop"):
+            raise LayoutError(
+                f"{where} planned {planned:,} rows, shard {path} holds {rows:,}; {RERUN}"
+            )
+    if chunks:
+        extra = ", ".join(str(p) for found in chunks.values() for p, _ in found)
+        raise LayoutError(f"shards of chunks the plan does not have: {extra}; pass only this run's")
 
 
 def split_total(shards: Sequence[Shard], split: int) -> int:

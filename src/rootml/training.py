@@ -167,7 +167,7 @@ def train(
     name: str = "rootml_model",
 ) -> Path:
     """Train on the train split, validate on val, export the bundle to ``out``."""
-    shards = open_shards(shard_paths, layout["digest"], layout["dim"])
+    shards = open_shards(shard_paths, layout["digest"], layout["dim"], layout=layout)
     n_train, n_val = split_total(shards, TRAIN), split_total(shards, VAL)
     if n_train == 0:
         raise DataError(
