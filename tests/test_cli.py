@@ -352,3 +352,23 @@ def _features_drawn_apart(tmp_path, metrics):
         "rootml features",
     )
     assert not (tmp_path / "r3").exists()
+
+
+def test_a_full_disk_is_one_message_naming_what_was_written():
+    """A real ENOSPC (``/dev/full`` fails every write with it): one line naming the output
+    and the fix; errors a user cannot act on are not disguised."""
+    from rootml.cli import os_error_message
+
+    with (
+        pytest.raises(OSError, match="No space left on device") as full,
+        open("/dev/full", "wb", buffering=0) as handle,
+    ):
+        handle.write(b"x" * 4096)
+    message = os_error_message(full.value, "run/shards")
+    assert "an output under run/shards" in message
+    assert "no space left on the device" in message
+    with pytest.raises(FileNotFoundError) as missing:
+        open("/nonexistent-folder/x", "rb")  # noqa: SIM115
+    assert os_error_message(missing.value) is None  # a bug or a bad name: not "disk full"
+    denied = PermissionError(13, "Permission denied", "/data/ro/specs.json")
+    assert os_error_message(denied).startswith("/data/ro/specs.json: permission denied")

@@ -8,6 +8,7 @@ message on stderr and exit status 1; nothing else is caught.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -57,3 +58,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RootmlError as err:
         print(f"rootml {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        message = os_error_message(
+            err, getattr(args, "out", None) or getattr(args, "workdir", None)
+        )
+        if message is None:
+            raise
+        print(f"rootml {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+#: what to do about the operating-system errors a user can fix
+_OS_FIXES = {
+    errno.ENOSPC: "no space left on the device: free space there (df -h) or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free space in your quota or write elsewhere",
+    errno.EACCES: "permission denied: fix the permissions or write elsewhere",
+    errno.EPERM: "operation not permitted: fix the permissions or write elsewhere",
+    errno.EROFS: "read-only file system: write elsewhere",
+}
+
+
+def os_error_message(err: OSError, out: object = None) -> str | None:
+    """One line for an OSError a user can act on (disk full, permissions, a read-only folder),
+    naming the path (or the output being written when the system names none); None for
+    others. Outputs are written under temporary names and renamed when complete, so nothing
+    partial is left under an output's name."""
+    fix = _OS_FIXES.get(err.errno)
+    if fix is None:
+        return None
+    where = err.filename or (f"an output under {out}" if out else "an output")
+    return f"{where}: {fix}; then run the command again (nothing partial was kept)"
