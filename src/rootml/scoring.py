@@ -19,7 +19,7 @@ from .bundle import Bundle, load_bundle
 from .exceptions import BundleError, DataError, LayoutError
 from .preprocessing import TEST, TRAIN, raw_rows
 from .reading import open_input
-from .shards import Shard, describe, open_shards, split_total
+from .shards import Shard, ShardSet, describe, open_shards, split_total
 from .sources import resolve
 from .storage import atomic_path, read_json, write_json
 
@@ -99,6 +99,7 @@ def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: st
         ) from None
     hists = test_histograms(layout, shards)
     png = draw_features(hists) if hists.features else None
+    shards.verified()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {"specs_digest": layout["digest"], "histograms": hists.to_json()}
@@ -212,6 +213,7 @@ def evaluate(
         "features": layout["dim"],
         "events (train / val / test)": describe(shards),
     }
+    shards.verified()
     write_report(
         out,
         metrics,
@@ -234,7 +236,7 @@ def evaluate(
     return metrics
 
 
-def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> list[Shard]:
+def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> ShardSet:
     try:
         return open_shards(
             shard_paths, bundle.layout["digest"], bundle.layout["dim"], layout=bundle.layout

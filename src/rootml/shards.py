@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,9 +47,10 @@ def write_shard_record(shard: Path, size: int, sha256: str, rows: int, attrs: di
     write_json(record_path(shard), doc)
 
 
-def verify_shard(shard: Path) -> dict:
-    """The shard is the one preprocess wrote: its record exists and its size and sha256 agree
-    (a flipped byte, a truncated or a replaced file is an error naming it)."""
+def verify_shard(shard: Path, *, sha256: bool = True) -> dict:
+    """The shard is the one preprocess wrote: its record exists and its size (and, with
+    ``sha256``, its digest) agree (a flipped byte, a truncated or a replaced file is an error
+    naming it)."""
     path = record_path(shard)
     try:
         doc = json.loads(path.read_text("utf-8"))
@@ -59,7 +61,7 @@ def verify_shard(shard: Path) -> dict:
     except (OSError, ValueError) as err:
         raise LayoutError(f"unreadable shard record ({err}); {RERUN}\nin file {path}") from None
     size = shard.stat().st_size
-    if size != doc.get("size") or sha256_file(shard) != doc.get("sha256"):
+    if size != doc.get("size") or (sha256 and sha256_file(shard) != doc.get("sha256")):
         raise LayoutError(
             f"shard {shard} is not the file preprocess wrote (size {size:,} bytes, recorded "
             f"{doc.get('size')}; or its sha256 differs): it was damaged or replaced; {RERUN}"
@@ -67,20 +69,60 @@ def verify_shard(shard: Path) -> dict:
     return doc
 
 
+class ShardSet(list):
+    """The shards :func:`open_shards` checked; their sha256 is verified in a thread while the
+    caller reads them (hashing 1 GB takes ~1 s): call :meth:`verified` before writing any
+    output that depends on them."""
+
+    def __init__(self, shards: Sequence[Shard]) -> None:
+        super().__init__(shards)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def verify_in_background(self) -> None:
+        def run() -> None:
+            t0 = time.perf_counter()
+            try:
+                for shard in self:
+                    verify_shard(shard.path)
+            except BaseException as err:  # noqa: BLE001  re-raised by verified()
+                self._error = err
+                return
+            size = sum(s.path.stat().st_size for s in self)
+            log.info(
+                "shards: %d verified against their records and the chunk plan (sha256 of %.0f "
+                "MB in %.2f s, beside the reading)",
+                len(self),
+                size / 1e6,
+                time.perf_counter() - t0,
+            )
+
+        self._thread = threading.Thread(target=run, name="verify-shards", daemon=True)
+        self._thread.start()
+
+    def verified(self) -> None:
+        """Wait for the sha256 verification; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            raise self._error
+
+
 def open_shards(
     paths: Sequence[str | Path], digest: str, dim: int, *, layout: dict | None = None
-) -> list[Shard]:
+) -> ShardSet:
     """Check every shard (readable, same layout digest, width ``dim``) and count its splits.
-    With the ``layout``, the set is also checked against it: each shard's record (size,
-    sha256), labels within the classes, and the chunk plan (every chunk once, with its rows)."""
+    With the ``layout``, the set is also checked against it: each shard's record (size now,
+    sha256 in a thread: see :class:`ShardSet`), labels within the classes, and the chunk plan
+    (every chunk once, with its rows)."""
     if not paths:
         raise LayoutError("no shards given; run 'rootml preprocess' first and pass its outputs")
     out = []
     chunks: dict[int, list[tuple[Path, int]]] = {}
-    t0, size = time.perf_counter(), 0
     for p in sorted({Path(p) for p in paths}):
         if layout is not None:
-            size += verify_shard(p)["size"]
+            verify_shard(p, sha256=False)
         try:
             with h5py.File(p, "r") as h5:
                 got = h5.attrs.get("specs_digest")
@@ -99,18 +141,16 @@ def open_shards(
                     _check_labels(h5["y"][:], layout, p)
                     chunks.setdefault(int(h5.attrs["chunk"]), []).append((p, int(split.size)))
         except (OSError, KeyError) as err:
+            if layout is not None:
+                verify_shard(p)  # damaged where HDF5 looks first: say so, as the digest shows
             raise LayoutError(f"not a readable rootml shard: {err}\nin file {p}") from None
         counts = np.bincount(split, minlength=3)
         out.append(Shard(p, int(split.size), (int(counts[0]), int(counts[1]), int(counts[2]))))
+    shards = ShardSet(out)
     if layout is not None:
         _check_plan(chunks, layout)
-        log.info(
-            "shards: %d verified against their records and the chunk plan (%.0f MB in %.2f s)",
-            len(out),
-            size / 1e6,
-            time.perf_counter() - t0,
-        )
-    return out
+        shards.verify_in_background()
+    return shards
 
 
 def _check_labels(y: np.ndarray, layout: dict, path: Path) -> None:

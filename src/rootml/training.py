@@ -185,6 +185,7 @@ def train(
     if in_memory:
         train_ds = in_memory_split(shards, TRAIN, checked, len(classes))
         val_ds = in_memory_split(shards, VAL, checked, len(classes)) if n_val else None
+        shards.verified()  # the rows are read: fit only what preprocess wrote
     else:
         train_ds = make_dataset(
             shards, TRAIN, checked, options, len(classes), shuffle=options.shuffle
@@ -214,17 +215,22 @@ def train(
         "from memory" if in_memory else "streamed from the shards",
     )
     t0 = time.perf_counter()
-    fit = checked.model.fit(
-        *(train_ds if in_memory else (train_ds,)),
-        validation_data=val_ds,
-        epochs=options.epochs,
-        batch_size=options.batch_size if in_memory else None,
-        callbacks=callbacks,
-        class_weight=weights,
-        # in memory Keras shuffles (seeded); a stream shuffles across shards itself
-        shuffle=options.shuffle and in_memory,
-        verbose=2,
-    )
+    try:
+        fit = checked.model.fit(
+            *(train_ds if in_memory else (train_ds,)),
+            validation_data=val_ds,
+            epochs=options.epochs,
+            batch_size=options.batch_size if in_memory else None,
+            callbacks=callbacks,
+            class_weight=weights,
+            # in memory Keras shuffles (seeded); a stream shuffles across shards itself
+            shuffle=options.shuffle and in_memory,
+            verbose=2,
+        )
+    except Exception:
+        shards.verified()  # damaged shards are the cause to report, if they are one
+        raise
+    shards.verified()  # streamed: verified beside the first epochs, before anything is written
     seconds = time.perf_counter() - t0
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     epochs_run = len(next(iter(history.values()), []))
