@@ -419,6 +419,9 @@ def test_evaluate_refuses_foreign_shards_and_empty_test_split(bundle, data, tmp_
     _, other_shards, _ = _data(tmp_path / "other", files=files, labels=("0", "1"))
     with pytest.raises(BundleError, match="do not belong to bundle"):
         evaluate(bundle, other_shards, tmp_path / "r1")
+    # the bundle's own shards, one missing: said as such, not as someone else's shards
+    with pytest.raises(LayoutError, match="of the plan has no shard"):
+        evaluate(bundle, shards[1:], tmp_path / "r1")
 
     def no_test_rows(h5):
         h5["split"][...] = 0

@@ -51,6 +51,10 @@ class LayoutError(RootmlError):
     chunk index is outside the plan."""
 
 
+class ForeignShardError(LayoutError):
+    """A shard written for another layout (its specs digest or row width differs)."""
+
+
 class ModelError(RootmlError):
     """Raised when the user's ``model.py`` cannot be loaded, does not define ``model(idim)``,
     returns something that is not a compiled Keras model, or does not fit the labels and

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .exceptions import BundleError, DataError, LayoutError
+from .exceptions import BundleError, DataError, ForeignShardError, LayoutError
 from .preprocessing import TEST, TRAIN, raw_rows
 from .reading import open_input
 from .shards import Shard, ShardSet, describe, open_shards, split_total
@@ -241,7 +241,7 @@ def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> ShardSet:
         return open_shards(
             shard_paths, bundle.layout["digest"], bundle.layout["dim"], layout=bundle.layout
         )
-    except LayoutError as err:
+    except ForeignShardError as err:
         raise BundleError(
             f"the shards do not belong to bundle {bundle.path}:\n{err}\n"
             "evaluate with the shards the bundle was trained on"

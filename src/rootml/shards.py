@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .exceptions import LayoutError
+from .exceptions import ForeignShardError, LayoutError
 from .preprocessing import SPLIT_NAMES
 from .storage import sha256_file, write_json
 
@@ -127,13 +127,13 @@ def open_shards(
             with h5py.File(p, "r") as h5:
                 got = h5.attrs.get("specs_digest")
                 if got != digest:
-                    raise LayoutError(
+                    raise ForeignShardError(
                         f"shard was built from other specs (digest {str(got)[:12]}..., expected "
                         f"{digest[:12]}...); rerun 'rootml preprocess' with this specs.json\n"
                         f"in file {p}"
                     )
                 if h5["x"].shape[1] != dim:
-                    raise LayoutError(
+                    raise ForeignShardError(
                         f"shard rows are {h5['x'].shape[1]} wide, expected {dim}\nin file {p}"
                     )
                 split = h5["split"][:]
