@@ -314,6 +314,7 @@ def test_resume_needs_an_earlier_run(tmp_path):
     result = _run("--resume", "--workdir", str(tmp_path / "w"), cwd=tmp_path)
     assert result.returncode == 1
     assert "holds no earlier run" in result.stderr
+    assert not (tmp_path / "w").exists()  # the folder it made for the lock is gone again
 
 
 _HOLD_LOCK = """

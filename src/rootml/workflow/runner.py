@@ -433,9 +433,9 @@ def _start(options: RunOptions, root: Path, workdir: Path, created: bool, out) -
                 pool.close()
             return _run(options, root, workdir, run_input, engine, server, pool, out)
     finally:
-        if not prepared and not options.resume:
+        if not prepared and (created or not options.resume):
             # bad input: leave nothing behind that looks like a run (neither a new run nor
-            # --resume would take a half-made folder)
+            # --resume would take a half-made folder); an earlier run's folder stays as it was
             _clear(workdir, created)
 
 
