@@ -19,7 +19,7 @@ import yaml
 
 from .exceptions import ConfigError, closest
 from .schemas import validate
-from .storage import read_text
+from .storage import decode_text, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
@@ -224,20 +224,13 @@ def _read_json(path: Path) -> Any:
 def read_list_file(path: str | Path) -> list[str]:
     """Lines of a list file, without blank lines and ``#`` comments."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder, not a list file") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+    raw = read_bytes(path, "list")
     if raw[:4] == b"root" or b"\0" in raw[:1024]:
         raise ConfigError(
             f"{path} is a binary (ROOT?) file, not a text list; pass ROOT files in a "
             "files.txt with one path per line, or list them in input.yml"
         )
-    lines = [ln.split("#", 1)[0].strip() for ln in read_text(path, "list").splitlines()]
+    lines = [ln.split("#", 1)[0].strip() for ln in decode_text(raw, path).splitlines()]
     return [ln for ln in lines if ln]
 
 

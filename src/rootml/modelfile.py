@@ -55,10 +55,7 @@ def load_model_function(path: str | Path) -> Callable[[int], Any]:
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
-        raise ModelError(
-            f"syntax error in the model file at line {err.lineno}: {err.msg}\n"
-            f"    {(err.text or '').strip()}\nin file {path}"
-        ) from None
+        raise ModelError(syntax_message(err, path)) from None
     except Exception as err:  # noqa: BLE001  user code may raise anything; we name it
         raise ModelError(
             f"importing the model file raised {type(err).__name__}: {err}\n"
@@ -73,6 +70,14 @@ def load_model_function(path: str | Path) -> Callable[[int], Any]:
             f"in file {path}"
         )
     return fn
+
+
+def syntax_message(err: SyntaxError, path: Path) -> str:
+    """What a syntax error in the model file says, wherever it is found."""
+    return (
+        f"syntax error in the model file at line {err.lineno}: {err.msg}\n"
+        f"    {(err.text or '').strip()}\nin file {path}"
+    )
 
 
 def _user_frames(err: BaseException, path: Path) -> str:

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from .bundle import Bundle, load_bundle
-from .exceptions import BundleError, DataError, ForeignShardError, LayoutError
+from .exceptions import BundleError, DataError, ForeignShardError
 from .preprocessing import TEST, TRAIN, raw_rows
 from .reading import open_input
 from .shards import Shard, ShardSet, describe, open_shards, split_total
@@ -92,7 +92,7 @@ def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: st
     layout = read_json(layout_path)
     try:
         shards = open_shards(shard_paths, layout["digest"], layout["dim"], layout=layout)
-    except LayoutError as err:
+    except ForeignShardError as err:
         raise DataError(
             f"the shards were not written with {layout_path}:\n{err}\n"
             "pass the merged specs the shards were preprocessed with"
@@ -156,8 +156,9 @@ def evaluate(
 ) -> dict:
     """Metrics, plots and the HTML report on the test split, all in ``out``: the bundle is
     left as it is (it is the train step's output; a changed bundle would also invalidate the
-    step cache, and REANA mounts it read-only). ``features_dir``: the feature histograms and plot already drawn there by
-    :func:`features`, else they are computed here (the plot in a forked process meanwhile)."""
+    step cache, and REANA mounts it read-only). ``features_dir``: the feature histograms and
+    plot already drawn there by :func:`features`, else they are computed here (the plot in a
+    forked process meanwhile)."""
     from .evaluation import compute_metrics, ks_overtraining
     from .plots import history_series
     from .report import draw_aside, draw_features, draw_history, write_metrics_json, write_report

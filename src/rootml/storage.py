@@ -21,15 +21,24 @@ from .exceptions import ConfigError
 def read_text(path: str | Path, what: str = "text") -> str:
     """A user's UTF-8 text file; a missing, unreadable or non-UTF-8 file is a ConfigError
     naming it and the fix."""
+    return decode_text(read_bytes(path, what), path)
+
+
+def read_bytes(path: str | Path, what: str = "text") -> bytes:
+    """A user's file; a missing or unreadable one (or a folder) is a ConfigError naming it."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder, not a file: name the {what} file in it") from None
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}") from None
+
+
+def decode_text(raw: bytes, path: str | Path) -> str:
+    """``raw`` (the bytes of ``path``) as UTF-8; otherwise a ConfigError naming the byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -27,6 +27,7 @@ import yaml
 
 from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
 from ..exceptions import ConfigError, RootmlError, WorkflowError
+from ..modelfile import syntax_message
 from ..sources import LFN_PREFIX, REMOTE_SCHEMES
 from ..storage import read_text
 
@@ -261,10 +262,7 @@ def _check_syntax(path: Path) -> None:
     try:
         compile(read_text(path, "model"), str(path), "exec")
     except SyntaxError as err:
-        raise ConfigError(
-            f"syntax error in the model file at line {err.lineno}: {err.msg}\n"
-            f"    {(err.text or '').strip()}\nin file {path}"
-        ) from None
+        raise ConfigError(syntax_message(err, path)) from None
 
 
 def user_paths(text: str, copies: dict[str, str]) -> str:
