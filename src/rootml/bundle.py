@@ -243,11 +243,15 @@ class Bundle:
 
         return keras.models.load_model(self.path / "model.keras", compile=False)
 
-    def onnx_session(self):
+    def onnx_session(self, threads: int = 0):
+        """An onnxruntime session of ``model.onnx``; ``threads`` 0: onnxruntime's default."""
         import onnxruntime as ort
 
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1 if threads else 0
         return ort.InferenceSession(
-            str(self.path / "model.onnx"), providers=["CPUExecutionProvider"]
+            str(self.path / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
 
 

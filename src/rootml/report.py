@@ -331,16 +331,24 @@ def draw_aside(draw: Callable[[], bytes]) -> Callable[[], bytes]:
     return wait
 
 
+def _styled(plot: Callable[..., bytes], *args: Any) -> bytes:
+    """``plot(*args, text)`` in the report's style, as a process of its own draws it."""
+    with plots.style():
+        return plot(*args, plots.Text())
+
+
+def _drawn(png: bytes) -> Callable[[], bytes]:
+    return lambda: png
+
+
 def draw_history(history: Mapping[str, Sequence[float]]) -> bytes:
     """``history.png`` of a Keras ``History.history`` dict."""
-    with plots.style():
-        return plots.plot_history(plots.history_series(history), plots.Text())
+    return _styled(plots.plot_history, plots.history_series(history))
 
 
 def draw_features(h: Any) -> bytes:
     """``features.png`` of a :class:`rootml.evaluation.FeatureHistograms`."""
-    with plots.style():
-        return plots.plot_features(h, plots.Text())
+    return _styled(plots.plot_features, h)
 
 
 def write_report(
@@ -404,23 +412,28 @@ def write_report(
         raise DataError(f"the feature histograms are for classes {h.classes!r}, not {names!r}")
     panels = plots.history_series(history) if history else {}
 
-    drawn = drawn or {}
+    # the ROC curve and the confusion matrix are drawn in forked processes meanwhile
+    confusion = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
+    drawn = {
+        "roc": draw_aside(lambda: _styled(plots.plot_roc, metrics, names)),
+        "confusion": draw_aside(lambda: _styled(plots.plot_confusion, confusion, names)),
+        **(drawn or {}),
+    }
     text = plots.Text()
     pngs: dict[str, bytes] = {}
     with plots.style():
-        pngs["roc"] = plots.plot_roc(metrics, names, text)
-        pngs["scores"] = plots.plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
-        if panels:
-            pngs["history"] = (
-                drawn["history"]() if "history" in drawn else plots.plot_history(panels, text)
-            )
-        pngs["confusion"] = plots.plot_confusion(
-            np.asarray(metrics["confusion_matrix"], dtype=np.int64), names, text
-        )
-        if h is not None and h.features:
-            pngs["features"] = (
-                drawn["features"]() if "features" in drawn else plots.plot_features(h, text)
-            )
+        scores = plots.plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
+        if panels and "history" not in drawn:
+            drawn["history"] = _drawn(plots.plot_history(panels, text))
+        if h is not None and h.features and "features" not in drawn:
+            drawn["features"] = _drawn(plots.plot_features(h, text))
+    pngs["roc"] = drawn["roc"]()
+    pngs["scores"] = scores
+    if panels:
+        pngs["history"] = drawn["history"]()
+    pngs["confusion"] = drawn["confusion"]()
+    if h is not None and h.features:
+        pngs["features"] = drawn["features"]()
 
     captions = _captions(names, h)
     alts = {

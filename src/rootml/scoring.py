@@ -1,9 +1,11 @@
 """Score events with a bundle: ``rootml evaluate`` on the test split of the shards, and
 ``rootml predict`` on raw ROOT files.
 
-Evaluation runs the trained network (``model.keras``) on the scaled shard rows; prediction
-runs the exported raw-input graph (``model.onnx``) on values read from ROOT files. The two
-agree event by event (same float32 scaling arithmetic), which the tests check.
+Both run the bundle's raw-input graph (``model.onnx``, what a server serves) through
+onnxruntime: evaluation on the shard rows turned back into raw values, prediction on values
+read from ROOT files. Evaluation so judges the model clients get, needs no TensorFlow, and
+agrees with the trained network (``model.keras``) event by event within float32 rounding,
+which the tests check.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .exceptions import BundleError, DataError, ForeignShardError
-from .preprocessing import TEST, TRAIN, raw_rows
+from .preprocessing import TEST, TRAIN, raw_rows, unscale_rows
 from .reading import open_input
 from .shards import Shard, ShardSet, describe, open_shards, split_total
 from .sources import resolve
@@ -36,10 +38,21 @@ def as_scores(outputs: np.ndarray, n_classes: int) -> np.ndarray:
     return outputs
 
 
-def _keras_scores(model, x: np.ndarray, n_classes: int) -> np.ndarray:
-    parts = [np.asarray(model(x[i : i + BATCH], training=False)) for i in range(0, len(x), BATCH)]
-    out = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
-    return as_scores(out, n_classes)
+def _onnx_scorer(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
+    """Scores of scaled shard rows through the bundle's raw-input ONNX graph (one thread, so
+    the sums are the same on every machine)."""
+    session = bundle.onnx_session(threads=1)
+    input_name = session.get_inputs()[0].name
+    layout, n_classes = bundle.layout, len(bundle.layout["labels"]["classes"])
+
+    def score(x: np.ndarray) -> np.ndarray:
+        parts = [
+            session.run(None, {input_name: unscale_rows(x[i : i + BATCH], layout)})[0]
+            for i in range(0, len(x), BATCH)
+        ]
+        return as_scores(np.concatenate(parts) if parts else np.zeros((0, 1)), n_classes)
+
+    return score
 
 
 def split_rows(shards: Sequence[Shard], split: int, limit: int | None = None) -> Iterator[dict]:
@@ -181,10 +194,10 @@ def evaluate(
         png = draw_aside(lambda: draw_features(hists)) if hists.features else None
     if png is not None:
         drawn["features"] = png
-    model = bundle.keras_model()
+    score = _onnx_scorer(bundle)
     test = {"y": [], "scores": [], "entry": [], "file": []}
     for rows in split_rows(shards, TEST):
-        test["scores"].append(_keras_scores(model, rows["x"], len(classes)))
+        test["scores"].append(score(rows["x"]))
         test["y"].append(rows["y"])
         test["entry"].append(rows["entry"])
         test["file"].append(np.full(len(rows["y"]), rows["file"], dtype=object))
@@ -192,7 +205,7 @@ def evaluate(
     train_y, train_scores = [], []
     for rows in split_rows(shards, TRAIN, limit=max_train):
         train_y.append(rows["y"])
-        train_scores.append(_keras_scores(model, rows["x"], len(classes)))
+        train_scores.append(score(rows["x"]))
     train_y = np.concatenate(train_y) if train_y else np.zeros(0, np.int32)
     train_scores = np.concatenate(train_scores) if train_scores else test["scores"][:0]
 

@@ -33,7 +33,7 @@ from . import payloads
 from .auth import CHALLENGE, load_token
 from .bodies import JSONResponse, error_response, read_body, read_json
 from .config import ServerConfig
-from .models import LoadedModel
+from .models import LoadedModel, import_backends
 from .openapi import openapi_document
 from .store import ModelStore
 from .uploads import delete, get_params, models, post_params, upload
@@ -361,6 +361,7 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.store = store
         app.state.upload_slots = asyncio.Semaphore(UPLOAD_SLOTS)
         app.state.started = time.time()
+        threading.Thread(target=import_backends, name="import-backends", daemon=True).start()
         await store.preload()
         app.state.ready = True
         log.info(

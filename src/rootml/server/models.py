@@ -104,6 +104,15 @@ class LoadedModel:
 # ------------------------------------------------------------------ backends
 
 
+def import_backends() -> None:
+    """Import what loading an ONNX bundle needs (onnxruntime, the bundle and layout checks):
+    the server calls it in a thread at start, so the first upload or load does not pay it."""
+    import onnxruntime  # noqa: F401
+
+    from .. import bundle, layout  # noqa: F401
+
+
+
 def _onnx_backend(path: Path, threads: int) -> dict:
     import onnxruntime as ort
 

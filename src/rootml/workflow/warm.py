@@ -6,10 +6,17 @@ for TensorFlow, Keras and tf2onnx; with every step a new process, a small run sp
 time importing. ``rootml run --engine local`` therefore starts two servers before yadage:
 
 - ``data``: the data path's modules (every stage but training and evaluation);
-- ``model``: those plus TensorFlow, Keras, tf2onnx, onnxruntime and matplotlib. It imports
-  while the data steps run, so its start-up overlaps work instead of adding to it; the data
-  server and its commands run at a lower CPU priority (nice 10), so that on a small machine
-  this import, which training waits for, is not the one slowed down.
+- ``model``: those plus TensorFlow, Keras, tf2onnx and onnxruntime. It imports while the data
+  steps run, so its start-up overlaps work instead of adding to it; the data server and its
+  commands run at a lower CPU priority (nice 10), so that on a small machine this import,
+  which training waits for, is not the one slowed down.
+
+Each server is ready once :data:`PRELOAD` is imported; what only later commands use
+(:data:`LATER`: matplotlib, scipy, the report) is imported after that, between commands, so
+training does not wait for the plotting stack. While TensorFlow loads, Keras's optional
+imports of scikit-learn and matplotlib (its scikit-learn wrappers and image-gallery plot,
+which rootml never calls) are refused (:data:`REFUSED_WHILE_LOADING`): they cost ~1.2 s of the
+~4.5 s that training waits for. Both stay importable afterwards, for a model file too.
 
 Each listens on a Unix socket in a private folder that also holds a ``rootml`` launcher; the
 plugin puts that folder first on the step's ``PATH``, so the steps' scripts are unchanged. The
@@ -31,6 +38,7 @@ import argparse
 import atexit
 import contextlib
 import ctypes
+import importlib.abc
 import json
 import logging
 import os
@@ -84,16 +92,55 @@ PRELOAD = {
         "tf2onnx",
         "onnx",
         "onnxruntime",
-        "matplotlib.pyplot",
-        "scipy.stats",
         "rootml.training",
         "rootml.bundle",
-        "rootml.scoring",
-        "rootml.evaluation",
-        "rootml.report",
-        "rootml.plots",
     ),
 }
+
+#: imported once the server is ready, one module between commands (features draws; evaluate
+#: scores, tests and draws); one that is missing is left to the command that needs it
+_PLOTTING = (
+    "matplotlib.figure",
+    "matplotlib.style",
+    "matplotlib.backends.backend_agg",
+    "mplhep",
+    "rootml.plots",
+    "rootml.report",
+)
+LATER = {
+    "data": (*_PLOTTING, "rootml.scoring"),
+    "model": (*_PLOTTING, "scipy.stats", "rootml.scoring", "rootml.evaluation"),
+}
+
+#: top-level packages that the :data:`PRELOAD` imports may not import (Keras imports both if
+#: they are installed, for features rootml does not use, and handles their absence)
+REFUSED_WHILE_LOADING = ("sklearn", "matplotlib")
+
+
+class _Refuse(importlib.abc.MetaPathFinder):
+    """A finder that answers ``ImportError`` for :data:`REFUSED_WHILE_LOADING`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in REFUSED_WHILE_LOADING:
+            raise ImportError(f"{name} is imported later by the warm interpreter", name=name)
+        return None
+
+
+@contextlib.contextmanager
+def _refusing() -> Iterator[None]:
+    finder = _Refuse()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def _import_later(module: str) -> None:
+    try:
+        __import__(module)
+    except Exception as err:  # noqa: BLE001 (the command that needs it reports it properly)
+        log.debug("warm interpreter: %s not preloaded (%s)", module, err)
 
 
 # ------------------------------------------------------------------ the pool (rootml run)
@@ -187,8 +234,9 @@ def serve(kind: str, path: str) -> None:
     Path(tmp).replace(path)  # launchers connecting now wait in the backlog until imports end
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     t0 = time.perf_counter()
-    for module in PRELOAD[kind]:
-        __import__(module)
+    with _refusing():
+        for module in PRELOAD[kind]:
+            __import__(module)
     from .provenance import local_environment
 
     local_environment()  # computed once; every child inherits it
@@ -196,10 +244,13 @@ def serve(kind: str, path: str) -> None:
     sys.stdout.write(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s\n")
     sys.stdout.flush()
     children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
+    later = list(LATER[kind])
     try:
         while True:
             watched = [listener, *children, *(c for _, c, there in children.values() if there)]
-            ready, _, _ = select.select(watched, [], [])
+            ready, _, _ = select.select(watched, [], [], 0 if later else None)
+            if not ready and later:
+                _import_later(later.pop(0))
             for item in ready:
                 if item is listener:
                     _accept(listener, children)
