@@ -191,13 +191,20 @@ def embedded_server(models: Path, log_path: Path) -> Iterator[str]:
 # ------------------------------------------------------------------ progress and results
 
 
-def step_records(workdir: Path) -> dict[str, Step]:
+def step_records(workdir: Path, cache: dict | None = None) -> dict[str, Step]:
+    """Every step's record in ``workdir``; ``cache`` (a dict kept by the caller) skips the
+    records unchanged since the last call (same size and modification time)."""
+    cache = {} if cache is None else cache
     steps = {}
     for path in sorted(workdir.glob(f"*/{RECORD}")):
         try:
-            doc = json.loads(path.read_text("utf-8"))
+            stat = path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if cache.get(path, (None,))[0] != stamp:
+                cache[path] = (stamp, json.loads(path.read_text("utf-8")))
         except (OSError, ValueError):
             continue  # being written; read again on the next poll
+        doc = cache[path][1]
         steps[doc["name"]] = Step(doc["name"], doc["status"], doc.get("seconds"), doc)
     return steps
 
@@ -210,6 +217,7 @@ class Progress:
         self.workdir = workdir
         self.out = out
         self.names = names  # the user's files for the run's copies in messages
+        self._records: dict = {}  # step_records' cache: the poll reads only changed records
         self.seen = {name: self._key(s) for name, s in step_records(workdir).items()}
         self.earlier = set(self.seen)
         self.t0 = time.monotonic()
@@ -219,7 +227,7 @@ class Progress:
         return step.record.get("started"), step.status
 
     def poll(self) -> None:
-        for name, step in step_records(self.workdir).items():
+        for name, step in step_records(self.workdir, self._records).items():
             key = self._key(step)
             if self.seen.get(name) == key:
                 continue
@@ -478,9 +486,13 @@ def _run(
             # yadage's bookkeeping must not slow the model server's import (TensorFlow), which
             # training waits for: on a 2-core machine they share a core otherwise
             _lower_priority(proc.pid)
+        preloaded = False
         try:
             while proc.poll() is None:
                 progress.poll()
+                if not preloaded and progress.seen.keys() & {"train", "features"}:
+                    pool.preload("data")  # the data path is done: evaluation's imports next
+                    preloaded = True
                 if pool.settled("model") or "evaluate" in progress.seen:
                     server.start()  # TensorFlow's import, which training waits for, is done
                 if "evaluate" in progress.seen and reading.ident is None:

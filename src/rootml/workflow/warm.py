@@ -5,18 +5,20 @@ A fresh interpreter pays ~0.5 s to import numpy/uproot/awkward/h5py/jsonschema a
 for TensorFlow, Keras and tf2onnx; with every step a new process, a small run spent most of its
 time importing. ``rootml run --engine local`` therefore starts two servers before yadage:
 
-- ``data``: the data path's modules (every stage but training and evaluation);
-- ``model``: those plus TensorFlow, Keras, tf2onnx and onnxruntime. It imports while the data
-  steps run, so its start-up overlaps work instead of adding to it; the data server and its
-  commands run at a lower CPU priority (nice 10), so that on a small machine this import,
-  which training waits for, is not the one slowed down.
+- ``data``: the data path's modules, and evaluation's (it scores through onnxruntime);
+- ``model``: those plus TensorFlow, Keras, tf2onnx and onnxruntime, for training. It imports
+  while the data steps run, so its start-up overlaps work instead of adding to it; the data
+  server and its commands run at a lower CPU priority (nice 10), so that on a small machine
+  this import, which training waits for, is not the one slowed down, nor training itself.
 
-Each server is ready once :data:`PRELOAD` is imported; what only later commands use
-(:data:`LATER`: matplotlib, scipy, the report) is imported after that, between commands, so
-training does not wait for the plotting stack. While TensorFlow loads, Keras's optional
-imports of scikit-learn and matplotlib (its scikit-learn wrappers and image-gallery plot,
-which rootml never calls) are refused (:data:`REFUSED_WHILE_LOADING`): they cost ~1.2 s of the
-~4.5 s that training waits for. Both stay importable afterwards, for a model file too.
+Each server is ready once :data:`PRELOAD` is imported; what only the last commands use
+(:data:`LATER`: matplotlib, scipy, the report for ``features`` and ``evaluate``) is imported
+when ``rootml run`` asks for it (:meth:`Pool.preload`, once the data path is done, so the
+data steps are not kept waiting), one module between commands. While TensorFlow loads,
+Keras's optional imports of scikit-learn and matplotlib (its scikit-learn wrappers and
+image-gallery plot, which rootml never calls) are refused (:data:`REFUSED_WHILE_LOADING`):
+they cost ~1.2 s of the ~4.5 s that training waits for. Both stay importable afterwards, for
+a model file too.
 
 Each listens on a Unix socket in a private folder that also holds a ``rootml`` launcher; the
 plugin puts that folder first on the step's ``PATH``, so the steps' scripts are unchanged. The
@@ -99,17 +101,20 @@ PRELOAD = {
 
 #: imported once the server is ready, one module between commands (features draws; evaluate
 #: scores, tests and draws); one that is missing is left to the command that needs it
-_PLOTTING = (
-    "matplotlib.figure",
-    "matplotlib.style",
-    "matplotlib.backends.backend_agg",
-    "mplhep",
-    "rootml.plots",
-    "rootml.report",
-)
 LATER = {
-    "data": (*_PLOTTING, "rootml.scoring"),
-    "model": (*_PLOTTING, "scipy.stats", "rootml.scoring", "rootml.evaluation"),
+    "data": (
+        "matplotlib.figure",
+        "matplotlib.style",
+        "matplotlib.backends.backend_agg",
+        "mplhep",
+        "rootml.plots",
+        "rootml.report",
+        "onnxruntime",
+        "scipy.stats",
+        "rootml.scoring",
+        "rootml.evaluation",
+    ),
+    "model": (),
 }
 
 #: top-level packages that the :data:`PRELOAD` imports may not import (Keras imports both if
@@ -168,6 +173,14 @@ class Pool:
         if self.folder is None or proc is None or proc.poll() is not None:
             return True
         return (self.folder / f"{kind}.sock.ready").exists()
+
+    def preload(self, kind: str) -> None:
+        """Ask server ``kind`` to import its :data:`LATER` modules now (between commands)."""
+        if self.folder is None or kind not in self.procs:
+            return
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.connect(str(self.folder / f"{kind}.sock"))
+            s.send(json.dumps({"preload": True}).encode())
 
     def close(self) -> None:
         """Stop the servers (nothing of theirs is worth a graceful exit) and drop the folder."""
@@ -244,7 +257,7 @@ def serve(kind: str, path: str) -> None:
     sys.stdout.write(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s\n")
     sys.stdout.flush()
     children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
-    later = list(LATER[kind])
+    later: list[str] = []
     try:
         while True:
             watched = [listener, *children, *(c for _, c, there in children.values() if there)]
@@ -253,7 +266,8 @@ def serve(kind: str, path: str) -> None:
                 _import_later(later.pop(0))
             for item in ready:
                 if item is listener:
-                    _accept(listener, children)
+                    if _accept(listener, children) == "preload":
+                        later = list(LATER[kind])
                 elif isinstance(item, int):
                     _reap(item, children)
                 else:
@@ -263,14 +277,21 @@ def serve(kind: str, path: str) -> None:
         Path(f"{path}.ready").unlink(missing_ok=True)
 
 
-def _accept(listener: socket.socket, children: dict) -> None:
+def _accept(listener: socket.socket, children: dict) -> str | None:
+    """Fork a child for a launcher's command; a ``preload`` request is only answered with its
+    name (the loop starts the :data:`LATER` imports)."""
     conn, _ = listener.accept()
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
         request = json.loads(data)
     except (OSError, ValueError):
         conn.close()
-        return
+        return None
+    if request.get("preload"):
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return "preload"
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
