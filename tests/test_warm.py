@@ -129,3 +129,44 @@ def test_killed_launcher_ends_its_command(pool, tmp_path):
     proc.kill()  # SIGKILL cannot be passed on: the server sees the launcher's socket close
     proc.wait(10)
     assert _gone(url), "the command outlived its killed launcher"
+
+
+def test_packages_refused_while_loading_are_importable_afterwards():
+    """Keras's optional scikit-learn/matplotlib imports are refused only while the preload
+    runs: a model file (or the report) importing them in a warm child still gets them."""
+    code = (
+        "import importlib\n"
+        "from rootml.workflow import warm\n"
+        "with warm._refusing():\n"
+        "    try:\n"
+        "        import matplotlib\n"
+        "    except ImportError as err:\n"
+        "        print('refused', err.name)\n"
+        "print('after', importlib.import_module('matplotlib.figure').__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.splitlines() == [
+        "refused matplotlib",
+        "after matplotlib.figure",
+    ]
+
+
+def _loaded(pid: int, fragment: str) -> bool:
+    return fragment in Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+def test_preload_imports_the_evaluation_stack_into_the_data_server(tmp_path):
+    with warm.servers(tmp_path / "warm.log", kinds=("data",)) as pool:
+        pid = pool.procs["data"].pid
+        deadline = time.monotonic() + 60
+        while not pool.settled("data") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert not _loaded(pid, "ft2font"), "matplotlib is imported before it is asked for"
+        pool.preload("data")
+        while not _loaded(pid, "ft2font") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _loaded(pid, "ft2font")

@@ -126,6 +126,7 @@ class EmbeddedServer:
         self.cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
         self.cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
         self.proc: subprocess.Popen | None = None
+        self.stopping = False  # asked to stop: its exit is no longer an error
         if start:
             self.start()
 
@@ -135,7 +136,7 @@ class EmbeddedServer:
                 self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
 
     def check(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.proc is not None and not self.stopping and self.proc.poll() is not None:
             raise WorkflowError(
                 f"the embedded server exited (status {self.proc.returncode}); its log: "
                 f"{self.log_path}"
@@ -164,6 +165,7 @@ class EmbeddedServer:
     def terminate(self) -> None:
         """Ask it to stop (:meth:`stop` waits): its shutdown overlaps what is left to do."""
         if self.proc is not None and self.proc.poll() is None:
+            self.stopping = True
             self.proc.terminate()
 
     def stop(self) -> None:
@@ -239,6 +241,10 @@ class Progress:
             if step.status != "running":
                 for message in step_warnings(Path(step.record["log"])):
                     print(f"{'':13}warning: {self.names(message)}", file=self.out, flush=True)
+
+    def done_here(self, name: str) -> bool:
+        """Whether step ``name`` ran in this run (not reused from an earlier one) and is done."""
+        return self.seen.get(name, (None, None))[1] == "done" and name not in self.earlier
 
     def reused(self) -> list[str]:
         """Steps whose earlier result was reused (resumed runs)."""
@@ -487,6 +493,7 @@ def _run(
             # training waits for: on a 2-core machine they share a core otherwise
             _lower_priority(proc.pid)
         preloaded = False
+        early = _EarlySummary(workdir, run_input, server, keep_serving=options.serve)
         try:
             while proc.poll() is None:
                 progress.poll()
@@ -497,6 +504,7 @@ def _run(
                     server.start()  # TensorFlow's import, which training waits for, is done
                 if "evaluate" in progress.seen and reading.ident is None:
                     reading.start()
+                early.poll(progress)
                 server.check()
                 time.sleep(0.05)
         except BaseException:
@@ -518,10 +526,7 @@ def _run(
                 "model.py may change)"
             )
         )
-    server.wait()
-    record["summary"] = summary(workdir, run_input, url)
-    if not options.serve:
-        server.terminate()
+    record["summary"] = early.result()
     _write_record(workdir, record)
     manifest = provenance.build(workdir, record, root, engine)
     with atomic_path(workdir / provenance.MANIFEST) as tmp:
@@ -535,6 +540,46 @@ def _run(
         except KeyboardInterrupt:
             pass
     return record
+
+
+class _EarlySummary:
+    """The run's :func:`summary` (with one prediction of the served model), computed in a
+    thread once this run's publish and track steps are done, while yadage runs the provenance
+    step and exits; the embedded server is then asked to stop, unless ``keep_serving``."""
+
+    def __init__(self, workdir: Path, run_input: RunInput, server, *, keep_serving: bool):
+        self.args = (workdir, run_input, server, keep_serving)
+        self.thread: threading.Thread | None = None
+        self.outcome: dict = {}
+
+    def poll(self, progress: Progress) -> None:
+        if self.thread is None and all(progress.done_here(s) for s in ("publish", "track")):
+            self.thread = threading.Thread(target=self._compute, name="summary", daemon=True)
+            self.thread.start()
+
+    def _compute(self) -> None:
+        try:
+            self.outcome["summary"] = self._summary()
+        except BaseException as err:  # noqa: BLE001 (raised again by result())
+            self.outcome["error"] = err
+
+    def _summary(self) -> dict:
+        workdir, run_input, server, keep_serving = self.args
+        server.wait()
+        done = summary(workdir, run_input, server.url)
+        if not keep_serving:
+            server.terminate()
+        return done
+
+    def result(self) -> dict:
+        """The summary (computed now if the workflow never got to start it, e.g. a resumed
+        run that re-ran nothing); an error of the thread is raised here."""
+        if self.thread is None:
+            return self._summary()
+        self.thread.join()
+        if "error" in self.outcome:
+            raise self.outcome["error"]
+        return self.outcome["summary"]
 
 
 def _lower_priority(pid: int, increment: int = YADAGE_NICE) -> None:
