@@ -119,8 +119,11 @@ class EmbeddedServer:
     :meth:`check` only says whether it died (``rootml run`` does not wait for it: the publish
     step needs it many seconds later, so it starts while the workflow runs)."""
 
-    def __init__(self, models: Path, log_path: Path, *, start: bool = True, port: int = 0) -> None:
+    def __init__(
+        self, models: Path, log_path: Path, *, start: bool = True, port: int = 0, nice: int = 0
+    ) -> None:
         self.log_path = log_path
+        self.nice = nice  # CPU priority increment (it starts while training runs)
         port = port or _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
@@ -134,6 +137,8 @@ class EmbeddedServer:
         if self.proc is None:
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+            if self.nice:
+                _lower_priority(self.proc.pid, self.nice)
 
     def check(self) -> None:
         if self.proc is not None and not self.stopping and self.proc.poll() is not None:
@@ -650,7 +655,9 @@ def _server(
 ) -> Iterator[EmbeddedServer | _GivenServer]:
     """The TFaaS server: --url, else input.yml's publish.url, else the embedded one. That one
     starts at once without warm interpreters; with them, once TensorFlow's import is done
-    (the run starts it), and no step waits for it before publish."""
+    (the run starts it), and no step waits for it before publish. Its start-up then overlaps
+    training, so it runs at the data server's lower priority, unless it is to go on serving
+    after the run (--serve)."""
     url = options.url or _configured_url(options, workdir)
     if url:
         yield _GivenServer(url)
@@ -662,6 +669,7 @@ def _server(
         folder / "server.log",
         start=pool.settled("model"),
         port=_server_port(folder),
+        nice=warm.NICE["data"] if pool.env and not options.serve else 0,
     )
     try:
         yield server
