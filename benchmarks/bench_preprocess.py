@@ -36,7 +36,8 @@ import uproot
 from _common import COMPARABLE_CAPS, COMPARABLE_SELECTION, peak_rss
 
 from rootml.config import Settings, with_overrides
-from rootml.layout import merge, write_layout
+from rootml.layout import write_layout
+from rootml.merging import merge
 from rootml.preprocessing import preprocess
 from rootml.sample import make_sample
 from rootml.specs import file_specs

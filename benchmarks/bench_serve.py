@@ -56,7 +56,7 @@ def small_bundle(tmp: Path, narrow: bool = False) -> Path:
     jagged collections capped at their 99th percentile (124 raw features, as the tests use),
     or 42 features with ``narrow``."""
     from rootml.config import Settings
-    from rootml.layout import merge
+    from rootml.merging import merge
     from rootml.preprocessing import preprocess
     from rootml.sample import make_sample
     from rootml.specs import file_specs

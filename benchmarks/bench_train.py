@@ -28,14 +28,16 @@ import numpy as np
 from _common import COMPARABLE_CAPS, COMPARABLE_SELECTION, peak_rss
 
 from rootml.config import Settings
-from rootml.layout import merge, write_layout
+from rootml.layout import write_layout
+from rootml.merging import merge
 from rootml.modelfile import CheckedModel
-from rootml.preprocessing import TRAIN, preprocess
+from rootml.preprocessing import preprocess
 from rootml.sample import make_sample
 from rootml.shards import open_shards, read_split
 from rootml.specs import file_specs
 from rootml.storage import write_json
 from rootml.training import TrainOptions, make_dataset, seed_everything, train
+from rootml.transform import TRAIN
 
 IDS = ("run", "event", "luminosityBlock")
 MLAAS4HEP_SECONDS = 120.0

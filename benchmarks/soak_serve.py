@@ -50,7 +50,7 @@ TOLERANCE = 1e-5
 def two_bundles(tmp: Path) -> tuple[Path, Path]:
     """Train the sample's small MLP twice (seeds 1 and 2) on one layout."""
     from rootml.config import Settings
-    from rootml.layout import merge
+    from rootml.merging import merge
     from rootml.preprocessing import preprocess
     from rootml.sample import make_sample
     from rootml.specs import file_specs

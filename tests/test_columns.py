@@ -19,7 +19,7 @@ from rootfiles import event_arrays, write_events, write_tree
 from rootml.columns import MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
 from rootml.exceptions import BranchError, ConfigError, InputFileError, LayoutError
-from rootml.layout import merge
+from rootml.merging import merge
 from rootml.preprocessing import preprocess
 from rootml.reading import open_input
 from rootml.specs import file_specs

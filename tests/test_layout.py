@@ -11,7 +11,8 @@ from rootfiles import write_events
 
 from rootml.config import Settings
 from rootml.exceptions import BranchError, ConfigError, DataError, LayoutError
-from rootml.layout import allocate_events, chunk_plan, load_layout, merge, write_layout
+from rootml.layout import load_layout, write_layout
+from rootml.merging import allocate_events, chunk_plan, merge
 from rootml.specs import file_specs
 
 IDS = ("run", "event", "luminosityBlock")

@@ -14,20 +14,19 @@ from rootfiles import event_arrays, write_events, write_tree
 
 from rootml.config import Settings
 from rootml.exceptions import DataError, InputFileError, LayoutError
-from rootml.layout import merge
-from rootml.preprocessing import (
+from rootml.merging import merge
+from rootml.preprocessing import parse_chunks, preprocess
+from rootml.specs import file_specs
+from rootml.transform import (
     TEST,
     TRAIN,
     VAL,
     _gather_index,
-    parse_chunks,
-    preprocess,
     raw_rows,
     scale_rows,
     split_of,
     transform,
 )
-from rootml.specs import file_specs
 
 IDS = ("run", "event", "luminosityBlock")
 
@@ -219,7 +218,7 @@ def test_parse_chunks():
     "kw", [{}, {"counts": True, "masks": True, "jagged_cap": 2}, {"scaling": "standard"}]
 )
 def test_raw_rows_and_named_events_scale_to_the_shard_rows(files, kw):
-    from rootml.preprocessing import events_to_raw, raw_rows, scale_rows
+    from rootml.transform import events_to_raw, raw_rows, scale_rows
 
     layout = _layout(files, **kw)
     arrays = uproot.open(files[0])["events"].arrays(layout["read"], entry_stop=300)
@@ -231,7 +230,7 @@ def test_raw_rows_and_named_events_scale_to_the_shard_rows(files, kw):
 
 
 def test_named_event_errors(files):
-    from rootml.preprocessing import events_to_raw
+    from rootml.transform import events_to_raw
 
     layout = _layout(files)
     event = ak.to_list(uproot.open(files[0])["events"].arrays(layout["read"], entry_stop=1))[0]

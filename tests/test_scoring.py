@@ -5,9 +5,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from rootml.preprocessing import TEST, TRAIN
 from rootml.scoring import split_rows
 from rootml.shards import Shard
+from rootml.transform import TEST, TRAIN
 
 
 def _shard(path, label: int, n: int) -> Shard:

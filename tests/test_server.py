@@ -34,13 +34,13 @@ pytestmark = [
 from starlette.testclient import TestClient
 
 from rootml.exceptions import ConfigError
-from rootml.preprocessing import events_to_raw
 from rootml.publishing import pack_bundle
 from rootml.server import ArchiveLimits, EmbeddedServer, ServerConfig
 from rootml.server import auth as auth_module
 from rootml.server import uploads as uploads_module
 from rootml.server.app import create_app
 from rootml.server.auth import check_bind
+from rootml.transform import events_to_raw
 
 IDS = ("run", "event", "luminosityBlock")
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -55,7 +55,7 @@ def trained_bundles(base: Path) -> dict:
     done = base / "done.json"
     if not done.exists():
         from rootml.config import Settings
-        from rootml.layout import merge
+        from rootml.merging import merge
         from rootml.preprocessing import preprocess
         from rootml.sample import make_sample
         from rootml.specs import file_specs

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from rootfiles import event_arrays, write_events, write_rntuple
 
 from rootml.exceptions import BranchError, DataError
+from rootml.multiplicity import histogram_quantile, multiplicity_summary
 from rootml.schemas import validate
-from rootml.specs import Moments, file_specs, histogram_quantile, multiplicity_summary
+from rootml.specs import Moments, file_specs
 
 IDS = ("run", "event", "luminosityBlock")
 

@@ -16,13 +16,14 @@ import pytest
 from rootml.bundle import INPUT_NAME, load_bundle
 from rootml.config import Settings
 from rootml.exceptions import BundleError, DataError, LayoutError, ModelError
-from rootml.layout import merge
+from rootml.merging import merge
 from rootml.modelfile import build_model
-from rootml.preprocessing import TEST, preprocess, scale_rows
+from rootml.preprocessing import preprocess
 from rootml.sample import make_sample
 from rootml.scoring import as_scores, predict_files
 from rootml.specs import file_specs
 from rootml.training import TrainOptions, train
+from rootml.transform import TEST, scale_rows
 
 pytestmark = [
     pytest.mark.tensorflow,

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rootfiles import event_arrays, write_events
 
-from rootml.layout import job_batches
+from rootml.merging import job_batches
 from rootml.preprocessing import parse_chunks
 
 ROOT = Path(__file__).resolve().parents[1]

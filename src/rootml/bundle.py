@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import BundleError
-from .layout import column_constants, load_layout
-from .preprocessing import scale_rows, unscale_rows
+from .layout import load_layout
 from .storage import temporary_folder, write_json
+from .transform import column_constants, scale_rows, unscale_rows
 
 log = logging.getLogger(__name__)
 

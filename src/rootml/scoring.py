@@ -19,11 +19,11 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .exceptions import BundleError, DataError, ForeignShardError
-from .preprocessing import TEST, TRAIN, raw_rows, unscale_rows
 from .reading import open_input
 from .shards import Shard, ShardSet, describe, open_shards, split_total
 from .sources import resolve
 from .storage import atomic_path, read_json, write_json
+from .transform import TEST, TRAIN, raw_rows, unscale_rows
 
 log = logging.getLogger(__name__)
 

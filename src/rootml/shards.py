@@ -19,8 +19,8 @@ import h5py
 import numpy as np
 
 from .exceptions import ForeignShardError, LayoutError
-from .preprocessing import SPLIT_NAMES
 from .storage import sha256_file, write_json
+from .transform import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from . import __version__
 from .bundle import export_bundle
 from .exceptions import ConfigError, DataError
 from .modelfile import CheckedModel, build_model, model_digest
-from .preprocessing import TRAIN, VAL
 from .shards import Shard, aligned, blocks, describe, open_shards, split_total
+from .transform import TRAIN, VAL
 
 log = logging.getLogger(__name__)
 

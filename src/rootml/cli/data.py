@@ -109,7 +109,8 @@ def cmd_specs(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from ..config import list_arg, parse_labels
     from ..exceptions import ConfigError
-    from ..layout import job_batches, merge, write_layout
+    from ..layout import write_layout
+    from ..merging import job_batches, merge
     from ..specs import load_file_specs
 
     inputs, settings = settings_from(args)

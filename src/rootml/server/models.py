@@ -112,7 +112,6 @@ def import_backends() -> None:
     from .. import bundle, layout  # noqa: F401
 
 
-
 def _onnx_backend(path: Path, threads: int) -> dict:
     import onnxruntime as ort
 

@@ -123,7 +123,7 @@ def check_width(x: np.ndarray, model: LoadedModel, what: str = "values") -> None
 
 def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
     """Raw rows from named events (branch name -> value or list), through the bundle's specs."""
-    from ..preprocessing import events_to_raw
+    from ..transform import events_to_raw
 
     if model.layout is None:
         raise RequestError(

@@ -67,26 +67,20 @@ ENV = warmclient.ENV
 NICE = {"data": 10, "model": 0}
 
 #: what each server imports before it accepts a command
-_COMMON = (
-    "numpy",
-    "awkward",
-    "uproot",
-    "h5py",
-    "jsonschema",
-    "yaml",
-    "rootml.cli",
-    "rootml.workflow.provenance",
-)
+_COMMON = ("numpy", "h5py", "jsonschema", "yaml", "rootml.cli", "rootml.workflow.provenance")
 PRELOAD = {
     "data": (
         *_COMMON,
+        "awkward",
+        "uproot",
         "rootml.fetching",
         "rootml.specs",
         "rootml.columns",
-        "rootml.layout",
+        "rootml.merging",
         "rootml.preprocessing",
         "rootml.publishing",
     ),
+    # training reads shards (h5py) and needs neither uproot nor awkward
     "model": (
         *_COMMON,
         "tensorflow",
@@ -125,10 +119,9 @@ REFUSED_WHILE_LOADING = ("sklearn", "matplotlib")
 class _Refuse(importlib.abc.MetaPathFinder):
     """A finder that answers ``ImportError`` for :data:`REFUSED_WHILE_LOADING`."""
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(self, name, path=None, target=None) -> None:  # noqa: ARG002 (the protocol)
         if name.partition(".")[0] in REFUSED_WHILE_LOADING:
             raise ImportError(f"{name} is imported later by the warm interpreter", name=name)
-        return None
 
 
 @contextlib.contextmanager
@@ -178,7 +171,10 @@ class Pool:
         """Ask server ``kind`` to import its :data:`LATER` modules now (between commands)."""
         if self.folder is None or kind not in self.procs:
             return
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        with (
+            contextlib.suppress(OSError),
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s,
+        ):
             s.connect(str(self.folder / f"{kind}.sock"))
             s.send(json.dumps({"preload": True}).encode())
 
@@ -278,8 +274,8 @@ def serve(kind: str, path: str) -> None:
 
 
 def _accept(listener: socket.socket, children: dict) -> str | None:
-    """Fork a child for a launcher's command; a ``preload`` request is only answered with its
-    name (the loop starts the :data:`LATER` imports)."""
+    """Fork a child for a launcher's command (``"command"``); a preload request is only
+    answered ``"preload"`` (the loop starts the :data:`LATER` imports); None: unreadable."""
     conn, _ = listener.accept()
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -306,6 +302,7 @@ def _accept(listener: socket.socket, children: dict) -> str | None:
         os.close(fd)
     children[os.pidfd_open(pid)] = [pid, conn, True]
     _send(conn, {"pid": pid})
+    return "command"
 
 
 def _reap(pidfd: int, children: dict) -> None:

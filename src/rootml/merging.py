@@ -1,0 +1,412 @@
+"""The merge stage: per-file specs into the run's layout (``specs.json``) and chunk plan.
+
+The layout fixes everything preprocessing, training and serving must agree on: the ordered
+columns, scaling constants, jagged caps, the padding value, label classes, the split
+fractions and seed, and the chunk plan. Its ``digest`` (sha256 of its canonical JSON) is
+written into every shard and bundle, so mismatched pieces are caught instead of mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import __version__
+from .config import Settings, check_unique_basenames
+from .exceptions import BranchError, ConfigError, DataError, LayoutError, format_closest
+from .layout import layout_digest
+from .multiplicity import add_histogram, histogram_quantile
+from .schemas import validate
+
+log = logging.getLogger(__name__)
+
+SCHEMA_ID = "https://rootml.invalid/schemas/layout/1"
+
+
+SPLIT_KEY = "splitmix64(sha256(seed:basename)[:8] + entry)"
+
+
+#: the default padding lies this fraction of the scaled range below it: outside, so it never
+#: equals a real value, yet close, which trains better than far (benchmarks/bench_padding.py;
+#: the table in docs/padding.md: min-max test AUC 0.780 at -1, 0.833 at -0.01)
+PAD_MARGIN = 0.01
+
+
+def merge(
+    specs: Sequence[dict],
+    settings: Settings,
+    *,
+    labels: Sequence[str] | None = None,
+    label_branch: str | None = None,
+) -> dict:
+    """Build the layout document from per-file specs (in files.txt order) and settings."""
+    if not specs:
+        raise ConfigError("no per-file specs to merge; the file list is empty")
+    check_unique_basenames([s["file"]["basename"] for s in specs])
+    if (labels is None) == (label_branch is None):
+        raise ConfigError("give either one label per file or a label branch, not both/neither")
+    if labels is not None and len(labels) != len(specs):
+        raise ConfigError(
+            f"{len(labels)} labels for {len(specs)} files; labels.txt needs one label per file"
+        )
+    trees = {s["tree"] for s in specs}
+    if len(trees) > 1:
+        raise ConfigError(f"the specs were made for different trees {sorted(trees)}; rerun specs")
+
+    names = _feature_branches(specs, settings, label_branch)
+    merged = {name: _merge_branch(specs, name) for name in names}
+    _check_nan_policy(specs, names, settings.nan_policy)
+    classes, file_labels = _labels(specs, labels, label_branch)
+
+    lo, hi = (0.0, 1.0) if settings.scaling == "minmax" else (-settings.clip, settings.clip)
+    pad = lo - PAD_MARGIN * (hi - lo) if settings.pad_value is None else float(settings.pad_value)
+    if lo <= pad <= hi:
+        raise ConfigError(
+            f"padding value {pad} lies inside the scaled range [{lo}, {hi}] and would collide "
+            f"with real values; choose a value below {lo} or above {hi} (params.json 'nan' or "
+            "features.pad_value), or leave it unset"
+        )
+
+    inputs, features, offset = [], [], 0
+    for name in names:
+        m = merged[name]
+        shift, scale = _scaling(name, m, settings.scaling)
+        entry = {
+            "branch": name,
+            "kind": m["kind"],
+            "dtype": m["dtype"],
+            "offset": offset,
+            "shift": shift,
+            "scale": scale,
+        }
+        if m["kind"] == "jagged":
+            cap = _cap(name, m, settings)
+            entry.update(collection=m["collection"], cap=cap, width=cap)
+            features += [f"{name}[{i}]" for i in range(cap)]
+        else:
+            entry["width"] = 1
+            features.append(name)
+        offset += entry["width"]
+        inputs.append(entry)
+
+    extras = []
+    collections: dict[str, dict] = {}
+    for entry in inputs:
+        if entry["kind"] == "jagged":
+            collections.setdefault(entry["collection"], entry)
+    flat = {e["branch"].lower() for e in inputs if e["kind"] == "flat"}
+    for coll, entry in collections.items():
+        if settings.counts is True or (settings.counts == "auto" and not _has_counter(coll, flat)):
+            top = max(merged[entry["branch"]]["multiplicity"]["max"], 1)
+            extras.append(
+                {
+                    "kind": "count",
+                    "collection": coll,
+                    "branch": entry["branch"],
+                    "offset": offset,
+                    "width": 1,
+                    "scale": (hi - lo) / top,
+                }
+            )
+            features.append(f"{coll}__count")
+            offset += 1
+        if settings.masks:
+            extras.append(
+                {
+                    "kind": "mask",
+                    "collection": coll,
+                    "branch": entry["branch"],
+                    "offset": offset,
+                    "width": entry["cap"],
+                }
+            )
+            features += [f"{coll}__mask[{i}]" for i in range(entry["cap"])]
+            offset += entry["cap"]
+
+    used = allocate_events([s["entries"] for s in specs], settings.nevts)
+    files = []
+    for i, s in enumerate(specs):
+        files.append(
+            {
+                "id": i,
+                "source": s["file"]["source"],
+                "url": s["file"]["url"],
+                "basename": s["file"]["basename"],
+                "entries": s["entries"],
+                "used": used[i],
+                "label": file_labels[i] if file_labels else None,
+                "sha256": s["file"].get("sha256"),
+                "size": s["file"].get("size"),
+            }
+        )
+    val, test = settings.val_fraction, settings.test_fraction
+    doc = {
+        "schema": SCHEMA_ID,
+        "rootml_version": __version__,
+        "digest": "0" * 64,
+        "tree": specs[0]["tree"],
+        "files": files,
+        "labels": {
+            "source": "branch" if label_branch else "file",
+            "branch": label_branch,
+            "kind": "binary" if len(classes) == 2 else "multiclass",
+            "classes": classes,
+        },
+        "seed": settings.seed,
+        "split": {"train": round(1 - val - test, 10), "val": val, "test": test, "key": SPLIT_KEY},
+        "scaling": settings.scaling,
+        "clip": [lo, hi],
+        "pad_value": pad,
+        "nan_policy": settings.nan_policy,
+        "inputs": inputs,
+        "extras": extras,
+        "features": features,
+        "dim": offset,
+        "nevts": settings.nevts,
+        "chunk_size": settings.chunk_size,
+        "read": [*names, *([label_branch] if label_branch else [])],
+        "chunks": chunk_plan(used, settings.chunk_size),
+    }
+    doc["digest"] = layout_digest(doc)
+    validate(doc, "layout", where="the merged layout")
+    log.info(
+        "merge: %d files, %d branches -> %d features, %d classes, %d chunks, %d events",
+        len(files),
+        len(names),
+        offset,
+        len(classes),
+        len(doc["chunks"]),
+        sum(used),
+    )
+    return doc
+
+
+def _has_counter(collection: str, flat_features: set[str]) -> bool:
+    """Whether a flat feature holds the collection's multiplicity by its usual names (NanoAOD's
+    ``nJet``, Delphes's ``Jet_size``, ...). Without one, the multiplicity is visible only
+    through the padding, which sits just below the real values: ``counts: auto`` then adds it."""
+    c = collection.lower()
+    return bool({f"n{c}", f"n_{c}", f"{c}_size", f"{c}_n", f"num{c}"} & flat_features)
+
+
+def _feature_branches(
+    specs: Sequence[dict], settings: Settings, label_branch: str | None
+) -> list[str]:
+    first = specs[0]["branches"]
+    if settings.selected:
+        names = [n for n in settings.selected if n not in settings.exclude]
+    else:
+        names = [n for n, b in first.items() if b["kind"] != "unsupported"]
+    names = [n for n in names if n != label_branch and n not in settings.identifiers]
+    if not names:
+        raise BranchError("no feature branches left; check selected_branches/exclude_branches")
+    for s in specs:
+        branches, where = s["branches"], s["file"]["url"]
+        for name in names:
+            b = branches.get(name)
+            if b is None:
+                raise BranchError(
+                    f"branch {name!r} is missing ({format_closest(name, branches)});\n"
+                    f"add it to exclude_branches or drop the file\nin file {where}"
+                )
+            if b["kind"] == "unsupported":
+                raise BranchError(
+                    f"branch {name!r} cannot be a feature: {b['reason']};\n"
+                    f"add it to exclude_branches\nin file {where}"
+                )
+            ref = specs[0]["branches"][name]
+            if b["kind"] != ref["kind"]:
+                raise BranchError(
+                    f"branch {name!r} is {b['kind']} here but {ref['kind']} in "
+                    f"{specs[0]['file']['url']}; exclude it or fix the files\nin file {where}"
+                )
+        if label_branch and label_branch not in branches:
+            raise BranchError(
+                f"label branch {label_branch!r} is missing "
+                f"({format_closest(label_branch, branches)})\nin file {where}"
+            )
+    return names
+
+
+def _merge_branch(specs: Sequence[dict], name: str) -> dict:
+    """Combine one branch's statistics over files (exact for count/mean/std/min/max/hist)."""
+    count, mean, m2 = 0, 0.0, 0.0
+    lo, hi = math.inf, -math.inf
+    hist = np.zeros(0, dtype=np.int64)
+    for s in specs:
+        b = s["branches"][name]
+        n = b["count"]
+        if n:
+            b_m2 = (b["std"] ** 2) * n
+            total = count + n
+            delta = b["mean"] - mean
+            mean += delta * n / total
+            m2 += b_m2 + delta * delta * count * n / total
+            count = total
+            lo, hi = min(lo, b["min"]), max(hi, b["max"])
+        if b["kind"] == "jagged":
+            hist = add_histogram(hist, np.asarray(b["multiplicity"]["histogram"], dtype=np.int64))
+    ref = specs[0]["branches"][name]
+    if count == 0:
+        raise DataError(
+            f"branch {name!r} has no finite value in any file; exclude it "
+            "(exclude_branches) or fix the inputs"
+        )
+    out = {
+        "kind": ref["kind"],
+        "dtype": ref["dtype"],
+        "count": count,
+        "mean": mean,
+        "std": math.sqrt(m2 / count),
+        "min": lo,
+        "max": hi,
+    }
+    if ref["kind"] == "jagged":
+        nonzero = np.flatnonzero(hist)
+        out["collection"] = ref["collection"]
+        out["multiplicity"] = {"histogram": hist, "max": int(nonzero[-1]) if nonzero.size else 0}
+    return out
+
+
+def _check_nan_policy(specs: Sequence[dict], names: Sequence[str], policy: str) -> None:
+    if policy != "error":
+        return
+    for s in specs:
+        for name in names:
+            b = s["branches"][name]
+            if b["nan"] or b["inf"]:
+                raise DataError(
+                    f"branch {name!r} holds {b['nan']} NaN and {b['inf']} inf values;\n"
+                    "set features.nan_policy to 'drop' (drop those events) or 'replace' "
+                    "(treat them as missing, i.e. the padding value), or exclude the branch\n"
+                    f"in file {s['file']['url']}"
+                )
+
+
+def _labels(
+    specs: Sequence[dict], labels: Sequence[str] | None, label_branch: str | None
+) -> tuple[list[str], list[int] | None]:
+    if label_branch:
+        values: set = set()
+        for s in specs:
+            b = s["branches"][label_branch]
+            if b["kind"] != "flat" or b.get("unique") is None:
+                raise DataError(
+                    f"label branch {label_branch!r} must be a flat integer or bool branch with "
+                    f"at most 64 distinct values (class ids);\nin file {s['file']['url']}"
+                )
+            values.update(int(v) for v in b["unique"])
+        classes = [str(v) for v in sorted(values)]
+        _need_two(classes, f"branch {label_branch!r}")
+        return classes, None
+    assert labels is not None
+    texts = [str(v).strip() for v in labels]
+    try:
+        ordered = sorted(set(texts), key=int)
+        texts = [str(int(t)) for t in texts]
+        ordered = [str(int(t)) for t in ordered]
+    except ValueError:
+        ordered = sorted(set(texts))
+    _need_two(ordered, "labels.txt")
+    index = {c: i for i, c in enumerate(ordered)}
+    return ordered, [index[t] for t in texts]
+
+
+def _need_two(classes: Sequence[str], where: str) -> None:
+    if len(classes) < 2:
+        raise ConfigError(
+            f"only one class ({', '.join(classes) or 'none'}) in {where}; a classifier needs at "
+            "least two: add files of another class, or take labels from a branch"
+        )
+
+
+def _scaling(name: str, m: dict, kind: str) -> tuple[float, float]:
+    if kind == "minmax":
+        span = m["max"] - m["min"]
+        return float(m["min"]), (1.0 / span if span > 0 else 1.0)
+    if kind == "standard":
+        return float(m["mean"]), (1.0 / m["std"] if m["std"] > 0 else 1.0)
+    raise ConfigError(f"unknown scaling {kind!r} for branch {name!r}; use 'minmax' or 'standard'")
+
+
+def _cap(name: str, m: dict, settings: Settings) -> int:
+    spec = settings.jagged_caps.get(
+        name, settings.jagged_caps.get(m["collection"], settings.jagged_cap)
+    )
+    hist = m["multiplicity"]["histogram"]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        cap = spec
+    elif spec == "max":
+        cap = m["multiplicity"]["max"]
+    elif isinstance(spec, str) and spec.startswith("p"):
+        try:
+            q = float(spec[1:]) / 100  # p99 -> 0.99, p99.9 -> 0.999
+        except ValueError:
+            q = -1.0
+        if not 0 < q <= 1:
+            raise ConfigError(
+                f"jagged cap {spec!r} for branch {name!r} is not a quantile; use e.g. p99 or p99.9"
+            )
+        cap = histogram_quantile(hist, q)
+    else:
+        raise ConfigError(f"jagged cap {spec!r} for branch {name!r}: use max, pNN or an integer")
+    return max(int(cap), 1)
+
+
+def allocate_events(entries: Sequence[int], nevts: int) -> list[int]:
+    """Events used per file: all (nevts = -1), or ``nevts`` shared in proportion to the
+    files' sizes with largest-remainder rounding, as MLaaS4HEP drew them."""
+    total = sum(entries)
+    if nevts == -1 or nevts >= total:
+        if nevts > total:
+            log.warning("nevts=%d is more than the %d events in the files; using all", nevts, total)
+        return list(entries)
+    exact = [nevts * e / total for e in entries]
+    used = [math.floor(x) for x in exact]
+    order = sorted(range(len(entries)), key=lambda i: (used[i] - exact[i], i))
+    for i in order[: nevts - sum(used)]:
+        used[i] += 1
+    return [min(u, e) for u, e in zip(used, entries, strict=True)]
+
+
+def chunk_plan(used: Sequence[int], chunk_size: int) -> list[dict]:
+    """Consecutive entry ranges of at most ``chunk_size`` per file (-1: one chunk per file)."""
+    chunks = []
+    for f, n in enumerate(used):
+        step = n if chunk_size == -1 else chunk_size
+        for start in range(0, n, max(step, 1)):
+            chunks.append(
+                {"id": len(chunks), "file": f, "start": start, "stop": min(start + step, n)}
+            )
+    return chunks
+
+
+def job_batches(chunks: Sequence[dict], max_jobs: int, min_events: int = 100_000) -> list[str]:
+    """The chunk plan cut into at most ``max_jobs`` contiguous ranges ("a-b") of similar size.
+
+    One preprocess job per range: a million-event input becomes a handful of jobs, not
+    thousands, and a small input one job (fewer than ``min_events`` events per job is not
+    worth a process start-up). Ranges are in plan order and cover every chunk exactly once.
+    """
+    if max_jobs < 1:
+        raise LayoutError(f"the number of preprocess jobs must be at least 1, got {max_jobs}")
+    if not chunks:
+        raise LayoutError("the chunk plan is empty: no events were selected from the files")
+    sizes = [c["stop"] - c["start"] for c in chunks]
+    total = sum(sizes)
+    n_jobs = max(1, min(max_jobs, len(chunks), -(-total // max(min_events, 1))))
+    ranges, first, done = [], 0, 0
+    for i, size in enumerate(sizes):
+        done += size
+        # close a range once it reaches its share of the events, leaving a chunk for each
+        # range still to come
+        target = total * (len(ranges) + 1) / n_jobs
+        left = len(sizes) - i - 1
+        if len(ranges) < n_jobs - 1 and (done >= target or left == n_jobs - 1 - len(ranges)):
+            ranges.append((first, i))
+            first = i + 1
+    ranges.append((first, len(sizes) - 1))
+    return [f"{chunks[a]['id']}-{chunks[b]['id']}" for a, b in ranges]
