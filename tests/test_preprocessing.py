@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import uproot
+import xxhash
 from hypothesis import given
 from hypothesis import strategies as st
 from rootfiles import event_arrays, write_events, write_tree
@@ -151,6 +152,7 @@ def test_shard_contents_and_attrs(files, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "one.json"]
     record = json.loads((tmp_path / "one.json").read_text())
     assert record["sha256"] == hashlib.sha256(out[0].read_bytes()).hexdigest()
+    assert record["xxh3_128"] == xxhash.xxh3_128(out[0].read_bytes()).hexdigest()
     assert record["size"] == out[0].stat().st_size
     assert record["rows"] == chunk["stop"] - chunk["start"]
     assert record["chunk"] == 2

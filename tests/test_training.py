@@ -273,14 +273,14 @@ def test_shards_from_other_specs_rejected(data, tmp_path):
 def _edited_shard(shard: Path, folder: Path, edit) -> Path:
     """A copy of ``shard`` changed by ``edit(h5)``, re-recorded as if preprocess wrote it."""
     from rootml.shards import write_shard_record
+    from rootml.storage import file_checksums
 
     copy = folder / shard.name
     shutil.copy(shard, copy)
     with h5py.File(copy, "r+") as h5:
         edit(h5)
         attrs, rows = dict(h5.attrs), len(h5["y"])
-    digest = hashlib.sha256(copy.read_bytes()).hexdigest()
-    write_shard_record(copy, copy.stat().st_size, digest, rows, attrs)
+    write_shard_record(copy, copy.stat().st_size, file_checksums(copy), rows, attrs)
     return copy
 
 

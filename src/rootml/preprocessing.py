@@ -23,7 +23,7 @@ from .columns import check_matches, stores_by_basename
 from .exceptions import DataError, LayoutError
 from .reading import open_input
 from .sources import resolve
-from .storage import atomic_path, sha256_file
+from .storage import atomic_path, file_checksums
 from .transform import labels_for, split_of, transform
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _attrs(layout: dict, info: dict, chunk: dict) -> dict:
 
 def _write_shard(h5py, target: Path, shard: dict, attrs: dict) -> None:
     """Write one shard under a temporary name and rename it into place when complete, then its
-    record (size, sha256, rows: what the steps that read it verify)."""
+    record (size, checksums, rows: what the steps that read it verify)."""
     from .shards import write_shard_record
 
     with atomic_path(target) as tmp:
@@ -191,5 +191,5 @@ def _write_shard(h5py, target: Path, shard: dict, attrs: dict) -> None:
             for name, data in shard.items():
                 h5.create_dataset(name, data=data)
             h5.attrs.update(attrs)
-        size, digest = tmp.stat().st_size, sha256_file(tmp)  # still in the page cache
-    write_shard_record(target, size, digest, len(shard["y"]), attrs)
+        size, sums = tmp.stat().st_size, file_checksums(tmp)  # still in the page cache
+    write_shard_record(target, size, sums, len(shard["y"]), attrs)

@@ -109,3 +109,32 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
         while chunk := handle.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+#: the checksum a reading step verifies: XXH3-128 runs at ~9 GB/s where sha256 runs at
+#: ~1.6 GB/s, so checking every byte a step reads stays within a few percent of its time;
+#: sha256 is recorded beside it for provenance and outside tools
+FAST_CHECKSUM = "xxh3_128"
+
+
+def file_checksums(path: str | Path, block: int = 1 << 22) -> dict[str, str]:
+    """``{"sha256": ..., "xxh3_128": ...}`` of a file, in one pass over it."""
+    import xxhash
+
+    slow, fast = hashlib.sha256(), xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            slow.update(chunk)
+            fast.update(chunk)
+    return {"sha256": slow.hexdigest(), FAST_CHECKSUM: fast.hexdigest()}
+
+
+def fast_checksum(path: str | Path, block: int = 1 << 22) -> str:
+    """The :data:`FAST_CHECKSUM` of a file."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
