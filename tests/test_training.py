@@ -348,6 +348,40 @@ def test_incomplete_bundle_names_missing_files(bundle, tmp_path):
         load_bundle(copy)
 
 
+def test_bundle_manifest_lists_every_file_and_a_damaged_one_is_named(bundle, tmp_path, caplog):
+    manifest = json.loads((bundle / "manifest.json").read_text())["files"]
+    on_disk = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {
+        "manifest.json",
+        "params.json",
+    }
+    assert set(manifest) == on_disk
+    assert any(name.startswith("variables/") for name in manifest)
+    for name, record in manifest.items():
+        data = (bundle / name).read_bytes()
+        assert record["size"] == len(data)
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    params = json.loads((copy / "params.json").read_text())
+    (copy / "params.json").write_text(json.dumps({**params, "name": "renamed"}))
+    assert load_bundle(copy).params["name"] == "renamed"  # TFaaS metadata may be rewritten
+    onnx = bytearray((copy / "model.onnx").read_bytes())
+    onnx[len(onnx) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(onnx))
+    with pytest.raises(BundleError, match=r"bundle file model\.onnx is not the one(.|\n)*re-run"):
+        load_bundle(copy)
+    shutil.copy(bundle / "model.onnx", copy / "model.onnx")
+    (copy / "history.json").unlink()
+    with pytest.raises(BundleError, match=r"bundle file history\.json is missing"):
+        load_bundle(copy)
+    shutil.copy(bundle / "history.json", copy / "history.json")
+    (copy / "manifest.json").unlink()
+    with caplog.at_level("WARNING", logger="rootml.bundle"):
+        load_bundle(copy)  # a bundle made before manifests: loaded, with a warning
+    assert "no manifest.json" in caplog.text
+
+
 # ------------------------------------------------------------------ evaluate
 
 

@@ -28,7 +28,14 @@ import numpy as np
 
 from .exceptions import BundleError
 from .layout import load_layout
-from .storage import temporary_folder, write_json
+from .storage import (
+    FAST_CHECKSUM,
+    fast_checksum,
+    file_checksums,
+    read_json,
+    temporary_folder,
+    write_json,
+)
 from .transform import column_constants, scale_rows, unscale_rows
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,11 @@ REQUIRED = (
     "specs.json",
     "provenance.json",
 )
+#: every file of the bundle but these two, with its size and checksums (written last, checked
+#: by every load): params.json is TFaaS metadata that servers and users rewrite (name,
+#: description), and the manifest does not list itself
+MANIFEST = "manifest.json"
+UNLISTED = ("params.json", MANIFEST)
 ONNX_TOLERANCE = 1e-5
 ONNX_OPSET = 17
 
@@ -107,6 +119,7 @@ def export_bundle(
         write_json(tmp / "provenance.json", provenance)
         (tmp / "labels.txt").write_text("\n".join(layout["labels"]["classes"]) + "\n")
         write_json(tmp / "params.json", tfaas_params(layout, name, description))
+        write_manifest(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,6 +230,40 @@ def _check_onnx(path: Path, model, layout: dict, reference_x: np.ndarray) -> dic
     }
 
 
+def write_manifest(folder: Path) -> Path:
+    """``manifest.json``: size, sha256 and the fast checksum of every file but :data:`UNLISTED`."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name not in UNLISTED:
+            files[name] = {"size": path.stat().st_size, **file_checksums(path)}
+    return write_json(folder / MANIFEST, {"files": files})
+
+
+def verify_manifest(folder: Path) -> None:
+    """Every file the manifest lists is there, with its size and fast checksum; an error names
+    the first that is not."""
+    where = folder / MANIFEST
+    try:
+        files = read_json(where)["files"]
+        listed = {
+            str(name): (int(rec["size"]), str(rec[FAST_CHECKSUM])) for name, rec in files.items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise BundleError(
+            f"unreadable bundle manifest ({err}); {_RETRAIN}\nin file {where}"
+        ) from None
+    for name, (size, checksum) in listed.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {name} is missing; {_RETRAIN}\nin folder {folder}")
+        if path.stat().st_size != size or fast_checksum(path) != checksum:
+            raise BundleError(
+                f"bundle file {name} is not the one 'rootml train' wrote (its size or checksum "
+                f"differs from {MANIFEST}): it was damaged or edited; {_RETRAIN}\nin folder {folder}"
+            )
+
+
 def _replace_dir(new: Path, out: Path) -> None:
     """Rename ``new`` onto ``out``; an existing ``out`` is moved aside first, then removed."""
     old = None
@@ -255,6 +302,9 @@ class Bundle:
         )
 
 
+_RETRAIN = "re-run the train step that wrote it (rootml run --resume re-runs it)"
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Open a bundle directory; name every missing file."""
     path = Path(path)
@@ -266,6 +316,10 @@ def load_bundle(path: str | Path) -> Bundle:
             f"bundle is incomplete, missing {', '.join(missing)}; rerun 'rootml train'\n"
             f"in folder {path}"
         )
+    if (path / MANIFEST).is_file():
+        verify_manifest(path)
+    else:
+        log.warning("bundle %s has no %s: its files cannot be verified", path, MANIFEST)
     layout = load_layout(path / "specs.json")
     params = json.loads((path / "params.json").read_text("utf-8"))
     return Bundle(path, layout, params)
