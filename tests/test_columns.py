@@ -16,7 +16,7 @@ import uproot
 from conftest import write_events as write_kinds
 from rootfiles import event_arrays, write_events, write_tree
 
-from rootml.columns import MANIFEST, open_columns, stores_by_basename
+from rootml.columns import BLOCK, MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
 from rootml.exceptions import BranchError, ConfigError, InputFileError, LayoutError
 from rootml.merging import merge
@@ -129,6 +129,43 @@ def test_truncated_array_is_refused(staged, tmp_path):
     victim.write_bytes(victim.read_bytes()[:-4])
     with pytest.raises(LayoutError, match=rf"(?s){victim.name} holds .* bytes.*damaged.*rerun"):
         open_columns(folder)
+
+
+@pytest.fixture(scope="module")
+def big_staging(tmp_path_factory):
+    """A staging whose arrays span several checksum blocks."""
+    d = tmp_path_factory.mktemp("big-columns")
+    path = write_events(d / "big.root", 40_000, seed=5, basket=7_000)
+    file_specs(str(path), "events", identifiers=IDS, columns=d / "col", step=9_999)
+    return path, d / "col"
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 40_000), (8_191, 8_193), (16_000, 33_000)])
+def test_ranges_across_checksum_blocks_equal_the_root_file(big_staging, start, stop):
+    path, folder = big_staging
+    store = open_columns(folder)
+    names = ["HT", "Jet_pt", "nPV", "trigger"]
+    with open_input(str(path), "events") as root:
+        _same(store.arrays(names, start, stop), root.arrays(names, start, stop))
+
+
+def test_a_flipped_byte_in_a_staged_array_is_refused_where_it_is_read(big_staging, tmp_path):
+    folder = _copy(big_staging[1], tmp_path)
+    branch = json.loads((folder / MANIFEST).read_text())["branches"]["HT"]
+    victim = folder / branch["values"]
+    itemsize = np.dtype(branch["dtype"]).itemsize
+    assert victim.stat().st_size > 2 * BLOCK
+    data = bytearray(victim.read_bytes())
+    data[2 * BLOCK + 5] ^= 0x01
+    victim.write_bytes(bytes(data))
+    store = open_columns(folder)  # the sizes are right
+    first_block = BLOCK // itemsize
+    assert len(store.arrays(["HT"], 0, first_block)) == first_block  # block 0 is intact
+    with pytest.raises(LayoutError, match=rf"(?s){victim.name} differs .*block 2.*rerun"):
+        store.arrays(["HT"], 0, 40_000)
+    (folder / f"{victim.name}.xxh3").unlink()
+    with pytest.raises(LayoutError, match=r"no complete checksum file"):
+        open_columns(folder).arrays(["HT"], 0, 10)
 
 
 def test_unfinished_staging_is_refused(tmp_path):
