@@ -10,8 +10,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -600,3 +602,88 @@ def test_failure_report_shows_a_container_log_as_the_step_printed_it(tmp_path):
         "in file /w/model.py",
         "a plain line of a local step",
     ]
+
+
+# ------------------------------------------------------------------ killed and resumed
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """One input folder and the outputs of a run of it that nothing interrupted."""
+    base = tmp_path_factory.mktemp("uninterrupted")
+    inputs = _one_file_input(base / "in")
+    result = _run(
+        "--input", str(inputs), "--engine", "local", "--workdir", str(base / "w"), cwd=base
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return inputs.parent, _outputs(base / "w")
+
+
+def _outputs(workdir: Path) -> dict:
+    """What must not depend on an interruption: the shards' rows, the trained weights, the
+    ONNX graph, the test metrics."""
+    import hashlib
+
+    import h5py
+
+    from rootml.workflow.runner import step_records
+
+    shards = {}  # the datasets' bytes (the attributes name the run's folders)
+    for path in sorted(workdir.glob("preprocess_*/shards/shard-*.h5")):
+        with h5py.File(path, "r") as h5:
+            shards[path.name] = {k: hashlib.sha256(h5[k][:].tobytes()).hexdigest() for k in h5}
+    manifest = json.loads((workdir / "train" / "bundle" / "manifest.json").read_text())["files"]
+    metrics = json.loads((workdir / "evaluate" / "report" / "metrics.json").read_text())
+    return {
+        "shards": shards,
+        "weights": {n: r["sha256"] for n, r in manifest.items() if n.startswith("variables/")},
+        "onnx": manifest["model.onnx"]["sha256"],
+        "auc": metrics["auc"],
+        "steps": sorted(step_records(workdir)),
+    }
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "step", ["fetch_0", "specs_0", "preprocess_0", "features", "train", "evaluate", "publish"]
+)
+def test_a_run_killed_in_a_step_resumes_that_step_and_what_follows(uninterrupted, tmp_path, step):
+    """kill -9 of the whole run (rootml, yadage, the warm interpreters, the step) while
+    ``step`` runs; --resume re-runs what was running and what follows, reuses what was done,
+    and ends with the outputs of a run never interrupted."""
+    from rootml.workflow.runner import step_records
+
+    source, expected = uninterrupted
+    inputs = shutil.copytree(source, tmp_path / "in") / "input.yml"
+    workdir = tmp_path / "w"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [ROOTML, "run", "--input", str(inputs), "--engine", "local", "--workdir", str(workdir)]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    try:
+        while (record := step_records(workdir).get(step)) is None or record.status != "running":
+            assert proc.poll() is None, f"the run ended before {step} was seen running"
+            assert time.monotonic() < deadline, f"{step} never ran"
+            time.sleep(0.005)
+        os.killpg(proc.pid, signal.SIGSTOP)  # freeze everything, then look, then kill
+        at_kill = step_records(workdir)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    running = {n for n, s in at_kill.items() if s.status == "running"}
+    done = {n: s.record["started"] for n, s in at_kill.items() if s.status == "done"}
+    assert step in running
+
+    result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = step_records(workdir)
+    for name, started in done.items():
+        assert after[name].record["started"] == started, f"{name} ran again"
+    for name in running:
+        assert after[name].status == "done"
+        assert after[name].record["started"] != at_kill[name].record["started"]
+    assert _outputs(workdir) == expected
