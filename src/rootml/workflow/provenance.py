@@ -48,6 +48,7 @@ EXPECTED_TO_DIFFER = {
     "train/bundle/provenance.json": "names the run folder",
     "train/bundle/model.keras": "a zip archive stamped with the time it was saved",
     "train/bundle/fingerprint.pb": "TensorFlow's SavedModel fingerprint, new at every save",
+    "train/bundle/manifest.json": "the bundle's checksums, those of the two files above among them",
     "evaluate/report/report.html": "names the bundle's folder",
 }
 
