@@ -103,11 +103,17 @@ def write_json(path: str | Path, doc: Any) -> Path:
     return Path(path)
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
+def _hash_file(path: str | Path, *digests, block: int = 1 << 22) -> None:
+    """Feed the bytes of a file to each of ``digests`` (hashlib-like objects), in one pass."""
     with open(path, "rb") as handle:
         while chunk := handle.read(block):
-            digest.update(chunk)
+            for digest in digests:
+                digest.update(chunk)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    _hash_file(path, digest)
     return digest.hexdigest()
 
 
@@ -117,24 +123,19 @@ def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
 FAST_CHECKSUM = "xxh3_128"
 
 
-def file_checksums(path: str | Path, block: int = 1 << 22) -> dict[str, str]:
+def file_checksums(path: str | Path) -> dict[str, str]:
     """``{"sha256": ..., "xxh3_128": ...}`` of a file, in one pass over it."""
     import xxhash
 
     slow, fast = hashlib.sha256(), xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            slow.update(chunk)
-            fast.update(chunk)
+    _hash_file(path, slow, fast)
     return {"sha256": slow.hexdigest(), FAST_CHECKSUM: fast.hexdigest()}
 
 
-def fast_checksum(path: str | Path, block: int = 1 << 22) -> str:
+def fast_checksum(path: str | Path) -> str:
     """The :data:`FAST_CHECKSUM` of a file."""
     import xxhash
 
     digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
+    _hash_file(path, digest)
     return digest.hexdigest()
