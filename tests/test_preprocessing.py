@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import awkward as ak
 import h5py
@@ -15,6 +17,7 @@ from rootfiles import event_arrays, write_events, write_tree
 
 from rootml.config import Settings
 from rootml.exceptions import DataError, InputFileError, LayoutError
+from rootml.layout import write_layout
 from rootml.merging import merge
 from rootml.preprocessing import parse_chunks, preprocess
 from rootml.specs import file_specs
@@ -286,3 +289,44 @@ def test_infinities_follow_the_nan_policy_like_nans(files, tmp_path, policy):
         with uproot.open(path) as f:
             raw = raw_rows(f["events"].arrays(layout["read"]), layout)
         assert np.array_equal(scale_rows(raw, layout), x)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 128 KiB tmpfs: a real full disk for a step's outputs (needs the right to mount)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_preprocess_on_a_full_disk_is_one_message_and_leaves_no_shard(files, tmp_path, small_disk):
+    layout = _layout(files, chunk_size=500)
+    assert 2500 * layout["dim"] * 4 > 2 * 128 * 1024  # the rows alone overflow the disk
+    specs = write_layout(tmp_path / "layout.json", layout)
+    out = small_disk / "shards"
+    cmd = [sys.executable, "-m", "rootml", "preprocess", "--specs", str(specs)]
+    done = subprocess.run(
+        [*cmd, "--chunk", "all", "--out", str(out)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "no space left on the device" in done.stderr
+    assert str(small_disk) in done.stderr
+    # what was written completely stays, with its record; nothing half-written is left
+    left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    assert all(not n.startswith(".") for n in left), left
+    shards = [n for n in left if n.endswith(".h5")]
+    assert sorted(n.replace(".h5", ".json") for n in shards) == [
+        n for n in left if n.endswith(".json")
+    ]
+    assert len(shards) < len(layout["chunks"])
