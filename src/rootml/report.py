@@ -414,11 +414,11 @@ def write_report(
 
     # the ROC curve and the confusion matrix are drawn in forked processes meanwhile
     confusion = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
-    drawn = {
-        "roc": draw_aside(lambda: _styled(plots.plot_roc, metrics, names)),
-        "confusion": draw_aside(lambda: _styled(plots.plot_confusion, confusion, names)),
-        **(drawn or {}),
-    }
+    drawn = dict(drawn or {})
+    if "roc" not in drawn:
+        drawn["roc"] = draw_aside(lambda: _styled(plots.plot_roc, metrics, names))
+    if "confusion" not in drawn:
+        drawn["confusion"] = draw_aside(lambda: _styled(plots.plot_confusion, confusion, names))
     text = plots.Text()
     pngs: dict[str, bytes] = {}
     with plots.style():

@@ -6,10 +6,11 @@ for TensorFlow, Keras and tf2onnx; with every step a new process, a small run sp
 time importing. ``rootml run --engine local`` therefore starts two servers before yadage:
 
 - ``data``: the data path's modules, and evaluation's (it scores through onnxruntime);
-- ``model``: those plus TensorFlow, Keras, tf2onnx and onnxruntime, for training. It imports
-  while the data steps run, so its start-up overlaps work instead of adding to it; the data
-  server and its commands run at a lower CPU priority (nice 10), so that on a small machine
-  this import, which training waits for, is not the one slowed down, nor training itself.
+- ``model``: the common ones (no uproot, no awkward) plus TensorFlow, Keras, tf2onnx and
+  onnxruntime, for training. It imports while the data steps run, so its start-up overlaps
+  work instead of adding to it; the data server and its commands run at a lower CPU priority
+  (nice 10), so that on a small machine this import, which training waits for, is not the
+  one slowed down, nor training itself.
 
 Each server is ready once :data:`PRELOAD` is imported; what only the last commands use
 (:data:`LATER`: matplotlib, scipy, the report for ``features`` and ``evaluate``) is imported
