@@ -487,9 +487,10 @@ def _run(
     yadage_log = workdir / "yadage.log"
     cmd = _yadage_command(root, workdir, run_input, parallel)
     progress = Progress(workdir, out, run_input.user_paths)
-    # the summary reads an event with uproot: import it while this process only waits, once
-    # nothing on the way to the bundle needs the CPU
-    reading = threading.Thread(target=importlib.import_module, args=("..reading", __package__))
+    # the summary reads an event with uproot and the manifest lists this interpreter's
+    # packages: do both while this process only waits, once nothing on the way to the bundle
+    # needs the CPU
+    reading = threading.Thread(target=_prepare_summary, daemon=True)
     t0 = time.time()
     with open(yadage_log, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -545,6 +546,11 @@ def _run(
         except KeyboardInterrupt:
             pass
     return record
+
+
+def _prepare_summary() -> None:
+    importlib.import_module("..reading", __package__)
+    provenance.local_environment()
 
 
 class _EarlySummary:
