@@ -506,8 +506,11 @@ BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nraise ValueError(
 def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     inputs = _one_file_input(tmp_path / "in", model=BROKEN_MODEL)
     workdir = tmp_path / "w"
+    # without the warm interpreters (as under Docker or on REANA) the train step is the first
+    # to import the model file
     result = _run(
-        "--input", str(inputs), "--engine", "local", "--workdir", str(workdir), cwd=tmp_path
+        "--input", str(inputs), "--engine", "local", "--no-warm", "--workdir", str(workdir),
+        cwd=tmp_path,
     )
     assert result.returncode == 1
     assert "step train failed" in result.stderr
@@ -546,6 +549,36 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
         n: s["started"] for n, s in after.items()
     }
     assert "test AUC" in result.stdout
+
+
+NONE_MODEL = "import keras\n\ndef model(idim):\n    net = keras.Sequential([keras.Input((idim,))])\n"
+
+
+@pytest.mark.tensorflow
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (BROKEN_MODEL, "importing the model file raised ValueError: broken"),
+        (NONE_MODEL, "model(idim) must return a keras Model, got NoneType"),
+    ],
+    ids=["raises-at-import", "returns-none"],
+)
+def test_a_model_file_that_cannot_train_stops_the_run_before_training(tmp_path, model, message):
+    inputs = _one_file_input(tmp_path / "in", model=model)
+    workdir = tmp_path / "w"
+    result = _run(
+        "--input", str(inputs), "--engine", "local", "--workdir", str(workdir), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert f"model.py cannot be trained: {message}" in result.stderr
+    assert f"in file {tmp_path / 'in' / 'model.py'}" in result.stderr  # the user's file
+    assert str(workdir / "model" / "model.py") not in result.stderr
+    assert "rootml run --resume" in result.stderr
+    steps = _steps(workdir)
+    assert steps["merge"]["status"] == "done"
+    assert "train" not in steps  # found by the model server beside preprocessing, not by train
+    assert not (workdir / "train").exists()
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_model(args: argparse.Namespace) -> int:
+    from ..layout import load_layout
+    from ..modelfile import build_model
+
+    layout = load_layout(args.specs)
+    checked = build_model(args.model, layout["dim"], len(layout["labels"]["classes"]))
+    print(f"{args.model}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..scoring import evaluate
 
@@ -116,6 +126,14 @@ def add_commands(sub) -> None:
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "check-model",
+        help="import model.py, call model(idim) for the merged layout and check the model",
+    )
+    p.add_argument("--specs", required=True, help="merged specs.json")
+    p.add_argument("--model", required=True, help="model.py defining model(idim)")
+    p.set_defaults(func=cmd_check_model)
 
     p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on the test split")
     p.add_argument("--bundle", required=True, help="bundle folder written by 'rootml train'")

@@ -500,9 +500,14 @@ def _run(
             _lower_priority(proc.pid)
         preloaded = False
         early = _EarlySummary(workdir, run_input, server, keep_serving=options.serve)
+        model_check = _ModelCheck(workdir, pool)
         try:
             while proc.poll() is None:
                 progress.poll()
+                if model_check.poll(progress):
+                    proc.terminate()  # the model cannot train: stop before preprocessing ends
+                    proc.wait()
+                    break
                 if not preloaded and progress.seen.keys() & {"train", "features"}:
                     pool.preload("data")  # the data path is done: evaluation's imports next
                     preloaded = True
@@ -521,6 +526,11 @@ def _run(
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
     record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
+    if model_check.error:
+        raise WorkflowError(
+            f"{run_input.user_paths(model_check.error)}\nfix the model file, then continue "
+            f"with: rootml run --resume --workdir {workdir} (model.py may change on --resume)"
+        )
     if proc.returncode != 0:
         raise WorkflowError(
             "the workflow failed.\n"
@@ -546,6 +556,60 @@ def _run(
         except KeyboardInterrupt:
             pass
     return record
+
+
+class _ModelCheck:
+    """``rootml check-model`` on the warm model server once the merge step has written the
+    layout: model.py imported and ``model(idim)`` built and checked (as the train step will)
+    beside preprocessing, so a model file that raises, returns None or does not fit the
+    labels stops the run before the data path is done, not after it."""
+
+    def __init__(self, workdir: Path, pool: warm.Pool) -> None:
+        self.model = workdir / "model" / "model.py"
+        self.layout = workdir / "merge" / "specs.json"
+        self.log = workdir / "check-model.log"
+        self.pool = pool
+        self.proc: subprocess.Popen | None = None
+        self.error = ""
+
+    def poll(self, progress: Progress) -> bool:
+        """Start the check when it is due; True once it has failed."""
+        if self.proc is None:
+            if self._due(progress):
+                launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
+                cmd = [str(launcher), "check-model", "--specs", str(self.layout)]
+                with open(self.log, "wb") as log:
+                    self.proc = subprocess.Popen(
+                        [*cmd, "--model", str(self.model)],
+                        env=dict(os.environ, **self.pool.env),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+            return False
+        if self.error or self.proc.poll() in (None, 0):
+            return False
+        lines = self.log.read_text("utf-8", errors="replace").splitlines()
+        mark = next((i for i, line in enumerate(lines) if ": error: " in line), None)
+        if mark is None:
+            self.error = f"checking {self.model} failed; the end of {self.log}:\n" + "\n".join(
+                lines[-LOG_TAIL:]
+            )
+        else:
+            first = lines[mark].split(": error: ", 1)[1]
+            self.error = "model.py cannot be trained: " + "\n".join([first, *lines[mark + 1 :]])
+        return True
+
+    def _due(self, progress: Progress) -> bool:
+        """Only with the warm model server (importing TensorFlow cold would compete with the
+        run) and when this run merged the layout and will train on it."""
+        return (
+            bool(self.pool.env)
+            and progress.done_here("merge")
+            and "train" not in progress.seen
+            and self.model.is_file()
+            and self.layout.is_file()
+        )
 
 
 def _prepare_summary() -> None:

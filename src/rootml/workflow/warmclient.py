@@ -1,9 +1,9 @@
 """The ``rootml`` launcher of the warm interpreters (:mod:`.warm`): standard library only, run
 as ``python -S``, so it starts in milliseconds.
 
-It hands its command to the warm server for the subcommand (``train`` to the one with
-TensorFlow, the rest, ``evaluate`` included, to the data one), with its argv, folder, environment, umask and
-its standard streams as file descriptors, then waits: the server answers the command's pid
+It hands its command to the warm server for the subcommand (``train`` and ``check-model`` to the
+one with TensorFlow, the rest, ``evaluate`` included, to the data one), with its argv, folder,
+environment, umask and its standard streams as file descriptors, then waits: the server answers the command's pid
 (signals sent here are passed on to it) and, when it ends, its exit status, which becomes this
 process's. With no server to hand it to, it execs ``python -m rootml`` like a plain install.
 """
@@ -16,7 +16,7 @@ import socket
 import sys
 
 ENV = "ROOTML_WARM"
-MODEL_COMMANDS = ("train",)
+MODEL_COMMANDS = ("train", "check-model")
 
 
 def _subcommand(argv):
