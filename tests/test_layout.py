@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import re
 
+import awkward as ak
 import numpy as np
 import pytest
 from hypothesis import given
@@ -115,13 +118,18 @@ def test_same_basename_rejected(specs3):
         merge([specs3[0], twin], _settings(), labels=["1", "0"])
 
 
-def test_nan_policy_error_names_branch_and_file(specs3):
+def test_nan_policy_error_names_every_branch_and_its_file_at_once(specs3):
     bad = json.loads(json.dumps(specs3[1]))
     bad["branches"]["MET"]["nan"] = 4
-    with pytest.raises(
-        DataError, match=r"'MET' holds 4 NaN(.|\n)*nan_policy(.|\n)*in file .*b\.root"
-    ):
+    bad["branches"]["HT"]["inf"] = 2
+    with pytest.raises(DataError) as err:
         merge([specs3[0], bad], _settings(), labels=["1", "0"])
+    text = str(err.value)
+    assert "2 branch(es) hold NaN or inf values" in text
+    assert re.search(r"MET: 4 NaN, 0 inf \(first in .*b\.root\)", text)
+    assert re.search(r"HT: 0 NaN, 2 inf \(first in .*b\.root\)", text)
+    assert "--nan-policy" in text
+    assert "features.nan_policy" in text
     doc = merge([specs3[0], bad], _settings(nan_policy="drop"), labels=["1", "0"])
     assert doc["nan_policy"] == "drop"
 
@@ -199,3 +207,75 @@ def test_digest_round_trip_and_tamper_detection(specs3, tmp_path):
     path.write_text(json.dumps(tampered))
     with pytest.raises(LayoutError, match="does not match its content"):
         load_layout(path)
+
+
+def _nanoaod_like(folder, n: int = 300) -> list[dict]:
+    """Two files where, as in CMS NanoAOD, one variable is NaN in every event and one
+    optional collection is never filled, in every file."""
+    specs = []
+    for i, signal in enumerate((True, False)):
+        empty = ak.Array([[] for _ in range(n)])
+        path = write_events(
+            folder / f"nano{i}.root",
+            n,
+            seed=10 + i,
+            signal=signal,
+            HTXS_Higgs_y=np.full(n, np.nan, dtype=np.float32),
+            FsrPhoton=ak.zip({"pt": ak.values_astype(empty, np.float32)}),
+        )
+        specs.append(file_specs(str(path), "events", identifiers=IDS))
+    return specs
+
+
+def test_branches_without_a_finite_value_anywhere_are_dropped_in_one_warning(tmp_path, caplog):
+    specs = _nanoaod_like(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="rootml"):
+        doc = merge(specs, _settings(nan_policy="replace"), labels=["1", "0"])
+    read = set(doc["read"])
+    assert "MET" in read
+    assert "HTXS_Higgs_y" not in read
+    assert "FsrPhoton_pt" not in read
+    warnings = [r.getMessage() for r in caplog.records if "no finite value" in r.getMessage()]
+    assert len(warnings) == 1  # one message for all of them, never one error at a time
+    assert "HTXS_Higgs_y" in warnings[0]
+    assert "FsrPhoton_pt" in warnings[0]
+
+    with pytest.raises(DataError) as err:
+        merge(specs, _settings(nan_policy="replace", empty_branches="error"), labels=["1", "0"])
+    assert "2 branch(es) have no finite value in any file: HTXS_Higgs_y, FsrPhoton_pt" in str(
+        err.value
+    )
+
+
+def test_exclude_applies_without_a_selection_and_takes_patterns(specs3):
+    doc = merge(specs3[:2], _settings(exclude=("MET", "Jet_*")), labels=["1", "0"])
+    branches = {e["branch"] for e in doc["inputs"]}
+    assert "MET" not in branches
+    assert not {"Jet_pt", "Jet_eta"} & branches
+    assert {"HT", "Muon_pt"} <= branches
+    doc = merge(specs3[:2], _settings(selected=("Jet.*", "MET")), labels=["1", "0"])
+    assert [e["branch"] for e in doc["inputs"]] == ["Jet_pt", "Jet_eta", "MET"]
+
+
+def test_a_lone_event_branch_taken_as_identifier_is_said(tmp_path, caplog):
+    specs = [
+        file_specs(
+            str(write_events(tmp_path / f"{i}.root", 200, seed=i, run=None, luminosityBlock=None)),
+            "events",
+            identifiers=IDS,
+        )
+        for i in range(2)
+    ]
+    with caplog.at_level(logging.WARNING, logger="rootml"):
+        doc = merge(specs, _settings(), labels=["1", "0"])
+    assert "event" not in doc["read"]
+    said = [r.getMessage() for r in caplog.records if "identifier" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith("took event as identifier(s)")
+    assert "--identifiers" in said[0]
+
+
+def test_the_cms_identifiers_are_not_a_warning(specs3, caplog):
+    with caplog.at_level(logging.WARNING, logger="rootml"):
+        merge(specs3[:2], _settings(), labels=["1", "0"])
+    assert not [r for r in caplog.records if "identifier" in r.getMessage()]

@@ -171,7 +171,7 @@ def _with_nans(tmp_path):
 
 def test_nan_policies(files, tmp_path):
     path = _with_nans(tmp_path)
-    with pytest.raises(DataError, match="MET' holds 3 NaN"):
+    with pytest.raises(DataError, match="MET: 3 NaN, 0 inf"):
         _layout([path, files[1]])
     drop = _layout([path, files[1]], nan_policy="drop")
     [shard] = preprocess(drop, [0], tmp_path / "drop.h5")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import awkward as ak
+import numpy as np
 import pytest
 from servers import parse_ranges
 
@@ -246,6 +247,8 @@ def test_bad_input_fails_naming_the_file(case, tmp_path, request, monkeypatch):
     assert where in text, f"the message does not name {where!r}:\n{text}"
     if Path(where).is_file():
         assert text.endswith(f"\nin file {Path(where).resolve()}")  # on its own line, last
+    assert ",;" not in text
+    assert ",\n" not in text
 
 
 def test_lfn_with_redirector_resolves_to_the_redirector():
@@ -314,3 +317,91 @@ def test_http_server_head_ranges_and_errors(http_server):
         assert ask("GET")[2] == body
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------ split objects, TNtuple, records
+
+DATA = Path(__file__).parent / "data"  # files written by ROOT (see data/README.md)
+
+
+def test_a_tclonesarray_collection_is_read_leaf_by_leaf_as_uproot_reads_it():
+    path = DATA / "uproot-issue213.root"
+    with open_input(str(path), "T") as events:
+        branches = events.branches
+        energy = events.arrays(["fMCHits.fEneDep", "eventPack.fMCHits", "eventPack.fEvtIndex"])
+    import uproot
+
+    with uproot.open(path) as f:
+        tree = f["T"]
+        expected = tree["eventPack/fMCHits/fMCHits.fEneDep"].array()
+        counts = tree["eventPack/fMCHits"].array()
+    assert (branches["fMCHits.fEneDep"].kind, branches["fMCHits.fEneDep"].collection) == (
+        JAGGED,
+        "fMCHits",
+    )
+    assert branches["eventPack.fMCHits"].counter_of == "eventPack.fMCHits"  # the object count
+    assert branches["eventPack.fEvtIndex"].kind == FLAT  # a plain member of the split class
+    assert branches["fMCHits.fPosition"].kind == UNSUPPORTED  # TVector3 objects
+    assert "pointer" in branches["eventPack.fGenInfo"].reason
+    assert ak.all(energy["fMCHits.fEneDep"] == expected)
+    assert ak.all(ak.num(energy["fMCHits.fEneDep"]) == energy["eventPack.fMCHits"])
+    assert ak.all(energy["eventPack.fMCHits"] == counts)
+
+
+def test_a_fully_split_class_gives_its_members_under_dotted_names():
+    path = DATA / "uproot-small-evnt-tree-fullsplit.root"
+    with open_input(str(path), "tree") as events:
+        branches = events.branches
+        got = events.arrays(["evt.I16", "evt.ArrayF32[10]", "evt.SliceF64", "P3.Px", "evt.N"])
+    import uproot
+
+    with uproot.open(path) as f:
+        tree = f["tree"]
+        slices = tree["evt/SliceF64"].array()
+        px = tree["evt/P3/P3.Px"].array()
+    assert branches["evt.I16"].kind == FLAT
+    assert (branches["evt.ArrayF32[10]"].kind, branches["evt.ArrayF32[10]"].fixed_length) == (
+        JAGGED,
+        10,
+    )
+    # a member vector is its own collection: the struct's vectors differ in length
+    assert branches["evt.SliceF64"].collection == "evt.SliceF64"
+    assert branches["evt.StlVecF32"].collection == "evt.StlVecF32"
+    assert branches["evt.Str"].kind == UNSUPPORTED
+    assert ak.all(got["evt.SliceF64"] == slices)
+    assert ak.all(ak.num(got["evt.SliceF64"]) == got["evt.N"])
+    assert ak.all(got["P3.Px"] == px)
+
+
+def test_an_rntuple_record_field_gives_its_leaves(tmp_path):
+    import uproot
+
+    n = 20
+    columns = ak.Array(
+        {
+            "met": np.arange(n, dtype=np.float32),
+            "three_LV": ak.zip({"pt": np.arange(n, dtype=np.float32) * 2, "eta": np.ones(n)}),
+        }
+    )
+    with uproot.recreate(tmp_path / "rec.root") as f:
+        f.mkrntuple("events", columns)
+    with open_input(str(tmp_path / "rec.root"), "events") as events:
+        assert set(events.branches) == {"met", "three_LV.pt", "three_LV.eta"}
+        got = events.arrays(["three_LV.pt"])
+    assert got["three_LV.pt"].to_list() == [2.0 * i for i in range(n)]
+
+
+class _FileListing:
+    """What ``_trees`` asks of an opened file: uproot cannot write a TNtuple (ROOT can), so
+    the class names of a file holding one are given here as uproot reports them."""
+
+    file_path = "ntuple.root"
+
+    def classnames(self, recursive: bool = True) -> dict[str, str]:  # noqa: ARG002
+        return {"ntuple;1": "TNtuple", "dir/tnd;1": "TNtupleD", "h;1": "TH1F"}
+
+
+def test_a_tntuple_is_a_tree():
+    from rootml.reading import _trees
+
+    assert _trees(_FileListing()) == {"ntuple": "TTree", "dir/tnd": "TTree"}

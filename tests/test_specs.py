@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from pathlib import Path
 
 import awkward as ak
 import numpy as np
@@ -150,7 +152,8 @@ def test_unsupported_branch_skipped_with_warning_or_error_when_selected(tmp_path
         "kind": "unsupported",
         "reason": "strings cannot be features",
     }
-    assert "skipping branch 'label_text'" in caplog.text
+    assert "skipped 1 branch(es)" in caplog.text
+    assert re.search(r"label_text +\S+ +strings cannot be features", caplog.text)  # the table
     with pytest.raises(
         BranchError, match=r"'label_text' cannot be used: strings(.|\n)*exclude_branches"
     ):
@@ -164,5 +167,56 @@ def test_empty_tree_is_an_error(tmp_path):
 
 
 def test_everything_excluded_is_an_error(sample_file):
-    with pytest.raises(BranchError, match="no branches left"):
+    with pytest.raises(
+        BranchError, match=r"--branches/--exclude\) leave no branch(.|\n)*can be selected: .*MET"
+    ):
         file_specs(str(sample_file), "events", selected=["run"], identifiers=IDS)
+
+
+DATA = Path(__file__).parent / "data"  # files written by ROOT (see data/README.md)
+
+
+def test_split_collections_give_leaf_features_and_their_counts_only_when_asked(caplog):
+    path = str(DATA / "uproot-issue213.root")
+    with caplog.at_level(logging.WARNING, logger="rootml"):
+        doc = file_specs(path, "T", identifiers=())
+    branches = doc["branches"]
+    assert branches["fMCHits.fEneDep"]["kind"] == "jagged"
+    assert branches["fMCHits.fEneDep"]["collection"] == "fMCHits"
+    assert branches["fMCHits.fEneDep"]["count"] > 0
+    count = branches["eventPack.fMCHits"]
+    assert count["kind"] == "unsupported"
+    assert "object count" in count["reason"]
+    assert branches["fMCHits.fPosition"] == {
+        "kind": "unsupported",
+        "reason": "jagged array of a record/struct; select its leaf fields",
+        "type": "TVector3[]",
+    }
+    # one table for everything skipped, not a line per branch
+    tables = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(tables) == 1
+    assert "eventPack.fGenInfo" in tables[0]
+
+    # a leaf by its underscore alias, the collection's leaves by a pattern, the count by name
+    doc = file_specs(
+        path, "T", identifiers=(), selected=["fMCHits_fTime", "fMCHits.fEvt*", "eventPack.fMCHits"]
+    )
+    assert list(doc["branches"]) == ["fMCHits.fTime", "fMCHits.fEvtID", "eventPack.fMCHits"]
+    assert doc["branches"]["eventPack.fMCHits"]["kind"] == "flat"
+
+
+def test_a_tree_of_unusable_branches_says_what_was_skipped_and_what_can_be_selected(tmp_path):
+    path = str(DATA / "uproot-small-evnt-tree-fullsplit.root")
+    with pytest.raises(BranchError) as err:
+        file_specs(
+            path,
+            "tree",
+            identifiers=(),
+            exclude=["evt.[!BES]*", "evt.S[!t]*", "evt.StlVec[!S]*", "P3.*"],
+        )
+    text = str(err.value)
+    assert "leave no branch" in text
+    assert re.search(r"evt\.Str +TString +strings cannot be features", text)
+    assert "branches that can be selected: evt.I16" in text
+    assert "in file " in text
+    assert "fullsplit.root" in text

@@ -509,7 +509,13 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     # without the warm interpreters (as under Docker or on REANA) the train step is the first
     # to import the model file
     result = _run(
-        "--input", str(inputs), "--engine", "local", "--no-warm", "--workdir", str(workdir),
+        "--input",
+        str(inputs),
+        "--engine",
+        "local",
+        "--no-warm",
+        "--workdir",
+        str(workdir),
         cwd=tmp_path,
     )
     assert result.returncode == 1
@@ -551,7 +557,9 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     assert "test AUC" in result.stdout
 
 
-NONE_MODEL = "import keras\n\ndef model(idim):\n    net = keras.Sequential([keras.Input((idim,))])\n"
+NONE_MODEL = (
+    "import keras\n\ndef model(idim):\n    net = keras.Sequential([keras.Input((idim,))])\n"
+)
 
 
 @pytest.mark.tensorflow

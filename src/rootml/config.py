@@ -7,6 +7,7 @@ rejected with a message naming it; nothing is silently ignored (MLaaS4HEP read `
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .exceptions import ConfigError, closest
+from .exceptions import ConfigError, closest, format_closest
 from .schemas import validate
 from .storage import decode_text, read_bytes, read_text
 
@@ -45,6 +46,7 @@ class Settings:
     counts: bool | str = "auto"  # True, False, or "auto": where no counter branch is a feature
     masks: bool = False
     nan_policy: str = "error"
+    empty_branches: str = "drop"  # branches with no finite value in any file: drop or error
     pad_value: float | None = None
     clip: float = 10.0
     seed: int = 42
@@ -64,6 +66,11 @@ class Settings:
             )
         if self.nevts < -1 or self.nevts == 0:
             raise ConfigError(f"nevts must be -1 (all events) or positive, got {self.nevts}")
+        if self.empty_branches not in ("drop", "error"):
+            raise ConfigError(
+                f"empty_branches must be 'drop' (merge drops branches with no finite value in "
+                f"any file, with one warning) or 'error', got {self.empty_branches!r}"
+            )
         if self.counts not in (True, False, "auto"):
             raise ConfigError(
                 f"counts must be true, false or 'auto' (a count feature for each collection "
@@ -75,6 +82,36 @@ class Settings:
                 f"number outside the scaled range, got {self.pad_value}; MLaaS4HEP's NaN "
                 "padding later became 0 and collided with real minima: leave it unset"
             )
+
+
+def expand_names(
+    patterns: Sequence[str], names: Sequence[str], *, strict: bool = True
+) -> list[str]:
+    """The branch names ``patterns`` stand for, in the patterns' order: a name as it is, a
+    split object's leaf also as ``Jet_PT`` for ``Jet.PT``, and shell patterns (``Jet.*``,
+    ``Muon_*``, ``*_eta``; "." and "_" match each other). A pattern that matches nothing is an
+    error when ``strict`` (selections), else dropped (exclusions may name absent branches);
+    an unknown plain name is kept, so that reading it gives the "closest" message."""
+    known = list(names)
+    loose = {n: n.replace(".", "_") for n in known}
+    out: list[str] = []
+    for pattern in patterns:
+        if pattern in loose:
+            out.append(pattern)
+            continue
+        wanted = pattern.replace(".", "_")
+        if not any(ch in pattern for ch in "*?["):
+            aliases = [n for n in known if loose[n] == wanted]
+            out.extend(aliases[:1] if len(aliases) == 1 else [pattern] if strict else [])
+            continue
+        hits = [n for n in known if fnmatch.fnmatchcase(loose[n], wanted)]
+        if not hits and strict:
+            raise ConfigError(
+                f"the branch pattern {pattern!r} matches no branch "
+                f"({format_closest(pattern.strip('*?[]'), known)})"
+            )
+        out.extend(hits)
+    return list(dict.fromkeys(out))
 
 
 def check_fractions(val: float, test: float) -> None:
@@ -339,6 +376,7 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
         "counts": feats.get("counts"),
         "masks": feats.get("masks"),
         "nan_policy": feats.get("nan_policy"),
+        "empty_branches": feats.get("empty_branches"),
         "pad_value": feats.get("pad_value"),
         "clip": feats.get("clip"),
         "epochs": train.get("epochs"),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__
-from .config import Settings, check_unique_basenames
+from .config import DEFAULT_IDENTIFIERS, Settings, check_unique_basenames, expand_names
 from .exceptions import BranchError, ConfigError, DataError, LayoutError, format_closest
 from .layout import layout_digest
 from .multiplicity import add_histogram, histogram_quantile
@@ -57,7 +57,9 @@ def merge(
         raise ConfigError(f"the specs were made for different trees {sorted(trees)}; rerun specs")
 
     names = _feature_branches(specs, settings, label_branch)
+    _say_identifiers(specs[0], settings)
     merged = {name: _merge_branch(specs, name) for name in names}
+    names = _without_empty(names, merged, settings.empty_branches)
     _check_nan_policy(specs, names, settings.nan_policy)
     classes, file_labels = _labels(specs, labels, label_branch)
 
@@ -192,17 +194,42 @@ def _has_counter(collection: str, flat_features: set[str]) -> bool:
     return bool({f"n{c}", f"n_{c}", f"{c}_size", f"{c}_n", f"num{c}"} & flat_features)
 
 
+def _say_identifiers(first: dict, settings: Settings) -> None:
+    """Name the branches taken as identifiers (never features). MLaaS4HEP's default list
+    matches CMS's run/event/luminosityBlock; a tree with only some of them (a branch that
+    happens to be called ``event``) is told, on the console, how to keep it as a feature."""
+    found = [i for i in settings.identifiers if i in first.get("identifiers", ())]
+    if not found:
+        return
+    default = tuple(settings.identifiers) == DEFAULT_IDENTIFIERS
+    if default and len(found) < len(DEFAULT_IDENTIFIERS):
+        log.warning(
+            "took %s as identifier(s), never features (the default identifiers are %s); to "
+            "use it as a feature set the identifiers: 'identifier' in params.json, "
+            "features.identifiers in input.yml or --identifiers",
+            ", ".join(found),
+            ", ".join(DEFAULT_IDENTIFIERS),
+        )
+    else:
+        log.info("identifiers, never features: %s", ", ".join(found))
+
+
 def _feature_branches(
     specs: Sequence[dict], settings: Settings, label_branch: str | None
 ) -> list[str]:
     first = specs[0]["branches"]
+    excluded = set(expand_names(settings.exclude, first, strict=False))
     if settings.selected:
-        names = [n for n in settings.selected if n not in settings.exclude]
+        usable = [n for n, b in first.items() if b["kind"] != "unsupported"]
+        names = [n for n in expand_names(settings.selected, usable) if n not in excluded]
     else:
-        names = [n for n, b in first.items() if b["kind"] != "unsupported"]
+        names = [n for n, b in first.items() if b["kind"] != "unsupported" and n not in excluded]
     names = [n for n in names if n != label_branch and n not in settings.identifiers]
     if not names:
-        raise BranchError("no feature branches left; check selected_branches/exclude_branches")
+        raise BranchError(
+            "no feature branches left after selected_branches/exclude_branches "
+            f"(--branches/--exclude) and the identifiers\nin file {specs[0]['file']['url']}"
+        )
     for s in specs:
         branches, where = s["branches"], s["file"]["url"]
         for name in names:
@@ -250,11 +277,8 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
         if b["kind"] == "jagged":
             hist = add_histogram(hist, np.asarray(b["multiplicity"]["histogram"], dtype=np.int64))
     ref = specs[0]["branches"][name]
-    if count == 0:
-        raise DataError(
-            f"branch {name!r} has no finite value in any file; exclude it "
-            "(exclude_branches) or fix the inputs"
-        )
+    if count == 0:  # empty or NaN everywhere: no information (see _without_empty)
+        return {"kind": ref["kind"], "count": 0}
     out = {
         "kind": ref["kind"],
         "dtype": ref["dtype"],
@@ -271,19 +295,59 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
     return out
 
 
+def _without_empty(names: Sequence[str], merged: dict[str, dict], policy: str) -> list[str]:
+    """Drop the branches with no finite value in any file (CMS NanoAOD has several: an
+    optional collection never filled, a variable NaN in every event), all in one warning,
+    or one error listing them all when ``policy`` is "error"."""
+    empty = [n for n in names if merged[n]["count"] == 0]
+    if not empty:
+        return list(names)
+    listed = ", ".join(empty)
+    if policy == "error":
+        raise DataError(
+            f"{len(empty)} branch(es) have no finite value in any file: {listed};\n"
+            "exclude them (exclude_branches, --exclude) or let merge drop them "
+            "(features.empty_branches: drop)"
+        )
+    kept = [n for n in names if n not in empty]
+    if not kept:
+        raise DataError(
+            f"every feature branch is empty or NaN in every file ({listed}); check the tree "
+            "and the branch selection"
+        )
+    log.warning(
+        "dropped %d branch(es) with no finite value in any file (empty or NaN everywhere): %s",
+        len(empty),
+        listed,
+    )
+    return kept
+
+
 def _check_nan_policy(specs: Sequence[dict], names: Sequence[str], policy: str) -> None:
+    """With the "error" policy, one error listing every branch holding NaN or inf values."""
     if policy != "error":
         return
+    found: dict[str, list[int]] = {}
+    where: dict[str, str] = {}
     for s in specs:
         for name in names:
             b = s["branches"][name]
             if b["nan"] or b["inf"]:
-                raise DataError(
-                    f"branch {name!r} holds {b['nan']} NaN and {b['inf']} inf values;\n"
-                    "set features.nan_policy to 'drop' (drop those events) or 'replace' "
-                    "(treat them as missing, i.e. the padding value), or exclude the branch\n"
-                    f"in file {s['file']['url']}"
-                )
+                counts = found.setdefault(name, [0, 0])
+                counts[0] += b["nan"]
+                counts[1] += b["inf"]
+                where.setdefault(name, s["file"]["url"])
+    if not found:
+        return
+    listed = "\n".join(
+        f"  {n}: {nan} NaN, {inf} inf (first in {where[n]})" for n, (nan, inf) in found.items()
+    )
+    raise DataError(
+        f"{len(found)} branch(es) hold NaN or inf values:\n{listed}\n"
+        "choose what to do with them: nan_policy 'drop' (drop those events) or 'replace' "
+        "(treat them as missing, i.e. the padding value) as --nan-policy on the command line "
+        "or features.nan_policy in input.yml, or exclude the branches"
+    )
 
 
 def _labels(
@@ -310,7 +374,7 @@ def _labels(
         ordered = [str(int(t)) for t in ordered]
     except ValueError:
         ordered = sorted(set(texts))
-    _need_two(ordered, "labels.txt")
+    _need_two(ordered, "the file labels (labels.txt, input.yml labels or --labels)")
     index = {c: i for i, c in enumerate(ordered)}
     return ordered, [index[t] for t in texts]
 

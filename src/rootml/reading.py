@@ -5,8 +5,13 @@ branches (flat, jagged, or unsupported with the reason) and reads column ranges 
 arrays. Every uproot or I/O failure leaves here as an :class:`~rootml.exceptions.InputFileError`
 naming the file, so the stages above never see a bare ``ValueError`` from deep in uproot.
 
-RNTuple fields that are collections of records (``Jet: var * {pt, eta}``) are exposed as one
-jagged branch per leaf, named ``Jet.pt``, ``Jet.eta``, like TTree's ``Jet_pt``.
+RNTuple fields that are collections of records (``Jet: var * {pt, eta}``) or records
+(``three_LV: {pt, eta}``) are exposed as one branch per leaf, named ``Jet.pt``, ``three_LV.pt``,
+like TTree's ``Jet_pt``. A TTree's split objects (Delphes's and Bacon's ``TClonesArray``
+collections, split classes) are exposed the same way: each numeric sub-branch under its full
+name (``Jet.PT``; a struct member ``I16`` of ``evt`` as ``evt.I16``), jagged per object as the
+collection is. A collection's own top-level branch holds its object count: it is marked
+(:attr:`BranchInfo.counter_of`) and is a feature only when selected by name.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import math
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import awkward as ak
@@ -31,7 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLAT, JAGGED, UNSUPPORTED = "flat", "jagged", "unsupported"
-TREE_CLASSES = ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
+#: TNtuple and TNtupleD are TTrees of float / double columns
+TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
 
 # what uproot and the codecs raise for unreadable bytes
 _READ_ERRORS = (
@@ -54,6 +60,8 @@ class BranchInfo:
     collection: str | None = None  # jagged branches of one collection share it ("Jet")
     fixed_length: int | None = None  # for fixed-size arrays such as float[3]
     reason: str | None = None  # why a branch is UNSUPPORTED
+    typename: str | None = None  # the C++ type as ROOT names it, where known
+    counter_of: str | None = None  # a split collection whose object count this branch holds
 
 
 def classify(name: str, form: ak.forms.Form) -> BranchInfo:
@@ -125,29 +133,53 @@ class RootInput:
         self._file.close()
 
     def _describe(self) -> dict[str, BranchInfo]:
-        out: dict[str, BranchInfo] = {}
         if self.format == "TTree":
-            for branch in self._tree.branches:
-                try:
-                    form = branch.interpretation.awkward_form(None)
-                except Exception as err:  # noqa: BLE001  uproot raises many kinds for odd types
-                    out[branch.name] = BranchInfo(
-                        branch.name, UNSUPPORTED, reason=f"uproot cannot interpret it ({err})"
-                    )
-                    continue
-                out[branch.name] = classify(branch.name, form)
-            return out
+            return self._describe_ttree()
+        out: dict[str, BranchInfo] = {}
         form = self._tree.to_akform()[0]
         for field, sub in zip(form.fields, form.contents, strict=True):
-            if isinstance(sub, (ak.forms.ListOffsetForm, ak.forms.ListForm)) and isinstance(
-                sub.content, ak.forms.RecordForm
-            ):
-                for leaf, leaf_form in zip(sub.content.fields, sub.content.contents, strict=True):
-                    name = f"{field}.{leaf}"
-                    out[name] = classify(name, sub.copy(content=leaf_form))
-            else:
-                out[field] = classify(field, sub)
+            _describe_field(field, sub, out)
         return out
+
+    def _describe_ttree(self) -> dict[str, BranchInfo]:
+        """Every readable branch, split objects' sub-branches included; ``self._paths`` gets
+        the uproot path of each name that is not a top-level branch's."""
+        self._paths: dict[str, str] = {}
+        entries: list[tuple[str, str, BranchInfo]] = []  # (name, path, info) in file order
+        for branch in self._tree.branches:
+            self._walk(branch, branch.name, branch.name, entries)
+        out: dict[str, BranchInfo] = {}
+        paths: dict[str, list[str]] = {}
+        for name, path, info in entries:
+            paths.setdefault(name, []).append(path)
+            out.setdefault(name, info)
+        for name, where in paths.items():
+            if len(where) > 1:
+                out[name] = BranchInfo(
+                    name,
+                    UNSUPPORTED,
+                    reason=f"{len(where)} branches share this name ({', '.join(where)}); "
+                    "uproot reads only the first: rename one in the file",
+                )
+            elif where[0] != name:
+                self._paths[name] = where[0]
+        return out
+
+    def _walk(self, branch, name: str, path: str, out: list) -> None:
+        subs = branch.branches
+        typename = _typename(branch)
+        if not subs:
+            out.append((name, path, _classify_branch(branch, name, typename)))
+            return
+        info = _classify_branch(branch, name, typename)
+        if info.kind == FLAT:  # a TClonesArray's own branch: the number of objects
+            out.append((name, path, replace(info, counter_of=name)))
+        for sub in subs:
+            own = sub.name
+            # Delphes/TClonesArray leaves carry their collection ("Jet.PT"); struct members
+            # do not ("I16" of "evt" becomes "evt.I16")
+            sub_name = own if "." in own else f"{name}.{own}"
+            self._walk(sub, sub_name, f"{path}/{own}", out)
 
     def require(self, names: Sequence[str]) -> None:
         """Raise :class:`BranchError` unless every name is a readable branch here."""
@@ -171,19 +203,25 @@ class RootInput:
         self.require(names)
         try:
             if self.format == "TTree":
-                return self._tree.arrays(
-                    list(names),
+                paths = [self._paths.get(n, n) for n in names]
+                raw = self._tree.arrays(
+                    paths,
                     entry_start=start,
                     entry_stop=stop,
                     decompression_executor=self._executor,
                     interpretation_executor=self._executor,
+                )
+                if paths == list(names):
+                    return raw
+                return ak.zip(
+                    {n: raw[p] for n, p in zip(names, paths, strict=False)}, depth_limit=1
                 )
             tops = list(dict.fromkeys(n.split(".", 1)[0] for n in names))
             raw = self._tree.arrays(tops, entry_start=start, entry_stop=stop)
             return ak.zip({n: _leaf(raw, n) for n in names}, depth_limit=1)
         except _READ_ERRORS as err:
             raise InputFileError(
-                f"cannot read entries {start}-{stop} of {list(names)[:5]}...: {err};\n"
+                f"cannot read entries {start}-{stop} of {list(names)[:5]}...: {_short(err)};\n"
                 f"the file is truncated or corrupt: fetch it again\nin file {self.path}"
             ) from err
 
@@ -194,6 +232,50 @@ class RootInput:
         stop = self.entries if stop is None else min(stop, self.entries)
         for lo in range(start, stop, max(step, 1)):
             yield lo, self.arrays(names, lo, min(lo + step, stop))
+
+
+def _typename(branch) -> str | None:
+    try:
+        return str(branch.typename)
+    except Exception:  # noqa: BLE001  uproot raises many kinds for odd types
+        return None
+
+
+def _classify_branch(branch, name: str, typename: str | None) -> BranchInfo:
+    if typename and typename.startswith("std::bitset"):  # Bacon's trigger bits
+        return BranchInfo(
+            name, UNSUPPORTED, reason="a std::bitset, which uproot cannot read", typename=typename
+        )
+    try:
+        form = branch.interpretation.awkward_form(None)
+    except Exception as err:  # noqa: BLE001  uproot raises many kinds for odd types
+        return BranchInfo(
+            name,
+            UNSUPPORTED,
+            reason=f"uproot cannot interpret it ({_short(err)})",
+            typename=typename,
+        )
+    info = classify(name, form)
+    if "." in name and info.kind == JAGGED and "." not in branch.name:
+        info = replace(info, collection=name)  # a struct's own vector, not a collection's leaf
+    return replace(info, typename=typename)
+
+
+def _describe_field(name: str, form: ak.forms.Form, out: dict[str, BranchInfo]) -> None:
+    """An RNTuple field: a record's leaves (also inside a collection) under dotted names."""
+    if isinstance(form, ak.forms.RecordForm) and form.fields:
+        for leaf, sub in zip(form.fields, form.contents, strict=True):
+            _describe_field(f"{name}.{leaf}", sub, out)
+        return
+    if isinstance(form, (ak.forms.ListOffsetForm, ak.forms.ListForm)) and isinstance(
+        form.content, ak.forms.RecordForm
+    ):
+        record = form.content
+        for leaf, leaf_form in zip(record.fields, record.contents, strict=True):
+            leaf_name = f"{name}.{leaf}"
+            out[leaf_name] = classify(leaf_name, form.copy(content=leaf_form))
+        return
+    out[name] = classify(name, form)
 
 
 def _leaf(array: ak.Array, name: str) -> ak.Array:
@@ -283,5 +365,16 @@ def _trees(file) -> dict[str, str]:
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    """The gist of an uproot error: its first sentence, even where uproot breaks it over lines
+    ("expected Chunk of length 99,\nreceived 0 bytes ..."), without its own "in file" line."""
+    lines = [
+        line.strip()
+        for line in str(err).splitlines()
+        if line.strip() and not line.strip().startswith(("in file", "in object"))
+    ]
+    taken: list[str] = []
+    for line in lines[:3]:
+        taken.append(line)
+        if not line.endswith(","):
+            break
+    return " ".join(taken).rstrip(",;: ") or type(err).__name__

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .columns import ColumnWriter
+from .config import expand_names
 from .exceptions import BranchError, DataError
 from .multiplicity import add_histogram, multiplicity_summary
 from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
@@ -124,32 +125,70 @@ def select_branches(
     extra: Sequence[str] = (),
     where: str = "",
 ) -> tuple[list[str], dict[str, str]]:
-    """Which branches to scan, and which were skipped as unsupported (name → reason).
+    """Which branches to scan, and which were skipped (name → reason).
 
-    ``selected`` branches must exist and be supported (else BranchError); without a
-    selection every supported branch except identifiers and excluded ones is used and
-    unsupported ones are skipped with a warning. ``extra`` (the label branch) is always read.
+    ``selected`` and ``exclude`` take names and patterns (:func:`~rootml.config.expand_names`).
+    Selected branches must exist and be supported (else BranchError); without a selection
+    every supported branch except identifiers, excluded ones and split collections' object
+    counts is used, and what is skipped is logged as one table. ``extra`` (the label branch)
+    is always read.
     """
     skipped: dict[str, str] = {}
+    dropped = set(expand_names(exclude, branches, strict=False)) | set(identifiers)
     if selected:
-        names = [n for n in selected if n not in exclude and n not in identifiers]
+        # patterns take usable branches only; a plain name of an unusable one is refused later
+        usable = [n for n, b in branches.items() if b.kind != UNSUPPORTED]
+        names = [n for n in expand_names(selected, usable) if n not in dropped]
     else:
         names = []
         for name, info in branches.items():
-            if name in exclude or name in identifiers:
+            if name in dropped:
                 continue
             if info.kind == UNSUPPORTED:
                 skipped[name] = info.reason or "unsupported"
-                log.warning("skipping branch %r: %s (in file %s)", name, info.reason, where)
-                continue
-            names.append(name)
+            elif info.counter_of:
+                skipped[name] = (
+                    f"the object count of the split collection {name} (its leaves are read); "
+                    "name it in selected_branches to make it a feature"
+                )
+            else:
+                names.append(name)
+        if skipped:
+            log.warning(
+                "skipped %d branch(es) in %s:\n%s",
+                len(skipped),
+                where,
+                skipped_table(skipped, branches),
+            )
     names += [n for n in extra if n not in names]
     if not names:
-        raise BranchError(
-            "no branches left to use after identifiers and exclude_branches;\n"
-            f"check selected_branches/exclude_branches\nin file {where}"
-        )
+        raise BranchError(_nothing_left(branches, skipped, selected, exclude, where))
     return names, skipped
+
+
+def skipped_table(skipped: dict[str, str], branches: dict[str, BranchInfo]) -> str:
+    """One line per skipped branch: name, C++ type, reason."""
+    rows = [
+        (n, (branches[n].typename if n in branches else None) or "?", r) for n, r in skipped.items()
+    ]
+    width = max(len(n) for n, _, _ in rows)
+    twidth = min(max(len(t) for _, t, _ in rows), 40)
+    return "\n".join(f"  {n:<{width}}  {t:<{twidth}}  {r}" for n, t, r in rows)
+
+
+def _nothing_left(branches, skipped, selected, exclude, where: str) -> str:
+    if selected or exclude:
+        cause = "selected_branches/exclude_branches (--branches/--exclude) leave no branch"
+    else:
+        cause = "no branch of the tree can be a feature"
+    text = f"{cause}"
+    if skipped:
+        text += f"; skipped:\n{skipped_table(skipped, branches)}"
+    usable = [n for n, b in branches.items() if b.kind != UNSUPPORTED]
+    if usable:
+        text += f"\nbranches that can be selected: {', '.join(usable[:12])}"
+        text += f" (and {len(usable) - 12} more)" if len(usable) > 12 else ""
+    return f"{text}\nin file {where}"
 
 
 # ------------------------------------------------------------------ the stage
@@ -246,6 +285,8 @@ def file_specs(
         branches = scan(root, names, step=step, sink=sink)
         for name, reason in skipped.items():
             branches[name] = {"kind": UNSUPPORTED, "reason": reason}
+            if root.branches[name].typename:
+                branches[name]["type"] = root.branches[name].typename
         file = {
             "source": root.source.original,
             "url": root.source.url,

@@ -55,7 +55,9 @@ def cmd_check_model(args: argparse.Namespace) -> int:
 
     layout = load_layout(args.specs)
     checked = build_model(args.model, layout["dim"], len(layout["labels"]["classes"]))
-    print(f"{args.model}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)")
+    print(
+        f"{args.model}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)"
+    )
     return 0
 
 

@@ -25,6 +25,11 @@ def add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
         "--masks", action="store_true", default=None, help="add mask features per collection"
     )
     g.add_argument("--nan-policy", choices=["error", "drop", "replace"])
+    g.add_argument(
+        "--empty-branches",
+        choices=["drop", "error"],
+        help="branches with no finite value in any file (default: drop, with one warning)",
+    )
     g.add_argument("--pad-value", type=float)
     g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
     g.add_argument("--chunk-size", type=int, help="events per shard (-1: one per file)")
@@ -63,6 +68,7 @@ def settings_from(args: argparse.Namespace):
         "counts",
         "masks",
         "nan_policy",
+        "empty_branches",
         "pad_value",
         "nevts",
         "chunk_size",
