@@ -16,6 +16,7 @@ from rootml.config import Settings
 from rootml.exceptions import BranchError, ConfigError, DataError, LayoutError
 from rootml.layout import load_layout, write_layout
 from rootml.merging import allocate_events, chunk_plan, merge
+from rootml.multiplicity import histogram_quantile
 from rootml.specs import file_specs
 
 IDS = ("run", "event", "luminosityBlock")
@@ -279,3 +280,33 @@ def test_the_cms_identifiers_are_not_a_warning(specs3, caplog):
     with caplog.at_level(logging.WARNING, logger="rootml"):
         merge(specs3[:2], _settings(), labels=["1", "0"])
     assert not [r for r in caplog.records if "identifier" in r.getMessage()]
+
+
+def test_the_auto_cap_ignores_an_outlier_event_and_says_what_it_cuts(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    specs, counts = [], []
+    for i in range(2):
+        n_jet = rng.poisson(3.0, 4000)
+        if i == 0:
+            n_jet[7] = 400  # one event of one file: a broken reconstruction
+        pt = ak.unflatten(rng.exponential(30.0, n_jet.sum()).astype(np.float32), n_jet)
+        path = write_events(tmp_path / f"{i}.root", 4000, seed=i, Jet=ak.zip({"pt": pt}))
+        specs.append(file_specs(str(path), "events", identifiers=IDS))
+        counts.append(n_jet)
+    n_jet = np.concatenate(counts)
+    typical = histogram_quantile(np.bincount(n_jet), 0.999)
+    with caplog.at_level(logging.WARNING, logger="rootml"):
+        doc = merge(specs, _settings(), labels=["1", "0"])
+    [jet] = [e for e in doc["inputs"] if e["branch"] == "Jet_pt"]
+    assert jet["cap"] == 2 * typical < 400
+    assert jet["truncated"] == pytest.approx(np.mean(n_jet > jet["cap"]))
+    said = [r.getMessage() for r in caplog.records if "jagged caps" in r.getMessage()]
+    assert len(said) == 1
+    assert f"Jet at {jet['cap']}" in said[0]
+    # max keeps every object; a short tail keeps max under auto as well
+    widest = merge(specs, _settings(jagged_cap="max"), labels=["1", "0"])
+    assert [e["cap"] for e in widest["inputs"] if e["branch"] == "Jet_pt"] == [400]
+    short = merge(specs[1:], _settings(), label_branch="trigger")  # the file without it
+    [jet] = [e for e in short["inputs"] if e["branch"] == "Jet_pt"]
+    assert jet["cap"] == int(counts[1].max())
+    assert jet["truncated"] == 0

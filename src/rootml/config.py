@@ -41,7 +41,7 @@ class Settings:
     val_fraction: float = 0.16
     test_fraction: float = 0.2
     scaling: str = "minmax"
-    jagged_cap: int | str = "max"
+    jagged_cap: int | str = "auto"  # merging.auto_cap
     jagged_caps: Mapping[str, int | str] = field(default_factory=dict)
     counts: bool | str = "auto"  # True, False, or "auto": where no counter branch is a feature
     masks: bool = False

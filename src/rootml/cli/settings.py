@@ -17,7 +17,9 @@ def add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
     if not layout:
         return
     g.add_argument("--scaling", choices=["minmax", "standard"])
-    g.add_argument("--jagged-cap", help="max, a quantile such as p99 or p99.9, or an integer")
+    g.add_argument(
+        "--jagged-cap", help="auto (default), max, a quantile such as p99 or p99.9, or an integer"
+    )
     g.add_argument(
         "--counts", action="store_true", default=None, help="add a count feature per collection"
     )
