@@ -525,6 +525,8 @@ def _run(
     progress.poll()
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
+    if proc.returncode != 0:
+        model_check.finish()  # train may have failed on the same model file: say it once
     record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
     if model_check.error:
         raise WorkflowError(
@@ -572,9 +574,11 @@ class _ModelCheck:
         self.proc: subprocess.Popen | None = None
         self.error = ""
 
-    def poll(self, progress: Progress) -> bool:
+    def poll(self, progress: Progress | None) -> bool:
         """Start the check when it is due; True once it has failed."""
         if self.proc is None:
+            if progress is None:
+                return False
             if self._due(progress):
                 launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
                 cmd = [str(launcher), "check-model", "--specs", str(self.layout)]
@@ -599,6 +603,15 @@ class _ModelCheck:
             first = lines[mark].split(": error: ", 1)[1]
             self.error = "model.py cannot be trained: " + "\n".join([first, *lines[mark + 1 :]])
         return True
+
+    def finish(self, timeout: float = 120.0) -> None:
+        """Wait for a check still running (its message is the clearer one) and read it."""
+        if self.proc is None or self.error:
+            return
+        with suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout)
+        if self.proc.poll() is not None:
+            self.poll(None)
 
     def _due(self, progress: Progress) -> bool:
         """Only with the warm model server (importing TensorFlow cold would compete with the
