@@ -405,3 +405,20 @@ def test_a_tntuple_is_a_tree():
     from rootml.reading import _trees
 
     assert _trees(_FileListing()) == {"ntuple": "TTree", "dir/tnd": "TTree"}
+
+
+def test_steps_grow_to_the_byte_target_on_tiny_entries_and_read_every_entry(tmp_path):
+    import uproot
+
+    n = 200_000
+    with uproot.recreate(tmp_path / "tiny.root") as f:
+        f["events"] = {"k": np.arange(n, dtype=np.int32)}
+    with open_input(str(tmp_path / "tiny.root"), "events") as events:
+        fixed = [len(a) for _, a in events.iterate(["k"], 1000)]
+        grown = list(events.iterate(["k"], 1000, target_bytes=400_000))
+    assert fixed == [1000] * 200
+    sizes = [len(a) for _, a in grown]
+    assert sizes[:2] == [1000, 100_000]  # 4 bytes an entry: 400 kB is 100k entries
+    assert sum(sizes) == n
+    assert np.array_equal(np.concatenate([a["k"].to_numpy() for _, a in grown]), np.arange(n))
+    assert [lo for lo, _ in grown] == [0, 1000, 101_000]

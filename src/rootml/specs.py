@@ -113,6 +113,9 @@ def _distinct(values: np.ndarray, lo, hi) -> list:
     return np.unique(values).tolist()
 
 
+#: specs reads ``step`` entries first, then steps of about this many decoded bytes
+STEP_BYTES = 32 * 2**20
+
 # ------------------------------------------------------------------ branch selection
 
 
@@ -215,7 +218,7 @@ def scan(
         desc=f"specs {root.source.basename}",
         disable=not sys.stderr.isatty(),
     )
-    for _, arrays in root.iterate(names, step):
+    for _, arrays in root.iterate(names, step, target_bytes=STEP_BYTES):
         bar.update(len(arrays))
         for info in infos:
             column = arrays[info.name]
