@@ -690,7 +690,19 @@ def _outputs(workdir: Path) -> dict:
 @pytest.mark.tensorflow
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "step", ["fetch_0", "specs_0", "preprocess_0", "features", "train", "evaluate", "publish"]
+    "step",
+    [
+        "check",
+        "fetch_0",
+        "specs_0",
+        "merge",
+        "preprocess_0",
+        "features",
+        "train",
+        "evaluate",
+        "publish",
+        "provenance",
+    ],
 )
 def test_a_run_killed_in_a_step_resumes_that_step_and_what_follows(uninterrupted, tmp_path, step):
     """kill -9 of the whole run (rootml, yadage, the warm interpreters, the step) while
