@@ -157,3 +157,35 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
     assert receipt["url"].rstrip("/") == served_from_image
     with urllib.request.urlopen(served_from_image + "/models", timeout=10) as reply:
         assert receipt["name"] in reply.read().decode()
+
+
+def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_preprocessing(
+    images, tmp_path
+):
+    sample = tmp_path / "example"
+    subprocess.run(
+        [ROOTML, "sample", "--out", str(sample), "--events", "2000", "--seed", "5"],
+        check=True,
+        capture_output=True,
+    )
+    (sample / "inputs" / "model.py").write_text("import keras\n\ndef model(idim):\n    pass\n")
+    doc = yaml.safe_load((sample / "inputs" / "input.yml").read_text())
+    doc["model"] = "model.py"
+    (sample / "inputs" / "input.yml").write_text(yaml.safe_dump(doc))
+    workdir = tmp_path / "w"
+    result = subprocess.run(
+        [ROOTML, "run", "--input", str(sample / "inputs" / "input.yml"), "--engine", "docker",
+         "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        # the check runs under Docker only for big plans; this one has 2,000 events
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ROOTML_DOCKER_CHECK_EVENTS="0"),
+        timeout=1200,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    message = "model(idim) must return a keras Model, got NoneType"
+    assert result.stderr.count(message) == 1, result.stderr
+    assert "model.py cannot be trained" in result.stderr
+    assert f"in file {sample / 'inputs' / 'model.py'}" in result.stderr  # the user's file
+    assert "step train failed" not in result.stderr

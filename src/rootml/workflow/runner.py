@@ -500,7 +500,7 @@ def _run(
             _lower_priority(proc.pid)
         preloaded = False
         early = _EarlySummary(workdir, run_input, server, keep_serving=options.serve)
-        model_check = _ModelCheck(workdir, pool)
+        model_check = _ModelCheck(workdir, pool, engine)
         try:
             while proc.poll() is None:
                 progress.poll()
@@ -561,31 +561,55 @@ def _run(
 
 
 class _ModelCheck:
-    """``rootml check-model`` on the warm model server once the merge step has written the
-    layout: model.py imported and ``model(idim)`` built and checked (as the train step will)
-    beside preprocessing, so a model file that raises, returns None or does not fit the
-    labels stops the run before the data path is done, not after it."""
+    """``rootml check-model`` once the merge step has written the layout: model.py imported
+    and ``model(idim)`` built and checked (as the train step will) beside preprocessing, so a
+    model file that raises, returns None or does not fit the labels stops the run before the
+    data path is done, not after it. Locally it runs on the warm model server; under Docker in
+    the train image, when the plan is big enough (:data:`DOCKER_CHECK_EVENTS`) for a
+    container's TensorFlow import (3-5 s of CPU beside the data steps) to pay."""
 
-    def __init__(self, workdir: Path, pool: warm.Pool) -> None:
+    def __init__(self, workdir: Path, pool: warm.Pool, engine) -> None:
+        self.workdir = workdir
         self.model = workdir / "model" / "model.py"
         self.layout = workdir / "merge" / "specs.json"
         self.log = workdir / "check-model.log"
         self.pool = pool
+        self.engine = engine
         self.proc: subprocess.Popen | None = None
         self.error = ""
+
+    def _command(self) -> tuple[list[str], dict] | None:
+        args = ["check-model", "--specs", str(self.layout), "--model", str(self.model)]
+        if self.pool.env:
+            launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
+            return [str(launcher), *args], dict(os.environ, **self.pool.env)
+        image = next((i for i in self.engine.images if "/train:" in i), None)
+        if self.engine.name != "docker" or image is None or self._events() < _docker_events():
+            return None
+        flags = ["--rm", "--network", "none", "-e", "TF_CPP_MIN_LOG_LEVEL=2"]
+        flags += ["-v", f"{self.workdir}:{self.workdir}:ro"]
+        if os.getuid() != 0:
+            flags += ["-u", f"{os.getuid()}:{os.getgid()}"]
+        return ["docker", "run", *flags, image, "rootml", *args], dict(os.environ)
+
+    def _events(self) -> int:
+        try:
+            chunks = json.loads(self.layout.read_text("utf-8"))["chunks"]
+        except (OSError, ValueError, KeyError):
+            return 0
+        return sum(c["stop"] - c["start"] for c in chunks)
 
     def poll(self, progress: Progress | None) -> bool:
         """Start the check when it is due; True once it has failed."""
         if self.proc is None:
             if progress is None:
                 return False
-            if self._due(progress):
-                launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
-                cmd = [str(launcher), "check-model", "--specs", str(self.layout)]
+            command = self._command() if self._due(progress) else None
+            if command is not None:
                 with open(self.log, "wb") as log:
                     self.proc = subprocess.Popen(
-                        [*cmd, "--model", str(self.model)],
-                        env=dict(os.environ, **self.pool.env),
+                        command[0],
+                        env=command[1],
                         stdin=subprocess.DEVNULL,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -614,15 +638,23 @@ class _ModelCheck:
             self.poll(None)
 
     def _due(self, progress: Progress) -> bool:
-        """Only with the warm model server (importing TensorFlow cold would compete with the
-        run) and when this run merged the layout and will train on it."""
+        """When this run merged the layout and will train on it (where it runs: _command)."""
         return (
-            bool(self.pool.env)
-            and progress.done_here("merge")
+            progress.done_here("merge")
             and "train" not in progress.seen
             and self.model.is_file()
             and self.layout.is_file()
         )
+
+
+#: under Docker the model check runs when the chunk plan holds at least this many events
+#: (environment variable ROOTML_DOCKER_CHECK_EVENTS); below, training starts soon enough
+DOCKER_CHECK_EVENTS = 1_000_000
+
+
+def _docker_events() -> int:
+    value = os.environ.get("ROOTML_DOCKER_CHECK_EVENTS", "")
+    return int(value) if value.isdigit() else DOCKER_CHECK_EVENTS
 
 
 def _prepare_summary() -> None:
