@@ -19,7 +19,7 @@ from rootml.config import Settings
 from rootml.exceptions import DataError, InputFileError, LayoutError
 from rootml.layout import write_layout
 from rootml.merging import merge
-from rootml.preprocessing import parse_chunks, preprocess
+from rootml.preprocessing import parse_chunks, preprocess, shard_name
 from rootml.specs import file_specs
 from rootml.transform import (
     TEST,
@@ -330,3 +330,24 @@ def test_preprocess_on_a_full_disk_is_one_message_and_leaves_no_shard(files, tmp
         n for n in left if n.endswith(".json")
     ]
     assert len(shards) < len(layout["chunks"])
+
+
+def test_consecutive_small_chunks_are_read_together_into_the_same_shards(files, tmp_path):
+    from rootml.preprocessing import SPAN_BYTES, _spans
+
+    layout = _layout(files, chunk_size=200)
+    ids = range(len(layout["chunks"]))
+    together = preprocess(layout, ids, tmp_path / "together")  # runs of chunks, one read each
+    for i in ids:  # one chunk per call: one read per chunk
+        preprocess(layout, [i], tmp_path / "alone" / shard_name(i))
+    for path in together:
+        with h5py.File(path) as a, h5py.File(tmp_path / "alone" / path.name) as b:
+            for key in ("x", "y", "split", "entry"):
+                assert np.array_equal(a[key][:], b[key][:]), (path.name, key)
+    items = [(c, tmp_path) for c in layout["chunks"]]
+    spans = _spans(items, layout["dim"] * 4)
+    assert len(spans) == 2  # one run per file: 1,500 and 1,000 rows are far below the limit
+    assert [c["id"] for c, _ in spans[0]] == list(range(8))
+    assert len(_spans(items, SPAN_BYTES // 200)) == len(items)  # a chunk fills a span alone
+    gap = [items[0], items[2]]  # not consecutive: read apart
+    assert len(_spans(gap, 4)) == 2

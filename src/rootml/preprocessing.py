@@ -119,16 +119,50 @@ def preprocess(
             if store is not None
             else open_input(resolve(location), layout["tree"], workers=workers)
         ) as root:
-            for chunk, target in items:
-                t0 = time.perf_counter()
-                arrays = root.arrays(layout["read"], chunk["start"], chunk["stop"])
-                shard = _shard_arrays(arrays, layout, info, chunk, location, buffer)
-                _write_shard(h5py, target, shard, _attrs(layout, info, chunk))
-                written.append(target)
-                bar.update(chunk["stop"] - chunk["start"])
-                _log_chunk(chunk, info, shard["x"].shape, time.perf_counter() - t0, target)
+            for span in _spans(items, layout["dim"] * 4):
+                lo, hi = span[0][0]["start"], span[-1][0]["stop"]
+                block = root.arrays(layout["read"], lo, hi) if len(span) > 1 else None
+                for chunk, target in span:
+                    t0 = time.perf_counter()
+                    if block is None:
+                        arrays = root.arrays(layout["read"], chunk["start"], chunk["stop"])
+                    else:
+                        arrays = block[chunk["start"] - lo : chunk["stop"] - lo]
+                    shard = _shard_arrays(arrays, layout, info, chunk, location, buffer)
+                    _write_shard(h5py, target, shard, _attrs(layout, info, chunk))
+                    written.append(target)
+                    bar.update(chunk["stop"] - chunk["start"])
+                    _log_chunk(chunk, info, shard["x"].shape, time.perf_counter() - t0, target)
     bar.close()
     return written
+
+
+#: consecutive small chunks of one file are read together, up to about this many bytes of
+#: rows: a read costs at least the decompression of the baskets it touches, which for tiny
+#: entries hold far more than a chunk (10M 4-byte entries in 10k-entry chunks: 1,000 reads
+#: of the same baskets)
+SPAN_BYTES = 32 * 2**20
+
+
+def _spans(items: list[tuple[dict, Path]], row_bytes: int) -> list[list[tuple[dict, Path]]]:
+    """``items`` (chunk, target) cut into runs of consecutive chunks of at most
+    :data:`SPAN_BYTES` of rows (a chunk bigger than that is a run of its own)."""
+    spans: list[list[tuple[dict, Path]]] = []
+    rows = 0
+    for chunk, target in items:
+        n = chunk["stop"] - chunk["start"]
+        joins = (
+            spans
+            and spans[-1][-1][0]["stop"] == chunk["start"]
+            and chunk["file"] == spans[-1][-1][0]["file"]
+        )
+        if joins and (rows + n) * row_bytes <= SPAN_BYTES:
+            spans[-1].append((chunk, target))
+            rows += n
+        else:
+            spans.append([(chunk, target)])
+            rows = n
+    return spans
 
 
 def _log_chunk(chunk: dict, info: dict, shape: tuple, seconds: float, target: Path) -> None:
