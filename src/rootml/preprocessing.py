@@ -145,17 +145,13 @@ SPAN_BYTES = 32 * 2**20
 
 
 def _spans(items: list[tuple[dict, Path]], row_bytes: int) -> list[list[tuple[dict, Path]]]:
-    """``items`` (chunk, target) cut into runs of consecutive chunks of at most
+    """``items`` (chunk, target) of one file cut into runs of consecutive chunks of at most
     :data:`SPAN_BYTES` of rows (a chunk bigger than that is a run of its own)."""
     spans: list[list[tuple[dict, Path]]] = []
     rows = 0
     for chunk, target in items:
         n = chunk["stop"] - chunk["start"]
-        joins = (
-            spans
-            and spans[-1][-1][0]["stop"] == chunk["start"]
-            and chunk["file"] == spans[-1][-1][0]["file"]
-        )
+        joins = spans and spans[-1][-1][0]["stop"] == chunk["start"]
         if joins and (rows + n) * row_bytes <= SPAN_BYTES:
             spans[-1].append((chunk, target))
             rows += n

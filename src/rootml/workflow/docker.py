@@ -83,10 +83,13 @@ def build_images(root: Path, images: list[str], out=sys.stdout) -> None:
         )
 
 
+def user_flags() -> list[str]:
+    """``docker run`` flags that make a container write files as this user (none as root)."""
+    return [] if os.getuid() == 0 else ["-u", f"{os.getuid()}:{os.getgid()}"]
+
+
 def docker_env(local_files: list[str]) -> dict[str, str]:
-    flags = ["--network", "host"]
-    if os.getuid() != 0:
-        flags += ["-u", f"{os.getuid()}:{os.getgid()}"]
+    flags = ["--network", "host", *user_flags()]
     for name in ("TFAAS_URL", "TFAAS_TOKEN"):  # the publish step's; the value stays off argv
         if name in os.environ:
             flags += ["-e", name]

@@ -576,6 +576,7 @@ class _ModelCheck:
         self.pool = pool
         self.engine = engine
         self.proc: subprocess.Popen | None = None
+        self.decided = False  # whether and where to run is decided once, when it is due
         self.error = ""
 
     def _command(self) -> tuple[list[str], dict] | None:
@@ -587,9 +588,7 @@ class _ModelCheck:
         if self.engine.name != "docker" or image is None or self._events() < _docker_events():
             return None
         flags = ["--rm", "--network", "none", "-e", "TF_CPP_MIN_LOG_LEVEL=2"]
-        flags += ["-v", f"{self.workdir}:{self.workdir}:ro"]
-        if os.getuid() != 0:
-            flags += ["-u", f"{os.getuid()}:{os.getgid()}"]
+        flags += ["-v", f"{self.workdir}:{self.workdir}:ro", *docker.user_flags()]
         return ["docker", "run", *flags, image, "rootml", *args], dict(os.environ)
 
     def _events(self) -> int:
@@ -602,9 +601,10 @@ class _ModelCheck:
     def poll(self, progress: Progress | None) -> bool:
         """Start the check when it is due; True once it has failed."""
         if self.proc is None:
-            if progress is None:
+            if self.decided or progress is None or not self._due(progress):
                 return False
-            command = self._command() if self._due(progress) else None
+            self.decided = True
+            command = self._command()
             if command is not None:
                 with open(self.log, "wb") as log:
                     self.proc = subprocess.Popen(
