@@ -49,7 +49,7 @@ def run(path: Path, work: Path) -> tuple[float, int, dict]:
         stdout=subprocess.DEVNULL,
     )
     metrics = json.loads((work / "evaluate" / "report" / "metrics.json").read_text())
-    layout = json.loads((work / "merge" / "specs.json").read_text())
+    layout = json.loads((work / "merge" / "layout.json").read_text())
     caps = {e["collection"]: e["cap"] for e in layout["inputs"] if e["kind"] == "jagged"}
     shutil.rmtree(work)
     return metrics["auc"], layout["dim"], caps

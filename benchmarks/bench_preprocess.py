@@ -132,8 +132,8 @@ def peak_rss_preprocess(paths: list[Path], settings: Settings, work: Path) -> tu
     columns = [str(work / f"columns-{i}") for i in range(len(paths))]
     specs = [_specs_job(str(p), settings.selected, c) for p, c in zip(paths, columns, strict=True)]
     layout = merge(specs, settings, labels=["1", "0"])
-    spec_path = write_layout(work / "specs.json", layout)
-    args = ["-q", "preprocess", "--specs", str(spec_path), "--chunk", "all"]
+    spec_path = write_layout(work / "layout.json", layout)
+    args = ["-q", "preprocess", "--layout", str(spec_path), "--chunk", "all"]
     from_root = peak_rss([*args, "--out", str(work / "shards-root")])
     from_columns = peak_rss([*args, "--out", str(work / "shards-columns"), "--columns", *columns])
     return from_root, from_columns

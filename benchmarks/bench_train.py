@@ -67,7 +67,7 @@ def data_path(out: Path, events: int, seed: int, chunk: int) -> tuple[dict, list
     ]
     layout = merge(specs, settings, labels=["1", "0"])
     shards = preprocess(layout, range(len(layout["chunks"])), out / "shards")
-    write_layout(out / "specs.json", layout)
+    write_layout(out / "layout.json", layout)
     return layout, shards, time.perf_counter() - t0
 
 
@@ -134,8 +134,8 @@ def peak_rss_train(work: Path, model_py: Path, epochs: int, batch: int) -> int:
     args = [
         "-q",
         "train",
-        "--specs",
-        str(work / "specs.json"),
+        "--layout",
+        str(work / "layout.json"),
         "--shards",
         str(work / "shards"),
         "--model",

@@ -8,76 +8,24 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import awkward as ak
-import numpy as np
 import pytest
-import uproot
+from rootfiles import write_shapes
 from servers import FileHTTPServer, XRootDServer, free_port, make_xrootd_dirs
 
 # ---------------------------------------------------------------------------------------------
 # ROOT files written by the tests
 
 
-def write_events(path: str | Path, kind: str = "ttree", *, n: int = 500, seed: int = 1) -> Path:
-    """Write a small seeded file with one tree ``events`` (a TTree, or an RNTuple when
-    ``kind="rntuple"``) and return its path.
-
-    TTree branches: ``met`` (float32), ``njet`` (int32), ``nJet`` + ``Jet_pt``/``Jet_eta``
-    (jagged float32), ``p3`` (float32[3]) and ``m2`` (float32[2][2], unsupported).
-    RNTuple fields: ``met``, ``Jet`` (a list of {pt, eta} records, read as ``Jet.pt`` and
-    ``Jet.eta``), ``hits`` (list of lists, unsupported) and ``label`` (strings, unsupported).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    counts = rng.integers(0, 6, n)
-    total = int(counts.sum())
-    jets = ak.zip(
-        {
-            "pt": ak.unflatten(rng.exponential(30.0, total).astype(np.float32), counts),
-            "eta": ak.unflatten(rng.normal(0.0, 2.0, total).astype(np.float32), counts),
-        }
-    )
-    met = rng.exponential(50.0, n).astype(np.float32)
-    with uproot.recreate(path) as f:
-        if kind == "ttree":
-            data = {
-                "met": met,
-                "njet": counts.astype(np.int32),
-                "Jet": jets,
-                "p3": rng.normal(size=(n, 3)).astype(np.float32),
-                "m2": rng.normal(size=(n, 2, 2)).astype(np.float32),
-            }
-            types = {
-                "met": "float32",
-                "njet": "int32",
-                "Jet": jets.type.content,
-                "p3": np.dtype((np.float32, (3,))),
-                "m2": np.dtype((np.float32, (2, 2))),
-            }
-            f.mktree("events", types).extend(data)
-        elif kind == "rntuple":
-            f["events"] = {
-                "met": met,
-                "Jet": jets,
-                "hits": ak.unflatten(jets.pt, np.ones(n, np.int64)),  # var * var * float32
-                "label": ak.Array(["sig" if m > 50 else "bkg" for m in met]),
-            }
-        else:
-            raise ValueError(f"kind must be 'ttree' or 'rntuple', not {kind!r}")
-    return path
-
-
 @pytest.fixture
 def events_ttree(tmp_path: Path) -> Path:
-    """A local file holding the TTree ``events`` (see :func:`write_events`)."""
-    return write_events(tmp_path / "events_ttree.root", "ttree")
+    """A local file holding the TTree ``events`` (see :func:`rootfiles.write_shapes`)."""
+    return write_shapes(tmp_path / "events_ttree.root", "ttree")
 
 
 @pytest.fixture
 def events_rntuple(tmp_path: Path) -> Path:
-    """A local file holding the RNTuple ``events`` (see :func:`write_events`)."""
-    return write_events(tmp_path / "events_rntuple.root", "rntuple")
+    """A local file holding the RNTuple ``events`` (see :func:`rootfiles.write_shapes`)."""
+    return write_shapes(tmp_path / "events_rntuple.root", "rntuple")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -68,16 +67,16 @@ def test_mlaas4hep_inputs_run_unchanged(example, tmp_path):
         "--params",
         inputs / "params.json",
         "--out",
-        tmp_path / "specs.json",
+        tmp_path / "layout.json",
     )
-    layout = json.loads((tmp_path / "specs.json").read_text())
+    layout = json.loads((tmp_path / "layout.json").read_text())
     assert [f["basename"] for f in layout["files"]] == ["signal.root", "background.root"]
     assert [f["label"] for f in layout["files"]] == [1, 0]
     assert layout["chunk_size"] == 10_000
     proc = rootml(
         "preprocess",
-        "--specs",
-        tmp_path / "specs.json",
+        "--layout",
+        tmp_path / "layout.json",
         "--chunk",
         "all",
         "--out",
@@ -88,7 +87,7 @@ def test_mlaas4hep_inputs_run_unchanged(example, tmp_path):
     n = 0
     for shard in shards:
         with h5py.File(shard) as h5:
-            assert h5.attrs["specs_digest"] == layout["digest"]
+            assert h5.attrs["layout_digest"] == layout["digest"]
             assert h5["x"].shape[1] == layout["dim"]
             assert np.isfinite(h5["x"][:]).all()
             n += h5["x"].shape[0]
@@ -122,13 +121,13 @@ def test_input_yml_and_fetch_record(example, tmp_path):
         "p99",
         "--counts",
         "--out",
-        tmp_path / "specs.json",
+        tmp_path / "layout.json",
     )
-    layout = json.loads((tmp_path / "specs.json").read_text())
+    layout = json.loads((tmp_path / "layout.json").read_text())
     assert "Jet__count" in layout["features"]
 
     def chunk0(out, *extra, ok=True):
-        args = ("--specs", tmp_path / "specs.json", "--chunk", "0", "--out", tmp_path / out)
+        args = ("--layout", tmp_path / "layout.json", "--chunk", "0", "--out", tmp_path / out)
         return rootml("preprocess", *args, *extra, ok=ok)
 
     chunk0("s0.h5", "--fetched", tmp_path / "signal" / "fetch.json")
@@ -200,7 +199,7 @@ def test_merge_errors(example, tmp_path):
     for name in ("signal", "background"):
         rootml("specs", example / f"{name}.root", "--tree", "events", "--out", f"{s}/")
     files = sorted(s.iterdir())
-    out = tmp_path / "specs.json"
+    out = tmp_path / "layout.json"
     _fails(rootml("merge", *files, "--labels", "1", "--out", out, ok=False), "for 2 files")
     _fails(rootml("merge", *files, "--labels", "1,1", "--out", out, ok=False), "only one class")
     _fails(
@@ -212,12 +211,11 @@ def test_merge_errors(example, tmp_path):
     assert not out.exists()
     rootml("merge", *files, "--labels", "1,0", "--chunk-size", "500", "--out", out)
     _fails(
-        rootml("preprocess", "--specs", out, "--chunk", "99", "--out", tmp_path / "x", ok=False),
+        rootml("preprocess", "--layout", out, "--chunk", "99", "--out", tmp_path / "x", ok=False),
         "outside the plan",
     )
 
 
-@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4")
 def test_version():
     assert rootml("--version").stdout.startswith("rootml ")
 
@@ -248,12 +246,12 @@ def test_model_path_through_the_console_script(example, tmp_path):
         "--jagged-cap",
         "p99",
         "--out",
-        tmp_path / "specs.json",
+        tmp_path / "layout.json",
     )
     rootml(
         "preprocess",
-        "--specs",
-        tmp_path / "specs.json",
+        "--layout",
+        tmp_path / "layout.json",
         "--chunk",
         "all",
         "--out",
@@ -261,8 +259,8 @@ def test_model_path_through_the_console_script(example, tmp_path):
     )
     rootml(
         "train",
-        "--specs",
-        tmp_path / "specs.json",
+        "--layout",
+        tmp_path / "layout.json",
         "--shards",
         tmp_path / "shards",
         "--model",
@@ -303,8 +301,8 @@ def test_model_path_through_the_console_script(example, tmp_path):
     _fails(
         rootml(
             "train",
-            "--specs",
-            tmp_path / "specs.json",
+            "--layout",
+            tmp_path / "layout.json",
             "--shards",
             tmp_path / "shards",
             "--model",
@@ -323,8 +321,8 @@ def _features_drawn_apart(tmp_path, metrics):
     """The workflow's features step: the same features.png and metrics as evaluate's own."""
     rootml(
         "features",
-        "--specs",
-        tmp_path / "specs.json",
+        "--layout",
+        tmp_path / "layout.json",
         "--shards",
         tmp_path / "shards",
         "--out",
@@ -338,7 +336,7 @@ def _features_drawn_apart(tmp_path, metrics):
     for png in ("features.png", "history.png", "roc.png"):
         assert (tmp_path / "r2" / png).read_bytes() == (tmp_path / "report" / png).read_bytes()
     doc = json.loads((tmp_path / "features" / "features.json").read_text())
-    doc["specs_digest"] = "0" * 16
+    doc["layout_digest"] = "0" * 16
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "features.json").write_text(json.dumps(doc))
     _fails(
@@ -370,5 +368,5 @@ def test_a_full_disk_is_one_message_naming_what_was_written():
     with pytest.raises(FileNotFoundError) as missing:
         open("/nonexistent-folder/x", "rb")  # noqa: SIM115
     assert os_error_message(missing.value) is None  # a bug or a bad name: not "disk full"
-    denied = PermissionError(13, "Permission denied", "/data/ro/specs.json")
-    assert os_error_message(denied).startswith("/data/ro/specs.json: permission denied")
+    denied = PermissionError(13, "Permission denied", "/data/ro/layout.json")
+    assert os_error_message(denied).startswith("/data/ro/layout.json: permission denied")

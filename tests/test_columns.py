@@ -13,8 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import uproot
-from conftest import write_events as write_kinds
-from rootfiles import event_arrays, write_events, write_tree
+from rootfiles import event_arrays, write_events, write_shapes, write_tree
 
 from rootml.columns import BLOCK, MANIFEST, open_columns, stores_by_basename
 from rootml.config import Settings
@@ -90,8 +89,8 @@ def test_shards_from_columns_equal_shards_from_root(staged, tmp_path, kw):
 
 
 def test_fixed_size_arrays_and_rntuple_fields_stage(tmp_path):
-    ttree = write_kinds(tmp_path / "t.root", "ttree", n=300)
-    ntuple = write_kinds(tmp_path / "n.root", "rntuple", n=300)
+    ttree = write_shapes(tmp_path / "t.root", "ttree", n=300)
+    ntuple = write_shapes(tmp_path / "n.root", "rntuple", n=300)
     for path, names in ((ttree, ["met", "p3", "Jet_pt"]), (ntuple, ["met", "Jet.pt", "Jet.eta"])):
         out = tmp_path / f"col-{path.stem}"
         file_specs(str(path), "events", selected=names, columns=out, step=128)

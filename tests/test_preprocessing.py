@@ -146,7 +146,7 @@ def test_shard_contents_and_attrs(files, tmp_path):
     assert out == [tmp_path / "one.h5"]
     chunk = layout["chunks"][2]
     with h5py.File(out[0]) as h5:
-        assert h5.attrs["specs_digest"] == layout["digest"]
+        assert h5.attrs["layout_digest"] == layout["digest"]
         assert h5["x"].dtype == np.float32
         assert h5["x"].shape == (chunk["stop"] - chunk["start"], layout["dim"])
         assert (h5["y"][:] == layout["files"][chunk["file"]]["label"]).all()
@@ -314,7 +314,7 @@ def test_preprocess_on_a_full_disk_is_one_message_and_leaves_no_shard(files, tmp
     assert 2500 * layout["dim"] * 4 > 2 * 128 * 1024  # the rows alone overflow the disk
     specs = write_layout(tmp_path / "layout.json", layout)
     out = small_disk / "shards"
-    cmd = [sys.executable, "-m", "rootml", "preprocess", "--specs", str(specs)]
+    cmd = [sys.executable, "-m", "rootml", "preprocess", "--layout", str(specs)]
     done = subprocess.run(
         [*cmd, "--chunk", "all", "--out", str(out)], capture_output=True, text=True, check=False
     )

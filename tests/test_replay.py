@@ -107,7 +107,7 @@ def test_compare_lists_differences_and_their_environment():
         "outputs": {
             "train/bundle/model.onnx": "a",
             "evaluate/report/metrics.json": "m",
-            "merge/specs.json": "s",
+            "merge/layout.json": "s",
         },
         "steps": {"train": {"engine": "docker", "image": "rootml/train:0.1.0"}},
         "environments": {
@@ -122,7 +122,7 @@ def test_compare_lists_differences_and_their_environment():
         "outputs": {
             "train/bundle/model.onnx": "b",
             "evaluate/report/metrics.json": "m",
-            "merge/specs.json": "s",
+            "merge/layout.json": "s",
         },
         "steps": {"train": {"engine": "local", "image": "rootml/train:0.1.0"}},
         "environments": {"local": {"python": "3.11.7", "packages": {"numpy": "2.3.1"}}},

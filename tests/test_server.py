@@ -237,7 +237,7 @@ def test_keys_in_any_order_are_mapped_onto_features(served, bundles):
 def test_named_events_go_through_the_specs(served, bundles):
     from rootml.layout import load_layout
 
-    layout = load_layout(bundles["a"] / "specs.json")
+    layout = load_layout(bundles["a"] / "layout.json")
     kinds = {c["branch"]: c["kind"] for c in layout["inputs"]}
     names = [n for n in layout["read"] if n != layout["labels"]["branch"]]
     rng = np.random.default_rng(3)

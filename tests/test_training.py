@@ -77,7 +77,7 @@ def test_bundle_has_every_file_and_tfaas_fields(bundle, data):
         "model.onnx",
         "params.json",
         "labels.txt",
-        "specs.json",
+        "layout.json",
         "history.json",
         "provenance.json",
     ):
@@ -90,7 +90,7 @@ def test_bundle_has_every_file_and_tfaas_fields(bundle, data):
     assert (bundle / "labels.txt").read_text().split() == ["0", "1"]
     prov = json.loads((bundle / "provenance.json").read_text())
     assert prov["seed"] == 3
-    assert prov["specs_digest"] == layout["digest"]
+    assert prov["layout_digest"] == layout["digest"]
     assert "tensorflow-cpu" in prov["packages"] or "tensorflow" in prov["packages"]
     assert len(json.loads((bundle / "history.json").read_text())["loss"]) == 2
     assert not list(bundle.parent.glob(".*"))  # no temporary directory left

@@ -19,19 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given
-from hypothesis import strategies as st
 from rootfiles import event_arrays, write_events
-
-from rootml.merging import job_batches
-from rootml.preprocessing import parse_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ROOTML = str(BIN / "rootml")
 STEPS = yaml.safe_load((ROOT / "steps" / "steps.yml").read_text())
 WORKFLOW = yaml.safe_load((ROOT / "workflows" / "main.yml").read_text())
-STEP_NAMES = [name for name in STEPS if name != "environments"]
+STEP_NAMES = [name for name, node in STEPS.items() if "process" in node]  # not the anchors
 IDS = ["run", "event", "luminosityBlock"]
 
 
@@ -83,8 +78,11 @@ def test_stage_gives_every_placeholder_its_step_uses(stage):
 
 def test_steps_call_only_the_rootml_cli_and_check_their_outputs():
     for name in STEP_NAMES:
-        script = STEPS[name]["process"]["script"]
-        assert script.startswith("set -euo pipefail"), name
+        process = STEPS[name]["process"]
+        assert process["interpreter"] == "bash -euo pipefail", name  # the shared &step_script
+        script = process["script"]
+        first = "export ROOTML_STEP_ENV='{outdir}/_rootml/environment.json'"
+        assert script.splitlines()[0] == first, f"{name} does not record its environment first"
         commands = [
             line.split()[0]
             for line in script.splitlines()
@@ -94,13 +92,6 @@ def test_steps_call_only_the_rootml_cli_and_check_their_outputs():
         assert tools == {"rootml"}, f"{name} calls {tools}"
         last = [line for line in script.splitlines() if line.strip()][-1]
         assert last.startswith(("test -s", "ls ")), f"{name} does not end by checking its output"
-
-
-def test_images_of_steps_are_pinned():
-    for env in STEPS["environments"].values():
-        assert env["image"].startswith("rootml/")
-        assert isinstance(env["imagetag"], str)
-        assert re.fullmatch(r"\d+\.\d+\.\d+", env["imagetag"])
 
 
 def test_scatter_stages_scatter_over_lists_from_upstream():
@@ -127,36 +118,6 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     for name in ("check", "merge", "train", "features", "evaluate", "publish", "track"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
     assert stages["provenance"]["scheduler_type"] == "singlestep-stage"
-
-
-# ------------------------------------------------------------------ preprocess batches
-
-
-@given(
-    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=60),
-    max_jobs=st.integers(1, 20),
-    min_events=st.integers(1, 20000),
-)
-def test_job_batches_cover_the_plan_once_in_order(sizes, max_jobs, min_events):
-    chunks, start = [], 0
-    for i, size in enumerate(sizes):
-        chunks.append({"id": i, "file": 0, "start": start, "stop": start + size})
-        start += size
-    batches = job_batches(chunks, max_jobs, min_events)
-    assert 1 <= len(batches) <= max_jobs
-    ids = [i for b in batches for i in parse_chunks(b, len(chunks))]
-    assert ids == list(range(len(chunks)))
-    assert all(parse_chunks(b, len(chunks)) for b in batches)  # no empty batch
-
-
-def test_job_batches_balance_events_and_skip_tiny_jobs():
-    chunks = [{"id": i, "file": 0, "start": 0, "stop": 100_000} for i in range(100)]
-    assert job_batches(chunks, 4) == ["0-24", "25-49", "50-74", "75-99"]
-    assert job_batches(chunks[:3], 8) == ["0-0", "1-1", "2-2"]
-    small = [{"id": i, "file": 0, "start": 0, "stop": 1000} for i in range(40)]
-    assert job_batches(small, 8) == ["0-39"]  # 40k events: one job, not 8 tiny ones
-    with pytest.raises(Exception, match="at least 1"):
-        job_batches(chunks, 0)
 
 
 # ------------------------------------------------------------------ inputs to runs
@@ -468,7 +429,7 @@ def test_run_one_file_with_labels_from_a_branch(tmp_path):
     )
     summary = _assert_good_run(result, workdir, 1)
     assert summary["model"] == "one_file"
-    layout = json.loads((workdir / "merge" / "specs.json").read_text())
+    layout = json.loads((workdir / "merge" / "layout.json").read_text())
     assert layout["labels"]["branch"] == "isSignal"
     batches = yaml.safe_load((workdir / "merge" / "batches.yml").read_text())["batches"]
     assert len(list(workdir.glob("preprocess_*"))) == len(batches)
@@ -491,7 +452,7 @@ def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
         cwd=tmp_path,
     )
     _assert_good_run(result, workdir, 3)
-    layout = json.loads((workdir / "merge" / "specs.json").read_text())
+    layout = json.loads((workdir / "merge" / "layout.json").read_text())
     assert [f["basename"] for f in layout["files"]] == ["sig.root", "bkg_a.root", "bkg_b.root"]
     history = json.loads((workdir / "train" / "bundle" / "history.json").read_text())
     assert len(history["loss"]) == 10  # params.json's epochs, unchanged

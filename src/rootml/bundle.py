@@ -5,7 +5,7 @@ Contents: ``saved_model.pb`` + ``variables/`` + ``assets/`` (a TF SavedModel who
 TFaaS's hard-coded ``serving_default_inputs_input`` works), ``model.onnx`` (the same raw-input
 graph, for onnxruntime), ``model.keras`` (the trained network on scaled inputs),
 ``params.json`` (TFaaS fields in both spellings plus the ordered ``features``), ``labels.txt``,
-``specs.json`` (the layout), ``history.json``, ``provenance.json`` and ``reference.json``
+``layout.json`` (the layout), ``history.json``, ``provenance.json`` and ``reference.json``
 (raw inputs with the expected outputs, used by ``rootml publish`` to check a server).
 
 The scaling inside the exported graph is the preprocessing arithmetic, column by column:
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import BundleError
-from .layout import load_layout
+from .layout import LAYOUT_FILE, layout_in, load_layout
 from .storage import (
     FAST_CHECKSUM,
     fast_checksum,
@@ -49,7 +49,7 @@ REQUIRED = (
     "model.onnx",
     "params.json",
     "labels.txt",
-    "specs.json",
+    "layout.json",
     "provenance.json",
 )
 #: every file of the bundle but these two, with its size and checksums (written last, checked
@@ -114,7 +114,7 @@ def export_bundle(
         export_onnx(model, layout, tmp / "model.onnx")
         reference = _check_onnx(tmp / "model.onnx", model, layout, reference_x)
         write_json(tmp / "reference.json", reference)
-        write_json(tmp / "specs.json", layout)
+        write_json(tmp / LAYOUT_FILE, layout)
         write_json(tmp / "history.json", history)
         write_json(tmp / "provenance.json", provenance)
         (tmp / "labels.txt").write_text("\n".join(layout["labels"]["classes"]) + "\n")
@@ -203,7 +203,7 @@ def tfaas_params(layout: dict, name: str, description: str) -> dict:
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", when),
         "features": layout["features"],
         "classes": layout["labels"]["classes"],
-        "specs_digest": layout["digest"],
+        "layout_digest": layout["digest"],
     }
 
 
@@ -320,6 +320,6 @@ def load_bundle(path: str | Path) -> Bundle:
         verify_manifest(path)
     else:
         log.warning("bundle %s has no %s: its files cannot be verified", path, MANIFEST)
-    layout = load_layout(path / "specs.json")
+    layout = load_layout(layout_in(path))
     params = json.loads((path / "params.json").read_text("utf-8"))
     return Bundle(path, layout, params)

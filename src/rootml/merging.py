@@ -1,4 +1,4 @@
-"""The merge stage: per-file specs into the run's layout (``specs.json``) and chunk plan.
+"""The merge stage: per-file specs into the run's layout (``layout.json``) and chunk plan.
 
 The layout fixes everything preprocessing, training and serving must agree on: the ordered
 columns, scaling constants, jagged caps, the padding value, label classes, the split

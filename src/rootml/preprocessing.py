@@ -56,7 +56,7 @@ def parse_chunks(text: str | Sequence[str], n_chunks: int) -> list[int]:
             raise LayoutError(f"chunk {part!r} is not a number, a range a-b, or 'all'") from None
     bad = [i for i in ids if not 0 <= i < n_chunks]
     if bad:
-        raise LayoutError(f"chunk {bad[0]} is outside the plan (0-{n_chunks - 1}); see specs.json")
+        raise LayoutError(f"chunk {bad[0]} is outside the plan (0-{n_chunks - 1}); see layout.json")
     return list(dict.fromkeys(ids))
 
 
@@ -201,7 +201,7 @@ def _shard_arrays(
 
 def _attrs(layout: dict, info: dict, chunk: dict) -> dict:
     return {
-        "specs_digest": layout["digest"],
+        "layout_digest": layout["digest"],
         "rootml_version": __version__,
         "chunk": chunk["id"],
         "file": info["basename"],

@@ -10,7 +10,7 @@ and uses only TFaaS routes with the Go server:
   the model name is the tarball's top-level folder (the Go server's bundle upload; its form
   upload takes single files, not a SavedModel folder). ``--form`` sends the tarball as the
   file field ``model`` with a ``name`` field instead (rootml serve only);
-- check: ``GET /models`` must list the name, with the bundle's ``specs_digest``;
+- check: ``GET /models`` must list the name, with the bundle's ``layout_digest``;
 - predict: ``POST /json`` with ``keys`` (the bundle's features) and ``values``: all reference
   rows at once for rootml, one row per request for the Go server (it takes one row only).
 
@@ -47,6 +47,7 @@ import numpy as np
 from . import __version__
 from .bundle import load_bundle
 from .exceptions import ConfigError, PublishError
+from .layout import digest_of
 from .storage import read_json, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -423,11 +424,11 @@ def publish(
     listed = next((m for m in client.models() if m.get("name") == name), None)
     if listed is None:
         raise PublishError(f"the upload succeeded but GET /models does not list {name!r}")
-    digest_ok = listed.get("specs_digest") in (None, b.params.get("specs_digest"))
+    digest_ok = digest_of(listed) in (None, digest_of(b.params))
     if not digest_ok:
         raise PublishError(
-            f"GET /models lists {name!r} with specs digest {listed.get('specs_digest')!r}, "
-            f"not this bundle's {b.params.get('specs_digest')!r}: another upload replaced it"
+            f"GET /models lists {name!r} with layout digest {digest_of(listed)!r}, "
+            f"not this bundle's {digest_of(b.params)!r}: another upload replaced it"
         )
     missing = "sent as null (a missing object)"
     if kind != ROOTML and np.isnan(x).any():
@@ -455,7 +456,7 @@ def publish(
         "server": kind,
         "name": name,
         "bundle": str(b.path),
-        "specs_digest": b.params.get("specs_digest"),
+        "layout_digest": digest_of(b.params),
         "tarball": {"sha256": digest, "bytes": size, "form": form},
         "server_reply": reply if isinstance(reply, dict) else None,
         "reference": {
@@ -499,14 +500,14 @@ def predict_remote(
 ) -> list[dict]:
     """Like :func:`rootml.scoring.predict_files`, but the served model scores the rows: the
     bundle gives the layout, the server the predictions. The server's model must carry the
-    bundle's specs digest."""
+    bundle's layout digest."""
     from .scoring import score_files
 
     b = load_bundle(bundle_path)
     layout = b.layout
     name = check_name(name or str(b.params.get("name", "")))
     client = Client(url, token)
-    served_digest = client.params(name).get("specs_digest")
+    served_digest = digest_of(client.params(name))
     if served_digest not in (None, layout["digest"]):
         raise PublishError(
             f"model {name!r} at {url} was trained on other specs (digest {served_digest[:12]}..., "

@@ -19,6 +19,7 @@ import numpy as np
 
 from .bundle import Bundle, load_bundle
 from .exceptions import BundleError, DataError, ForeignShardError
+from .layout import digest_of
 from .reading import open_input
 from .shards import Shard, ShardSet, describe, open_shards, split_total
 from .sources import resolve
@@ -115,7 +116,7 @@ def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: st
     shards.verified()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"specs_digest": layout["digest"], "histograms": hists.to_json()}
+    doc = {"layout_digest": layout["digest"], "histograms": hists.to_json()}
     if png is not None:
         with atomic_path(out / FEATURES_PNG) as tmp:
             tmp.write_bytes(png)
@@ -136,10 +137,10 @@ def _read_features(folder: Path, layout: dict):
             "wrote, or leave --features out to compute the histograms here"
         )
     doc = read_json(doc_path)
-    if not isinstance(doc, dict) or doc.get("specs_digest") != layout["digest"]:
-        found = doc.get("specs_digest") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or digest_of(doc) != layout["digest"]:
+        found = digest_of(doc) if isinstance(doc, dict) else None
         raise DataError(
-            f"{doc_path} is for specs digest {found!r}, the bundle for {layout['digest']!r}: "
+            f"{doc_path} is for layout digest {found!r}, the bundle for {layout['digest']!r}: "
             "draw the features from the shards this bundle was trained on"
         )
     hists = FeatureHistograms.from_json(doc.get("histograms") or {})
@@ -222,7 +223,7 @@ def evaluate(
     extra = {
         "bundle": str(bundle.path),
         "model name": bundle.params.get("name", ""),
-        "specs digest": layout["digest"],
+        "layout digest": layout["digest"],
         "seed": layout["seed"],
         "features": layout["dim"],
         "events (train / val / test)": describe(shards),

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 
 from .exceptions import ForeignShardError, LayoutError
+from .layout import digest_of
 from .storage import FAST_CHECKSUM, fast_checksum, sha256_file, write_json
 from .transform import SPLIT_NAMES
 
@@ -44,7 +45,7 @@ def write_shard_record(shard: Path, size: int, sums: dict, rows: int, attrs: dic
     """``shard-N.json``: size, checksums (sha256 and the fast one readers verify), rows,
     chunk, file, entries and layout digest."""
     doc = {"shard": shard.name, "size": int(size), **sums, "rows": int(rows)}
-    doc.update({k: str(attrs[k]) for k in ("specs_digest", "file")})
+    doc.update({k: str(attrs[k]) for k in ("layout_digest", "file")})
     doc.update({k: int(attrs[k]) for k in ("chunk", "start", "stop")})
     write_json(record_path(shard), doc)
 
@@ -133,11 +134,11 @@ def open_shards(
             verify_shard(p, checksum=False)
         try:
             with h5py.File(p, "r") as h5:
-                got = h5.attrs.get("specs_digest")
+                got = digest_of(h5.attrs)
                 if got != digest:
                     raise ForeignShardError(
-                        f"shard was built from other specs (digest {str(got)[:12]}..., expected "
-                        f"{digest[:12]}...); rerun 'rootml preprocess' with this specs.json\n"
+                        f"shard was built for another layout (digest {str(got)[:12]}..., expected "
+                        f"{digest[:12]}...); rerun 'rootml preprocess' with this layout.json\n"
                         f"in file {p}"
                     )
                 if h5["x"].shape[1] != dim:

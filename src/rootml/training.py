@@ -247,7 +247,7 @@ def train(
         "options": asdict(options),
         "model_file": str(model_path) if model_path else None,
         "model_sha256": model_digest(model_path),
-        "specs_digest": layout["digest"],
+        "layout_digest": layout["digest"],
         "inputs": [
             {k: f.get(k) for k in ("source", "url", "sha256", "size", "entries", "used")}
             for f in layout["files"]

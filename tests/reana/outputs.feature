@@ -19,7 +19,7 @@ Feature: The rootml outputs
         And the workspace should contain "train/bundle/model.keras"
         And the workspace should contain "train/bundle/saved_model.pb"
         And the workspace should contain "train/bundle/variables"
-        And the workspace should contain "train/bundle/specs.json"
+        And the workspace should contain "train/bundle/layout.json"
         And the workspace should contain "train/bundle/provenance.json"
         And the file "train/bundle/params.json" should include "rootml_sample"
 

@@ -27,12 +27,12 @@ Feature: The rootml workflow runs to the end
         When the workflow is finished
         Then the workspace should contain "fetch_0/fetch.json"
         And the workspace should contain "fetch_1/fetch.json"
-        And the workspace should contain "specs_0/specs.json"
-        And the workspace should contain "specs_1/specs.json"
+        And the workspace should contain "specs_0/file-specs.json"
+        And the workspace should contain "specs_1/file-specs.json"
 
     Scenario: The merge wrote one feature layout and the preprocess batches
         When the workflow is finished
-        Then the workspace should contain "merge/specs.json"
+        Then the workspace should contain "merge/layout.json"
         And the workspace should contain "merge/batches.yml"
         And the workspace should contain "preprocess_0/shards"
 

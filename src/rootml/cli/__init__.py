@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import __version__
 from ..exceptions import RootmlError
 from . import data, model, serving, workflow
+from .settings import DEPRECATED
 
 log = logging.getLogger("rootml")
 
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     logging.captureWarnings(True)  # Python warnings in the log format rootml run forwards
+    for message in getattr(args, DEPRECATED, None) or ():
+        log.warning(message)
     if args.verbose < 2:  # TensorFlow's C++ start-up lines drown the one INFO line per stage
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get(STEP_ENV):  # inside a workflow step: record this environment once

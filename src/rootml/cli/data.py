@@ -8,7 +8,13 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .settings import add_settings_flags, settings_from
+from .settings import (
+    add_layout_option,
+    add_option,
+    add_settings_flags,
+    add_threads_option,
+    settings_from,
+)
 
 
 def _source_of(arg: str, redirector: str | None):
@@ -77,12 +83,19 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label_branch(labels: str | None) -> str | None:
+    """The branch ``--labels branch:NAME`` names; labels per file need no branch read."""
+    if labels and labels.startswith("branch:"):
+        return labels.split(":", 1)[1]
+    return None
+
+
 def cmd_specs(args: argparse.Namespace) -> int:
     from ..specs import file_specs, specs_filename
     from ..storage import write_json
 
     inputs, settings = settings_from(args)
-    label_branch = args.label_branch or (inputs.label_branch if inputs else None)
+    label_branch = _label_branch(args.labels) or (inputs.label_branch if inputs else None)
     source, sha256, size = _source_of(args.file, settings.redirector)
     doc = file_specs(
         source,
@@ -94,7 +107,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
         sha256=sha256,
         size=size,
         step=args.step,
-        workers=args.workers,
+        workers=args.threads,
         columns=args.columns,
     )
     name = specs_filename(doc["file"]["basename"])
@@ -131,7 +144,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         )
     layout = merge(docs, settings, labels=labels, label_branch=label_branch)
     if args.batches:
-        batches = job_batches(layout["chunks"], args.max_batches)
+        batches = job_batches(layout["chunks"], args.jobs)
     write_layout(args.out, layout)
     if args.batches:
         import yaml
@@ -202,7 +215,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from ..schemas import validate
     from ..storage import read_json
 
-    layout = load_layout(args.specs)
+    layout = load_layout(args.layout)
     ids = parse_chunks(args.chunk, len(layout["chunks"]))
     paths = {}
     for record_path in args.fetched or ():
@@ -210,7 +223,7 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
         validate(record, "fetch-record", where=f"file {record_path}")
         paths[Path(record["path"]).name] = record["path"]
     written = preprocess(
-        layout, ids, args.out, paths=paths, columns=args.columns or (), workers=args.workers
+        layout, ids, args.out, paths=paths, columns=args.columns or (), workers=args.threads
     )
     for path in written:
         print(path)
@@ -234,44 +247,54 @@ def add_commands(sub) -> None:
     p.add_argument("--sha256", help="expected checksum")
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--timeout", type=float, default=30.0)
-    g = p.add_argument_group("settings (override --params / --input)")
-    g.add_argument("--input", metavar="INPUT_YML", help="rootml input.yml (tree, redirector)")
-    g.add_argument("--params", metavar="PARAMS_JSON", help="MLaaS4HEP params.json")
-    g.add_argument("--tree", help="check that this tree opens")
-    g.add_argument("--redirector", help="XRootD prefix for LFNs")
+    add_settings_flags(p, scope="source")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("specs", help="per-branch statistics of one file (specs-<name>.json)")
     p.add_argument("file", help="ROOT file path/URL, or a fetch.json written by 'rootml fetch'")
-    p.add_argument("--label-branch", help="branch holding class ids (always read)")
+    add_option(
+        p,
+        "--labels",
+        old="--label-branch",
+        convert=lambda name: f"branch:{name}",
+        help="branch:NAME, the branch holding class ids (always read); labels per file "
+        "(labels.txt, a comma list) are for 'rootml merge'",
+    )
     p.add_argument("--out", help="output JSON file or folder (default specs-<name>.json)")
     p.add_argument("--step", type=int, default=100_000, help="entries read per step")
-    p.add_argument("--workers", type=int, default=1, help="decompression threads")
+    add_threads_option(p)
     p.add_argument(
         "--columns",
         metavar="DIR",
         help="also stage the scanned branches' decompressed values in DIR, so preprocess "
         "does not decompress the file again (takes their uncompressed size on disk)",
     )
-    add_settings_flags(p, layout=False)
+    add_settings_flags(p, scope="branches")
     p.set_defaults(func=cmd_specs)
 
     p = sub.add_parser(
-        "merge", help="merge per-file specs into the layout and chunk plan (specs.json)"
+        "merge", help="merge per-file specs into the layout and chunk plan (layout.json)"
     )
     p.add_argument("specs", nargs="+", help="per-file specs JSON files")
     p.add_argument("--labels", help="labels.txt, a comma list (one per file), or branch:NAME")
     p.add_argument(
         "--files", nargs="+", help="files.txt, a comma list, or the files, giving the file order"
     )
-    p.add_argument("--out", required=True, help="output specs.json")
+    p.add_argument("--out", required=True, help="the layout.json to write")
     p.add_argument(
         "--batches",
         metavar="YML",
         help="also write the chunk plan cut into preprocess jobs (layout path + chunk ranges)",
     )
-    p.add_argument("--max-batches", type=int, default=8, help="most preprocess jobs (--batches)")
-    add_settings_flags(p, layout=True)
+    add_option(
+        p,
+        "--jobs",
+        old="--max-batches",
+        type=int,
+        default=8,
+        help="most preprocess jobs (--batches)",
+    )
+    add_settings_flags(p, scope="layout")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("check", help="check a workflow input: input.yml and the file list")
@@ -282,7 +305,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("preprocess", help="write HDF5 shards for chunks of the plan")
-    p.add_argument("--specs", required=True, help="merged specs.json")
+    add_layout_option(p)
     p.add_argument(
         "--chunk",
         action="append",
@@ -300,5 +323,5 @@ def add_commands(sub) -> None:
         metavar="DIR",
         help="folders staged by 'rootml specs --columns': their files are read from them",
     )
-    p.add_argument("--workers", type=int, default=1, help="decompression threads")
+    add_threads_option(p)
     p.set_defaults(func=cmd_preprocess)

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from .settings import add_layout_option, add_settings_flags, settings_from
+
 
 def _shard_paths(items: Sequence[str]) -> list[Path]:
     """Shard files, or folders holding ``*.h5`` shards."""
@@ -18,30 +20,24 @@ def _shard_paths(items: Sequence[str]) -> list[Path]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..config import Settings, load_input, load_params
     from ..layout import load_layout
     from ..training import TrainOptions, train
 
-    model_path = args.model
-    if args.input:
-        _, settings = load_input(args.input)
-        model_path = model_path or settings.model
-    else:
-        settings = Settings(**(load_params(args.params) if args.params else {}))
+    _, settings = settings_from(args)
     options = TrainOptions(
-        epochs=args.epochs or settings.epochs,
-        batch_size=args.batch_size or settings.batch_size,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
         shuffle=settings.shuffle,
-        seed=settings.seed if args.seed is None else args.seed,
+        seed=settings.seed,
         patience=args.patience,
         class_weight=args.class_weight,
     )
-    layout = load_layout(args.specs)
+    layout = load_layout(args.layout)
     bundle = train(
         layout,
         _shard_paths(args.shards),
         args.out,
-        model_path=model_path,
+        model_path=args.model or settings.model,
         options=options,
         name=args.name,
     )
@@ -53,7 +49,7 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     from ..layout import load_layout
     from ..modelfile import build_model
 
-    layout = load_layout(args.specs)
+    layout = load_layout(args.layout)
     checked = build_model(args.model, layout["dim"], len(layout["labels"]["classes"]))
     print(
         f"{args.model}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)"
@@ -79,7 +75,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_features(args: argparse.Namespace) -> int:
     from ..scoring import features
 
-    print(features(args.specs, _shard_paths(args.shards), args.out))
+    print(features(args.layout, _shard_paths(args.shards), args.out))
     return 0
 
 
@@ -115,25 +111,21 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "train", help="train model(idim) from model.py on the shards; write a bundle"
     )
-    p.add_argument("--specs", required=True, help="merged specs.json")
+    add_layout_option(p)
     p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
     p.add_argument("--model", help="model.py defining model(idim) (default: a small MLP)")
-    p.add_argument("--params", help="MLaaS4HEP params.json (epochs, batch_size, shuffle, seed)")
-    p.add_argument("--input", help="rootml input.yml")
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default="rootml_model", help="model name for TFaaS")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int)
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    add_settings_flags(p, scope="train")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "check-model",
         help="import model.py, call model(idim) for the merged layout and check the model",
     )
-    p.add_argument("--specs", required=True, help="merged specs.json")
+    add_layout_option(p)
     p.add_argument("--model", required=True, help="model.py defining model(idim)")
     p.set_defaults(func=cmd_check_model)
 
@@ -157,7 +149,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser(
         "features", help="per-class histograms and plots of every feature on the test split"
     )
-    p.add_argument("--specs", required=True, help="merged specs the shards were written with")
+    add_layout_option(p, help="the layout.json the shards were written with")
     p.add_argument("--shards", nargs="+", required=True, help="shard files or folders")
     p.add_argument("--out", required=True, help="folder for features.json and features.png")
     p.set_defaults(func=cmd_features)

@@ -1,20 +1,89 @@
-"""The settings flags shared by the data and model subcommands."""
+"""The options shared by the subcommands: the settings flags (one spelling each, declared
+here once) and old spellings of renamed options, which keep working for one release."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+#: the namespace attribute where old spellings used on the command line are listed, so that
+#: the CLI warns about them once logging is set up
+DEPRECATED = "deprecated_spellings"
+
+#: how far a subcommand reads the settings: where the files are (fetch), which branches
+#: (specs, preprocess), how the layout is made (merge), how to train (train)
+SCOPES = ("source", "branches", "layout", "train")
 
 
-def add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
+class _OldSpelling(argparse.Action):
+    """An option's spelling before 0.2: it sets the new option's value and is listed under
+    :data:`DEPRECATED`."""
+
+    def __init__(self, option_strings, dest, *, new: str, convert: Callable | None, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+        self.convert = convert
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ARG002
+        setattr(namespace, self.dest, self.convert(values) if self.convert else values)
+        said = getattr(namespace, DEPRECATED, None) or []
+        said.append(f"{option_string} is deprecated and goes in 0.3: use {self.new}")
+        setattr(namespace, DEPRECATED, said)
+
+
+def add_option(p, new: str, *, old: str | None = None, convert: Callable | None = None, **kw):
+    """Add option ``new``; ``old``, its spelling before 0.2, still works (``convert`` maps an
+    old value to a new one) and is hidden from ``--help``. A required option is required in
+    either spelling."""
+    required = kw.pop("required", False)
+    if old is None:
+        return p.add_argument(new, required=required, **kw)
+    group = p.add_mutually_exclusive_group(required=required)
+    action = group.add_argument(new, **kw)
+    group.add_argument(
+        old,
+        dest=action.dest,
+        type=kw.get("type"),
+        action=_OldSpelling,
+        new=new,
+        convert=convert,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+    return action
+
+
+def add_layout_option(p, help: str = "layout.json written by 'rootml merge'") -> None:
+    """``--layout``, the merged layout a command works with (``--specs`` before 0.2)."""
+    add_option(p, "--layout", old="--specs", required=True, metavar="LAYOUT_JSON", help=help)
+
+
+def add_threads_option(p) -> None:
+    """``--threads``: decompression threads of a data step (``--workers`` before 0.2)."""
+    add_option(p, "--threads", old="--workers", type=int, default=1, help="decompression threads")
+
+
+def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
+    """The settings a subcommand reads (``scope``, one of :data:`SCOPES`); each overrides the
+    same setting of ``--params`` / ``--input``."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope {scope!r} is not one of {SCOPES}")
     g = p.add_argument_group("settings (override --params / --input)")
     g.add_argument("--input", metavar="INPUT_YML", help="rootml input.yml")
     g.add_argument("--params", metavar="PARAMS_JSON", help="MLaaS4HEP params.json")
+    if scope == "train":
+        g.add_argument("--epochs", type=int)
+        g.add_argument("--batch-size", type=int)
+        g.add_argument("--seed", type=int)
+        return
     g.add_argument("--tree", help="TTree or RNTuple name (params.json 'branch')")
+    g.add_argument("--redirector", help="XRootD prefix for LFNs (/store/...)")
+    if scope == "source":
+        return
     g.add_argument("--branches", help="comma list of branches to use (selected_branches)")
     g.add_argument("--exclude", help="comma list of branches to skip (exclude_branches)")
     g.add_argument("--identifiers", help="comma list of identifier branches, never features")
-    g.add_argument("--redirector", help="XRootD prefix for LFNs (/store/...)")
-    if not layout:
+    if scope == "branches":
         return
     g.add_argument("--scaling", choices=["minmax", "standard"])
     g.add_argument(
@@ -35,8 +104,8 @@ def add_settings_flags(p: argparse.ArgumentParser, *, layout: bool) -> None:
     g.add_argument("--pad-value", type=float)
     g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
     g.add_argument("--chunk-size", type=int, help="events per shard (-1: one per file)")
-    g.add_argument("--val", type=float, dest="val_fraction", help="validation fraction")
-    g.add_argument("--test", type=float, dest="test_fraction", help="test fraction")
+    add_option(g, "--val-fraction", old="--val", type=float, help="validation fraction")
+    add_option(g, "--test-fraction", old="--test", type=float, help="test fraction")
     g.add_argument("--seed", type=int)
 
 
@@ -59,11 +128,11 @@ def settings_from(args: argparse.Namespace):
     if cap is not None and cap.isdigit():
         cap = int(cap)
     changes = {
-        "tree": args.tree,
+        "tree": getattr(args, "tree", None),
         "selected": _names(getattr(args, "branches", None)),
         "exclude": _names(getattr(args, "exclude", None)),
         "identifiers": _names(getattr(args, "identifiers", None)),
-        "redirector": args.redirector,
+        "redirector": getattr(args, "redirector", None),
     }
     for key in (
         "scaling",
@@ -77,6 +146,8 @@ def settings_from(args: argparse.Namespace):
         "val_fraction",
         "test_fraction",
         "seed",
+        "epochs",
+        "batch_size",
     ):
         changes[key] = getattr(args, key, None)
     changes["jagged_cap"] = cap

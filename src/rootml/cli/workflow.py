@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .settings import add_option
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..workflow.runner import RunOptions, run
@@ -61,7 +63,7 @@ def cmd_provenance(args: argparse.Namespace) -> int:
         "jobs": args.jobs,
         "mlflow": args.mlflow,
     }
-    write_json(args.out, build_in_step(Path(args.run_dir), params))
+    write_json(args.out, build_in_step(Path(args.workdir), params))
     print(args.out)
     return 0
 
@@ -124,7 +126,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("provenance", help="the provenance manifest of a finished workflow run")
-    p.add_argument("--run-dir", required=True, help="the run's folder (its stage folders)")
+    add_option(
+        p, "--workdir", old="--run-dir", required=True, help="the run's folder (its stage folders)"
+    )
     p.add_argument("--input", required=True, metavar="INPUT_YML")
     p.add_argument("--files", nargs="+", required=True)
     p.add_argument("--checksums", nargs="+", required=True)

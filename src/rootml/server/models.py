@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import RequestError, RootmlError, format_closest
+from ..layout import digest_of
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,8 @@ class LoadedModel:
             "parameters": {
                 "features": self.features,
                 "classes": self.params.get("classes"),
-                "specs_digest": self.params.get("specs_digest"),
+                "layout_digest": digest_of(self.params),
+                "specs_digest": digest_of(self.params),  # the 0.1 name; clients may read it
             },
         }
 
@@ -210,7 +212,7 @@ def read_params(path: Path, name: str) -> dict:
 def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedModel:
     """Check a bundle folder and load its model (onnxruntime, else TensorFlow)."""
     from ..bundle import REQUIRED, load_bundle
-    from ..layout import load_layout
+    from ..layout import layout_in, load_layout
 
     if not path.is_dir():
         raise Missing(str(path))
@@ -219,8 +221,8 @@ def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedM
     try:
         if all((path / f).exists() for f in REQUIRED):
             layout = load_bundle(path).layout
-        elif (path / "specs.json").exists():
-            layout = load_layout(path / "specs.json")
+        elif layout_in(path).exists():
+            layout = load_layout(layout_in(path))
     except RootmlError as err:
         raise RequestError(400, f"model {name!r} is not a valid bundle: {err}") from None
     if (path / ONNX_FILE).exists():
@@ -235,7 +237,7 @@ def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedM
     if layout is not None:
         if features is not None and features != layout["features"]:
             raise RequestError(
-                400, f"params.json 'features' of model {name!r} differ from its specs.json"
+                400, f"params.json 'features' of model {name!r} differ from its layout.json"
             )
         features = layout["features"]
     if features is not None and (not isinstance(features, list) or len(features) != backend["dim"]):

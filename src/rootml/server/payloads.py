@@ -127,7 +127,7 @@ def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
 
     if model.layout is None:
         raise RequestError(
-            400, f"model {model.name!r} has no specs.json, so it takes 'values', not events"
+            400, f"model {model.name!r} has no layout.json, so it takes 'values', not events"
         )
     what = "event" if single else "events"
     if single:

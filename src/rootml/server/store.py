@@ -8,7 +8,7 @@ Layout of ``--models DIR``::
     DIR/.current                   the default model (last upload or POST /params)
     DIR/.lock                      held (flock) while a name is switched or removed
 
-An upload is unpacked into ``.staging``, checked (params.json, the specs' digest, and the
+An upload is unpacked into ``.staging``, checked (params.json, the layout's digest, and the
 model actually loading), renamed into ``.versions`` and published by replacing the symlink
 with ``os.replace``: a reader sees the old version or the new one, never a gap. The old
 version is removed afterwards. Because the symlink target names the version, every request

@@ -4,7 +4,7 @@ Loaded by ``yadage-run --plugins rootml.workflow.plugin`` (the ``PACKTIVITY_PLUG
 variable alone is ignored by yadage-run). It takes over packtivity's handler for
 ``docker-encapsulated`` environments, the only kind REANA runs:
 
-- ``ROOTML_ENGINE=local`` (the default): the step's script goes to its interpreter (bash) on
+- ``ROOTML_ENGINE=local`` (the default): the step's script goes to its interpreter (``bash -euo pipefail``) on
   stdin, or its one-line command to ``sh -c``, in the step folder, with this interpreter's
   ``bin`` folder first on ``PATH`` so ``rootml`` is the one installed beside yadage. Its
   output goes where packtivity puts a container's: ``_packtivity/<step>.run.log``.
@@ -40,6 +40,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -88,7 +89,9 @@ def run_local(state, job: dict, log_path: Path) -> int:
     env["PATH"] = os.pathsep.join([*first, env.get("PATH", "")])
     env.setdefault("PYTHONUNBUFFERED", "1")
     if "script" in job:
-        argv, stdin = [job["interpreter"]], job["script"].encode()
+        # an interpreter with options ("bash -euo pipefail") is a shell word list, as the
+        # `sh -c` of packtivity's Docker handler and of REANA's job controller reads it
+        argv, stdin = shlex.split(job["interpreter"]), job["script"].encode()
     elif "command" in job:
         argv, stdin = ["sh", "-c", job["command"]], None
     else:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .. import tracking
 from ..exceptions import WorkflowError
+from ..layout import LAYOUT_FILE
 from ..storage import atomic_path
 from . import RECORD, docker, provenance, warm
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
@@ -571,7 +572,7 @@ class _ModelCheck:
     def __init__(self, workdir: Path, pool: warm.Pool, engine) -> None:
         self.workdir = workdir
         self.model = workdir / "model" / "model.py"
-        self.layout = workdir / "merge" / "specs.json"
+        self.layout = workdir / "merge" / LAYOUT_FILE
         self.log = workdir / "check-model.log"
         self.pool = pool
         self.engine = engine
@@ -580,7 +581,7 @@ class _ModelCheck:
         self.error = ""
 
     def _command(self) -> tuple[list[str], dict] | None:
-        args = ["check-model", "--specs", str(self.layout), "--model", str(self.model)]
+        args = ["check-model", "--layout", str(self.layout), "--model", str(self.model)]
         if self.pool.env:
             launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
             return [str(launcher), *args], dict(os.environ, **self.pool.env)
