@@ -246,7 +246,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian's package)")
 
-    from rootml.publishing import Client, pack_bundle
+    from rootml.client import Client
+    from rootml.publishing import pack_bundle
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp_name:
         tmp = Path(tmp_name)

@@ -70,7 +70,7 @@ check_image() {  # name -> 0 when the image does what the workflow needs of it
         data) extra='python -c "import uproot, awkward, h5py, fsspec_xrootd, XRootD.client"
                      no_tf' ;;
         train) extra='python -c "import tensorflow, keras, tf2onnx, onnx, onnxruntime, matplotlib, scipy"
-                      python -c "import rootml.training, rootml.evaluation, rootml.bundle"' ;;
+                      python -c "import rootml.training, rootml.metrics, rootml.scoring, rootml.bundle"' ;;
         publish) extra='python -c "import rootml.publishing"
                         no_tf' ;;
         serve) extra='python -c "import starlette, uvicorn, multipart, onnxruntime, orjson, httptools, uvloop"
@@ -232,7 +232,7 @@ fetch_wheels() {  # REQ: download the pinned wheels the wheelhouse lacks
 
 rootml_wheel() {  # build the rootml wheel of the working tree unless its sources are unchanged
     local key dist=$WORK/dist
-    key=$( { find src/rootml -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
+    key=$( { find src/rootml workflows steps -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
                  | sort -z | xargs -0 sha256sum; sha256sum pyproject.toml README.md LICENSE; } \
            | sha256sum | cut -c1-16)
     if [ -f "$dist/.key" ] && [ "$(cat "$dist/.key")" = "$key" ] && ls "$dist"/rootml-*.whl >/dev/null 2>&1

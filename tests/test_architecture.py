@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "rootml"
 STAGES = {"specs", "merging", "preprocessing", "fetching", "sample", "training", "scoring"}
 MODEL_LAYERS = {"modelfile", "bundle"}
 PURE_HELPERS = {
-    "config", "schemas", "storage", "exceptions", "sources", "shards", "evaluation", "plots",
+    "config", "schemas", "storage", "exceptions", "sources", "shards", "metrics", "plots", "client",
     "report", "layout", "transform", "multiplicity",
 }  # fmt: skip
 READING = {"reading", "columns"}
@@ -120,7 +120,7 @@ def test_nothing_on_the_data_path_reaches_tensorflow(module):
 def test_the_layer_reader_sees_real_imports():
     """The checks above are only as good as the reader: it must find imports of each form."""
     assert "training" in _internal("cli.model")  # from ..training import ... in a function
-    assert {"bundle", "layout"} <= _internal("server.models")  # from .. import bundle, layout
+    assert {"bundle", "layout"} <= _internal("server.backends")  # from .. import bundle, layout
     assert "transform" in _internal("preprocessing")  # from .transform import ...
     assert "tensorflow" in _top_level("bundle")  # import inside a function
     assert "uproot" in _top_level("reading")

@@ -341,7 +341,7 @@ def _features_drawn_apart(tmp_path, metrics):
     (tmp_path / "other" / "features.json").write_text(json.dumps(doc))
     _fails(
         rootml(*evaluate, "--features", tmp_path / "other", "--out", tmp_path / "r3", ok=False),
-        "specs digest",
+        "layout digest",
         str(tmp_path / "other" / "features.json"),
     )
     _fails(

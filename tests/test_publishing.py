@@ -29,11 +29,12 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None, reason="needs TensorFlow"),
 ]
 
+from server.helpers import TOKEN, trained_bundles
 from servers import free_port
-from test_server import TOKEN, trained_bundles
 
+from rootml.client import Client
 from rootml.exceptions import ConfigError, PublishError
-from rootml.publishing import Client, pack_bundle, publish
+from rootml.publishing import pack_bundle, publish
 from rootml.server import ArchiveLimits, EmbeddedServer, ServerConfig
 from rootml.server.archive import scan_tarball
 

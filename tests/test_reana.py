@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rootml.workflow.runner import embedded_server
+from rootml.server import EmbeddedServer, ServerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 REANA_YAML = ROOT / "reana.yaml"
@@ -375,10 +375,6 @@ def test_gherkin_pattern_table_rejects_other_phrases():
 # ------------------------------------------------------------------ a REANA-like run
 
 
-# ``rootml serve`` on 127.0.0.1 as the stand-in TFaaS server: the same helper rootml run uses
-rootml_serve = embedded_server
-
-
 @dataclass(frozen=True)
 class ReanaRun:
     workspace: Path
@@ -422,7 +418,10 @@ def reana_run(tmp_path_factory) -> ReanaRun:
     cmd += [spec["workflow"]["file"], str(init), "-d", f"initdir={ws / options.get('initdir', '')}"]
     cmd += ["--plugins", "rootml.workflow.plugin", "-b", "multiproc:2", "--no-visualize"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TFAAS_")}
-    with rootml_serve(base / "models", base / "server.log") as url:
+    # ``rootml serve`` on 127.0.0.1 as the stand-in TFaaS server, as rootml run starts it
+    config = ServerConfig(models=base / "models", port=0)
+    with EmbeddedServer(config, base / "server.log") as server:
+        url = server.url
         env.update(ROOTML_ENGINE="local", TFAAS_URL=url, TF_CPP_MIN_LOG_LEVEL="2")
         proc = subprocess.run(
             cmd, cwd=base, env=env, capture_output=True, text=True, timeout=900, check=False

@@ -508,17 +508,20 @@ def test_savedmodel_served_through_tensorflow_without_onnx(client, bundles, tmp_
 
 
 def test_tensorflow_is_not_imported_for_onnx_bundles(bundles, tmp_path):
+    """The app in a fresh interpreter, which serves an ONNX bundle and never loads TensorFlow."""
     code = f"""
-import sys, json, urllib.request
-from rootml.server import EmbeddedServer, ServerConfig
-from rootml.publishing import Client, pack_bundle
-with EmbeddedServer(ServerConfig(models={str(tmp_path / "store")!r}, port=0)) as server:
-    with open({str(tmp_path / "m.tgz")!r}, "wb") as f:
-        pack_bundle({str(bundles["a"])!r}, "m", f)
-    client = Client(server.url)
-    client.upload({str(tmp_path / "m.tgz")!r})
+import io, json, sys
+from starlette.testclient import TestClient
+from rootml.publishing import pack_bundle
+from rootml.server import ServerConfig
+from rootml.server.app import create_app
+with TestClient(create_app(ServerConfig(models={str(tmp_path / "store")!r}))) as client:
+    packed = io.BytesIO()
+    pack_bundle({str(bundles["a"])!r}, "m", packed)
+    assert client.post("/upload", content=packed.getvalue()).status_code == 200
     rows = json.load(open({str(bundles["a"] / "reference.json")!r}))["inputs"]
-    client.json("POST", "/json", {{"model": "m", "values": rows}})
+    reply = client.post("/json", json={{"model": "m", "values": rows}})
+    assert reply.status_code == 200, reply.text
 sys.exit(3 if "tensorflow" in sys.modules else 0)
 """
     proc = subprocess.run(
@@ -914,7 +917,7 @@ def test_fuzzed_model_names_in_paths(fuzz_client, name, route):
 def test_real_socket_round_trip_and_concurrent_reupload(tmp_path, bundles):
     import urllib.request
 
-    from rootml.publishing import Client
+    from rootml.client import Client
 
     inputs, out_a = reference(bundles["a"])
     _, out_b = reference(bundles["b"])

@@ -262,10 +262,10 @@ def test_bad_model_files_named_with_the_fix(tmp_path, text, match):
     assert str(path) in str(info.value)
 
 
-def test_shards_from_other_specs_rejected(data, tmp_path):
+def test_shards_of_another_layout_rejected(data, tmp_path):
     layout, shards, _ = data
     other = dict(layout, digest="f" * 64)
-    with pytest.raises(LayoutError, match=r"built from other specs(.|\n)*in file .*shard-"):
+    with pytest.raises(LayoutError, match=r"built for another layout(.|\n)*in file .*shard-"):
         train(other, shards, tmp_path / "b", options=FAST)
     assert not (tmp_path / "b").exists()
 

@@ -283,7 +283,7 @@ def test_resume_needs_an_earlier_run(tmp_path):
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from rootml.workflow.runner import workdir_lock
+from rootml.workflow.run import workdir_lock
 with workdir_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     time.sleep(600)
@@ -592,7 +592,7 @@ def test_check_step_wants_one_checksum_per_file(tmp_path, checksums, message):
 
 def test_failure_report_shows_a_container_log_as_the_step_printed_it(tmp_path):
     """Under Docker, packtivity logs each line as a bytes repr; the report shows the text."""
-    from rootml.workflow.runner import _tail
+    from rootml.workflow.run import _tail
 
     log = tmp_path / "train.run.log"
     log.write_text(
@@ -631,7 +631,7 @@ def _outputs(workdir: Path) -> dict:
 
     import h5py
 
-    from rootml.workflow.runner import step_records
+    from rootml.workflow.run import step_records
 
     shards = {}  # the datasets' bytes (the attributes name the run's folders)
     for path in sorted(workdir.glob("preprocess_*/shards/shard-*.h5")):
@@ -669,7 +669,7 @@ def test_a_run_killed_in_a_step_resumes_that_step_and_what_follows(uninterrupted
     """kill -9 of the whole run (rootml, yadage, the warm interpreters, the step) while
     ``step`` runs; --resume re-runs what was running and what follows, reuses what was done,
     and ends with the outputs of a run never interrupted."""
-    from rootml.workflow.runner import step_records
+    from rootml.workflow.run import step_records
 
     source, expected = uninterrupted
     inputs = shutil.copytree(source, tmp_path / "in") / "input.yml"

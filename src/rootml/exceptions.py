@@ -76,6 +76,11 @@ class RequestError(RootmlError):
         self.status = status
 
 
+class ServerError(RootmlError):
+    """Raised when an embedded server (``rootml serve`` in a child process, for ``rootml
+    run`` and the tests) exits or does not answer in time."""
+
+
 class PublishError(RootmlError):
     """Raised by the client side (``rootml publish``, ``models``, ``delete``, ``predict --url``)
     when a server cannot be reached, answers with an error, or serves predictions that differ

@@ -42,7 +42,69 @@ def merge(
     labels: Sequence[str] | None = None,
     label_branch: str | None = None,
 ) -> dict:
-    """Build the layout document from per-file specs (in files.txt order) and settings."""
+    """Build the layout document from per-file specs (in files.txt order) and settings: the
+    input columns, the extra columns (counts, masks), the file table and the chunk plan."""
+    _check_inputs(specs, labels, label_branch)
+    names = _feature_branches(specs, settings, label_branch)
+    _say_identifiers(specs[0], settings)
+    merged = {name: _merge_branch(specs, name) for name in names}
+    names = _without_empty(names, merged, settings.empty_branches)
+    _check_nan_policy(specs, names, settings.nan_policy)
+    classes, file_labels = _labels(specs, labels, label_branch)
+    lo, hi = (0.0, 1.0) if settings.scaling == "minmax" else (-settings.clip, settings.clip)
+    pad = _padding(settings, lo, hi)
+    inputs, features = _input_columns(names, merged, settings)
+    extras, extra_features = _extra_columns(inputs, merged, settings, hi - lo)
+    _say_truncation(inputs)
+    used = allocate_events([s["entries"] for s in specs], settings.nevts)
+    files = _file_table(specs, used, file_labels)
+    val, test = settings.val_fraction, settings.test_fraction
+    doc = {
+        "schema": SCHEMA_ID,
+        "rootml_version": __version__,
+        "digest": "0" * 64,
+        "tree": specs[0]["tree"],
+        "files": files,
+        "labels": {
+            "source": "branch" if label_branch else "file",
+            "branch": label_branch,
+            "kind": "binary" if len(classes) == 2 else "multiclass",
+            "classes": classes,
+        },
+        "seed": settings.seed,
+        "split": {"train": round(1 - val - test, 10), "val": val, "test": test, "key": SPLIT_KEY},
+        "scaling": settings.scaling,
+        "clip": [lo, hi],
+        "pad_value": pad,
+        "nan_policy": settings.nan_policy,
+        "inputs": inputs,
+        "extras": extras,
+        "features": features + extra_features,
+        "dim": len(features) + len(extra_features),
+        "nevts": settings.nevts,
+        "chunk_size": settings.chunk_size,
+        "read": [*names, *([label_branch] if label_branch else [])],
+        "chunks": chunk_plan(used, settings.chunk_size),
+    }
+    doc["digest"] = layout_digest(doc)
+    validate(doc, "layout", where="the merged layout")
+    log.info(
+        "merge: %d files, %d branches -> %d features, %d classes, %d chunks, %d events",
+        len(files),
+        len(names),
+        doc["dim"],
+        len(classes),
+        len(doc["chunks"]),
+        sum(used),
+    )
+    return doc
+
+
+def _check_inputs(
+    specs: Sequence[dict], labels: Sequence[str] | None, label_branch: str | None
+) -> None:
+    """The cheap preconditions: specs to merge, one basename each, one way of labelling with
+    one label per file, one tree."""
     if not specs:
         raise ConfigError("no per-file specs to merge; the file list is empty")
     check_unique_basenames([s["file"]["basename"] for s in specs])
@@ -56,14 +118,9 @@ def merge(
     if len(trees) > 1:
         raise ConfigError(f"the specs were made for different trees {sorted(trees)}; rerun specs")
 
-    names = _feature_branches(specs, settings, label_branch)
-    _say_identifiers(specs[0], settings)
-    merged = {name: _merge_branch(specs, name) for name in names}
-    names = _without_empty(names, merged, settings.empty_branches)
-    _check_nan_policy(specs, names, settings.nan_policy)
-    classes, file_labels = _labels(specs, labels, label_branch)
 
-    lo, hi = (0.0, 1.0) if settings.scaling == "minmax" else (-settings.clip, settings.clip)
+def _padding(settings: Settings, lo: float, hi: float) -> float:
+    """The padding value: just below the scaled range [lo, hi] unless set, never inside it."""
     pad = lo - PAD_MARGIN * (hi - lo) if settings.pad_value is None else float(settings.pad_value)
     if lo <= pad <= hi:
         raise ConfigError(
@@ -71,7 +128,14 @@ def merge(
             f"with real values; choose a value below {lo} or above {hi} (params.json 'nan' or "
             "features.pad_value), or leave it unset"
         )
+    return pad
 
+
+def _input_columns(
+    names: Sequence[str], merged: dict[str, dict], settings: Settings
+) -> tuple[list[dict], list[str]]:
+    """One entry per branch (its offset in the row, scaling constants, and for a collection
+    its cap and the fraction of events it truncates) and the feature names, in row order."""
     inputs, features, offset = [], [], 0
     for name in names:
         m = merged[name]
@@ -96,98 +160,54 @@ def merge(
             features.append(name)
         offset += entry["width"]
         inputs.append(entry)
+    return inputs, features
 
-    extras = []
+
+def _extra_columns(
+    inputs: Sequence[dict], merged: dict[str, dict], settings: Settings, span: float
+) -> tuple[list[dict], list[str]]:
+    """The columns after the inputs, per collection: its object count (``counts``; scaled to
+    ``span``, the width of the scaled range) and its object masks (``masks``)."""
+    offset = sum(e["width"] for e in inputs)
+    extras, features = [], []
     collections: dict[str, dict] = {}
     for entry in inputs:
         if entry["kind"] == "jagged":
             collections.setdefault(entry["collection"], entry)
     flat = {e["branch"].lower() for e in inputs if e["kind"] == "flat"}
     for coll, entry in collections.items():
+        base = {"collection": coll, "branch": entry["branch"], "offset": offset}
         if settings.counts is True or (settings.counts == "auto" and not _has_counter(coll, flat)):
             top = max(merged[entry["branch"]]["multiplicity"]["max"], 1)
-            extras.append(
-                {
-                    "kind": "count",
-                    "collection": coll,
-                    "branch": entry["branch"],
-                    "offset": offset,
-                    "width": 1,
-                    "scale": (hi - lo) / top,
-                }
-            )
+            extras.append({"kind": "count", **base, "width": 1, "scale": span / top})
             features.append(f"{coll}__count")
             offset += 1
+            base["offset"] = offset
         if settings.masks:
-            extras.append(
-                {
-                    "kind": "mask",
-                    "collection": coll,
-                    "branch": entry["branch"],
-                    "offset": offset,
-                    "width": entry["cap"],
-                }
-            )
+            extras.append({"kind": "mask", **base, "width": entry["cap"]})
             features += [f"{coll}__mask[{i}]" for i in range(entry["cap"])]
             offset += entry["cap"]
+    return extras, features
 
-    _say_truncation(inputs)
-    used = allocate_events([s["entries"] for s in specs], settings.nevts)
-    files = []
-    for i, s in enumerate(specs):
-        files.append(
-            {
-                "id": i,
-                "source": s["file"]["source"],
-                "url": s["file"]["url"],
-                "basename": s["file"]["basename"],
-                "entries": s["entries"],
-                "used": used[i],
-                "label": file_labels[i] if file_labels else None,
-                "sha256": s["file"].get("sha256"),
-                "size": s["file"].get("size"),
-            }
-        )
-    val, test = settings.val_fraction, settings.test_fraction
-    doc = {
-        "schema": SCHEMA_ID,
-        "rootml_version": __version__,
-        "digest": "0" * 64,
-        "tree": specs[0]["tree"],
-        "files": files,
-        "labels": {
-            "source": "branch" if label_branch else "file",
-            "branch": label_branch,
-            "kind": "binary" if len(classes) == 2 else "multiclass",
-            "classes": classes,
-        },
-        "seed": settings.seed,
-        "split": {"train": round(1 - val - test, 10), "val": val, "test": test, "key": SPLIT_KEY},
-        "scaling": settings.scaling,
-        "clip": [lo, hi],
-        "pad_value": pad,
-        "nan_policy": settings.nan_policy,
-        "inputs": inputs,
-        "extras": extras,
-        "features": features,
-        "dim": offset,
-        "nevts": settings.nevts,
-        "chunk_size": settings.chunk_size,
-        "read": [*names, *([label_branch] if label_branch else [])],
-        "chunks": chunk_plan(used, settings.chunk_size),
-    }
-    doc["digest"] = layout_digest(doc)
-    validate(doc, "layout", where="the merged layout")
-    log.info(
-        "merge: %d files, %d branches -> %d features, %d classes, %d chunks, %d events",
-        len(files),
-        len(names),
-        offset,
-        len(classes),
-        len(doc["chunks"]),
-        sum(used),
-    )
-    return doc
+
+def _file_table(
+    specs: Sequence[dict], used: Sequence[int], file_labels: Sequence[int] | None
+) -> list[dict]:
+    """One entry per file: where it is, its entries and how many are used, its label."""
+    return [
+        {
+            "id": i,
+            "source": s["file"]["source"],
+            "url": s["file"]["url"],
+            "basename": s["file"]["basename"],
+            "entries": s["entries"],
+            "used": used[i],
+            "label": file_labels[i] if file_labels else None,
+            "sha256": s["file"].get("sha256"),
+            "size": s["file"].get("size"),
+        }
+        for i, s in enumerate(specs)
+    ]
 
 
 def _say_truncation(inputs: Sequence[dict]) -> None:

@@ -347,7 +347,7 @@ def draw_history(history: Mapping[str, Sequence[float]]) -> bytes:
 
 
 def draw_features(h: Any) -> bytes:
-    """``features.png`` of a :class:`rootml.evaluation.FeatureHistograms`."""
+    """``features.png`` of a :class:`rootml.metrics.FeatureHistograms`."""
     return _styled(plots.plot_features, h)
 
 
@@ -369,11 +369,11 @@ def write_report(
 ) -> dict[str, Path]:
     """Draw the plots and write ``report.html`` into ``out_dir``; return the paths by name.
 
-    ``metrics`` is :func:`rootml.evaluation.compute_metrics` output for ``test_scores`` and
-    ``test_y``; ``ks`` is :func:`rootml.evaluation.ks_overtraining` output or None.
+    ``metrics`` is :func:`rootml.metrics.compute_metrics` output for ``test_scores`` and
+    ``test_y``; ``ks`` is :func:`rootml.metrics.ks_overtraining` output or None.
     ``train_scores``/``train_y`` overlay the training split on ``scores.png`` (None to
     leave it out). ``history`` is a Keras ``History.history`` dict (``history.png`` is
-    skipped when None); ``histograms`` a :class:`rootml.evaluation.FeatureHistograms` or
+    skipped when None); ``histograms`` a :class:`rootml.metrics.FeatureHistograms` or
     its ``to_json()`` dict (``features.png`` is skipped when None). ``extra`` is shown as a
     key/value table (bundle, digests, seed, ...). ``drawn`` maps a plot's name (``history``,
     ``features``) to a function returning its PNG, drawn elsewhere (:func:`draw_aside`, or
@@ -383,7 +383,7 @@ def write_report(
     PNGs drawn) and ``report`` (the HTML). Inputs are checked and everything is rendered
     before the first file is written.
     """
-    from .evaluation import FeatureHistograms, as_probabilities, check_labels
+    from .metrics import FeatureHistograms, as_probabilities, check_labels
 
     out_dir = Path(out_dir)
     names = [str(c) for c in classes]

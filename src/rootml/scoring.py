@@ -83,7 +83,7 @@ FEATURES_PNG = "features.png"
 
 def test_histograms(layout: dict, shards: Sequence[Shard]):
     """The per-class histograms of every feature over the test split (no model needed)."""
-    from .evaluation import FeatureHistograms
+    from .metrics import FeatureHistograms
 
     _require_test_events(shards)
     lo, hi = layout["clip"]
@@ -128,7 +128,7 @@ def features(layout_path: str | Path, shard_paths: Sequence[str | Path], out: st
 def _read_features(folder: Path, layout: dict):
     """The histograms and plot ``rootml features`` wrote in ``folder``, checked against the
     bundle's layout: (histograms, a function returning the PNG bytes or None)."""
-    from .evaluation import FeatureHistograms
+    from .metrics import FeatureHistograms
 
     doc_path = folder / FEATURES_JSON
     if not doc_path.is_file():
@@ -173,7 +173,7 @@ def evaluate(
     step cache, and REANA mounts it read-only). ``features_dir``: the feature histograms and
     plot already drawn there by :func:`features`, else they are computed here (the plot in a
     forked process meanwhile)."""
-    from .evaluation import compute_metrics, ks_overtraining
+    from .metrics import compute_metrics, ks_overtraining
     from .plots import history_series
     from .report import draw_aside, draw_features, draw_history, write_metrics_json, write_report
 

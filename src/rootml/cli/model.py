@@ -84,7 +84,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..scoring import predict_files, write_predictions
 
     if args.url:
-        from ..publishing import predict_remote, token_from_env
+        from ..client import token_from_env
+        from ..publishing import predict_remote
 
         results = predict_remote(
             args.bundle,

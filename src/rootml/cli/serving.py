@@ -35,7 +35,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from ..publishing import publish, token_from_env
+    from ..client import token_from_env
+    from ..publishing import publish
 
     receipt = publish(
         args.bundle,
@@ -51,14 +52,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..publishing import Client, token_from_env
+    from ..client import Client, token_from_env
 
     print(json.dumps(Client(args.url, token_from_env(args.token_env)).models(), indent=1))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from ..publishing import Client, token_from_env
+    from ..client import Client, token_from_env
 
     Client(args.url, token_from_env(args.token_env)).delete(args.name)
     print(json.dumps({"deleted": args.name}))

@@ -10,7 +10,7 @@ from .settings import add_option
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..workflow.runner import RunOptions, run
+    from ..workflow.run import RunOptions, run
 
     if args.input and args.mlaas4hep:
         from ..exceptions import ConfigError

@@ -29,11 +29,11 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..exceptions import RequestError, RootmlError
-from . import payloads
+from . import protocols
 from .auth import CHALLENGE, load_token
+from .backends import LoadedModel, import_backends
 from .bodies import JSONResponse, error_response, read_body, read_json
 from .config import ServerConfig
-from .models import LoadedModel, import_backends
 from .openapi import openapi_document
 from .store import ModelStore
 from .uploads import delete, get_params, models, post_params, upload
@@ -63,9 +63,9 @@ async def _model_for(request: Request, doc: dict) -> LoadedModel:
 
 async def predict_json(request: Request) -> Response:
     """TFaaS ``/json``: one row -> a flat list, rows -> a list of lists; also events."""
-    doc = payloads.object_of(await read_json(request, request.app.state.config.max_request_bytes))
+    doc = protocols.object_of(await read_json(request, request.app.state.config.max_request_bytes))
     model = await _model_for(request, doc)
-    x, single = payloads.tfaas_rows(doc, model)
+    x, single = protocols.tfaas_rows(doc, model)
     out = await _run(model, x)
     return JSONResponse(out[0] if single else out)
 
@@ -85,15 +85,15 @@ async def v2_infer(request: Request) -> Response:
             raise RequestError(400, "Inference-Header-Content-Length is not a valid length")
         view = memoryview(body)
         body, tail = view[:cut], view[cut:]  # no copies of a large binary tensor
-    doc = payloads.object_of(payloads.loads(body))
+    doc = protocols.object_of(protocols.loads(body))
     model = await request.app.state.store.get(request.path_params["name"])
-    x = payloads.v2_rows(doc, model, tail)
-    binary = payloads.v2_binary_output(doc, model)
+    x = protocols.v2_rows(doc, model, tail)
+    binary = protocols.v2_binary_output(doc, model)
     out = await _run(model, x)
-    reply, data = payloads.v2_reply(doc, model, out, binary)
+    reply, data = protocols.v2_reply(doc, model, out, binary)
     if not binary:
         return JSONResponse(reply)
-    head = payloads.dumps(reply)
+    head = protocols.dumps(reply)
     return Response(
         head + data,
         media_type="application/octet-stream",
@@ -103,9 +103,9 @@ async def v2_infer(request: Request) -> Response:
 
 async def tfserving_predict(request: Request) -> Response:
     _check_version(request)
-    doc = payloads.object_of(await read_json(request, request.app.state.config.max_request_bytes))
+    doc = protocols.object_of(await read_json(request, request.app.state.config.max_request_bytes))
     model = await request.app.state.store.get(request.path_params["name"])
-    x, key = payloads.tfserving_rows(doc, model)
+    x, key = protocols.tfserving_rows(doc, model)
     return JSONResponse({key: await _run(model, x)})
 
 

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from ..client import is_model_name
 from ..exceptions import RequestError
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
 GZIP_MAGIC = b"\x1f\x8b"
 _OTHER_MAGIC = {
     b"BZh": "bzip2",
@@ -72,7 +72,7 @@ class ArchiveSummary:
 
 def check_model_name(name: object, what: str = "model name") -> str:
     """Return ``name`` if it matches ``[A-Za-z0-9_]{1,64}``, else a 400 naming it."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+    if not is_model_name(name):
         shown = repr(name)[:80]
         raise RequestError(
             400,

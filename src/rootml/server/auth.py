@@ -8,11 +8,11 @@ anything but a loopback address must have one.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import stat
 from pathlib import Path
 
+from ..client import is_loopback
 from ..exceptions import ConfigError, RequestError
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,6 @@ def load_token(path: str | Path) -> str:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("token file %s is readable by other users; chmod 600 it", path)
     return text
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ``::1``."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(host: str, token: str | None) -> None:

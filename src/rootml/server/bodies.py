@@ -1,4 +1,4 @@
-"""Request bodies read with a byte limit that holds while they stream, and JSON replies.
+"""Reading a request's bytes within a limit that holds while they stream, and JSON replies.
 
 Nothing here reads more than the limit: a ``Content-Length`` over it is refused at once, and
 a body without one (chunked) is counted as it arrives and refused as soon as it passes the
@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..exceptions import RequestError
-from . import payloads
+from . import protocols
 
 LARGE_BODY = 1 << 20
 
@@ -23,7 +23,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return payloads.dumps(content)
+        return protocols.dumps(content)
 
 
 def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -99,4 +99,4 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    return payloads.loads(await read_body(request, limit))
+    return protocols.loads(await read_body(request, limit))

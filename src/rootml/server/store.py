@@ -37,9 +37,10 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from ..client import is_model_name
 from ..exceptions import RequestError, RootmlError, format_closest
-from .archive import NAME_RE, check_model_name
-from .models import LoadedModel, Missing, load_model, read_params, tfaas_params
+from .archive import check_model_name
+from .backends import LoadedModel, Missing, load_model, read_params, tfaas_params
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class ModelStore:
         out = []
         with os.scandir(self._root) as entries:
             for entry in entries:
-                if NAME_RE.fullmatch(entry.name) and self.version(entry.name) is not None:
+                if is_model_name(entry.name) and self.version(entry.name) is not None:
                     out.append(entry.name)
         return sorted(out)
 
@@ -220,7 +221,7 @@ class ModelStore:
             name = (self.root / CURRENT).read_text("utf-8").strip()
         except OSError:
             return None
-        return name if NAME_RE.fullmatch(name) and self.version(name) else None
+        return name if is_model_name(name) and self.version(name) else None
 
     def set_current(self, name: str) -> None:
         tmp = self.root / f"{CURRENT}.{uuid.uuid4().hex}"

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..exceptions import RequestError
-from . import payloads
+from . import protocols
 from .archive import ArchiveLimits, check_model_name, decode_base64, extract_tarball, scan_tarball
 from .auth import require_token
 from .bodies import JSONResponse, chunks, limited, read_json
@@ -170,7 +170,7 @@ async def delete(request: Request) -> Response:
 async def post_params(request: Request) -> Response:
     """TFaaS ``POST /params``: make the named model the default for bodies without 'model'."""
     _mutation(request)
-    doc = payloads.object_of(await read_json(request, SMALL_BODY))
+    doc = protocols.object_of(await read_json(request, SMALL_BODY))
     store: ModelStore = request.app.state.store
     model = await store.get(doc.get("name"))
     store.set_current(model.name)

@@ -1,9 +1,9 @@
-"""The workflow runner: rootml's yadage DAG (``workflows/``, ``steps/``) run locally or in Docker.
+"""The workflow: rootml's yadage DAG (``workflows/``, ``steps/``) run locally or in Docker.
 
 - :mod:`.plugin` is the packtivity plugin every run loads (``yadage-run --plugins
   rootml.workflow.plugin``): steps as local processes, or packtivity's own Docker handler,
   each leaving a step record with its times, engine and image.
-- :mod:`.runner` is ``rootml run``: prepares the input, picks the engine, starts the embedded
+- :mod:`.run` is ``rootml run``: prepares the input, picks the engine, starts the embedded
   server, drives ``yadage-run`` with a progress display and prints the summary.
 """
 

@@ -24,7 +24,7 @@ from ..storage import sha256_file
 from . import provenance
 from .docker import image_id
 from .inputs import is_remote
-from .runner import RunOptions, run
+from .run import RunOptions, run
 
 REPORT = "replay.json"
 

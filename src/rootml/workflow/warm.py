@@ -107,7 +107,7 @@ LATER = {
         "onnxruntime",
         "scipy.stats",
         "rootml.scoring",
-        "rootml.evaluation",
+        "rootml.metrics",
     ),
     "model": (),
 }

@@ -33,6 +33,8 @@ from pathlib import Path
 from .. import tracking
 from ..exceptions import WorkflowError
 from ..layout import LAYOUT_FILE
+from ..server.config import ServerConfig
+from ..server.launch import EmbeddedServer, free_port
 from ..storage import atomic_path
 from . import RECORD, docker, provenance, warm
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
@@ -85,20 +87,6 @@ class Step:
 # ------------------------------------------------------------------ the embedded server
 
 
-def _free_port(wanted: int = 0) -> int:
-    """``wanted`` if it is free on 127.0.0.1, else one the system picks."""
-    for port in (wanted, 0) if wanted else (0,):
-        with socket.socket() as s:
-            # as uvicorn binds: a port whose last connections are in TIME_WAIT is free
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise WorkflowError("no free TCP port on 127.0.0.1 for the embedded server")
-
-
 def _server_port(folder: Path) -> int:
     """The embedded server's port, kept in ``folder``: a resumed run serves at the same URL
     (its model store is the same folder), so that the publish step's inputs are unchanged and
@@ -108,92 +96,11 @@ def _server_port(folder: Path) -> int:
         wanted = int(record.read_text("utf-8"))
     except (OSError, ValueError):
         wanted = 0
-    port = _free_port(wanted)
+    port = free_port(wanted=wanted)
     if port != wanted:
         with atomic_path(record) as tmp:
             tmp.write_text(f"{port}\n", "utf-8")
     return port
-
-
-class EmbeddedServer:
-    """``rootml serve`` on 127.0.0.1 in a child process. :meth:`wait` blocks until it answers;
-    :meth:`check` only says whether it died (``rootml run`` does not wait for it: the publish
-    step needs it many seconds later, so it starts while the workflow runs)."""
-
-    def __init__(
-        self, models: Path, log_path: Path, *, start: bool = True, port: int = 0, nice: int = 0
-    ) -> None:
-        self.log_path = log_path
-        self.nice = nice  # CPU priority increment (it starts while training runs)
-        port = port or _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.cmd = [sys.executable, "-m", "rootml", "-q", "serve", "--models", str(models)]
-        self.cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-        self.proc: subprocess.Popen | None = None
-        self.stopping = False  # asked to stop: its exit is no longer an error
-        if start:
-            self.start()
-
-    def start(self) -> None:
-        if self.proc is None:
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
-            if self.nice:
-                _lower_priority(self.proc.pid, self.nice)
-
-    def check(self) -> None:
-        if self.proc is not None and not self.stopping and self.proc.poll() is not None:
-            raise WorkflowError(
-                f"the embedded server exited (status {self.proc.returncode}); its log: "
-                f"{self.log_path}"
-            )
-
-    def wait(self, timeout: float = 60) -> None:
-        from ..exceptions import PublishError
-        from ..publishing import Client
-
-        self.start()
-        client = Client(self.url, timeout=2)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.json("GET", "/v2/health/live")
-                return
-            except PublishError:
-                self.check()
-                if time.monotonic() > deadline:
-                    raise WorkflowError(
-                        f"the embedded server did not answer in {timeout:.0f} s; its log: "
-                        f"{self.log_path}"
-                    ) from None
-                time.sleep(0.05)
-
-    def terminate(self) -> None:
-        """Ask it to stop (:meth:`stop` waits): its shutdown overlaps what is left to do."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.stopping = True
-            self.proc.terminate()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-@contextmanager
-def embedded_server(models: Path, log_path: Path) -> Iterator[str]:
-    """``rootml serve`` on 127.0.0.1 for the length of the block, up when it starts; yields
-    its URL."""
-    server = EmbeddedServer(models, log_path)
-    try:
-        server.wait()
-        yield server.url
-    finally:
-        server.stop()
 
 
 # ------------------------------------------------------------------ progress and results
@@ -781,12 +688,12 @@ def _server(
     folder = workdir / "server"
     folder.mkdir(exist_ok=True)
     server = EmbeddedServer(
-        folder / "models",
+        ServerConfig(models=folder / "models", port=_server_port(folder)),
         folder / "server.log",
-        start=pool.settled("model"),
-        port=_server_port(folder),
         nice=warm.NICE["data"] if pool.env and not options.serve else 0,
     )
+    if pool.settled("model"):
+        server.start()
     try:
         yield server
     finally:
@@ -857,7 +764,7 @@ def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
 def served_example(url: str, name: str, bundle: Path, run_input: RunInput) -> dict:
     """The first event of the first input file, as raw branch values, scored by the server."""
     from ..bundle import load_bundle
-    from ..publishing import Client
+    from ..client import Client
 
     layout = load_bundle(bundle).layout
     event = first_event(run_input, layout)

@@ -1,4 +1,5 @@
-"""Request bodies of the serving protocols turned into float32 rows, and outputs into replies.
+"""The serving protocols' shapes: TFaaS, KServe V2 and TF Serving bodies turned into float32
+rows, and a model's outputs into their replies.
 
 Pure functions over parsed JSON (dicts and lists) and NumPy arrays; no I/O. Every client
 mistake raises :class:`~rootml.exceptions.RequestError` (400) saying which field was wrong,
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..exceptions import DataError, RequestError
-from .models import LoadedModel
+from .backends import LoadedModel
 
 try:  # orjson is in the ``serve`` extra; the standard library is the fallback
     import orjson

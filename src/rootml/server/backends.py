@@ -1,4 +1,4 @@
-"""Loaded models: a bundle folder checked and turned into a callable, onnxruntime first.
+"""Model backends: a bundle folder checked and loaded into a callable, onnxruntime first.
 
 :func:`load_model` reads ``params.json`` (which must name the model), the specs when there
 are any (through :func:`rootml.bundle.load_bundle` for a complete rootml bundle), and opens

@@ -16,7 +16,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from rootml import plots
-from rootml.evaluation import (
+from rootml.exceptions import DataError
+from rootml.metrics import (
     FeatureHistograms,
     as_probabilities,
     auc,
@@ -25,7 +26,6 @@ from rootml.evaluation import (
     roc_auc,
     roc_curve,
 )
-from rootml.exceptions import DataError
 from rootml.report import write_metrics_json, write_report
 
 # ------------------------------------------------------------------ ROC and AUC
