@@ -163,6 +163,13 @@ _REFUSED: dict[type, tuple[str, str]] = {
 }
 
 
+#: operators and calls nested deeper than this are refused, so that checking and evaluating
+#: (recursive, two frames a level) stay far from Python's recursion limit
+MAX_DEPTH = 200
+_DEEP = f"an expression nested more than {MAX_DEPTH} levels deep"
+_DEEP_FIX = "split it into new variables (new_variables in input.yml)"
+
+
 def _functions() -> list[str]:
     return sorted({*_ARITY, *_ALIASES})
 
@@ -191,14 +198,13 @@ def parse(source: str, where: str) -> Expression:
     body, origin = _logical_words(text)
     try:
         tree = ast.parse(body, mode="eval")
+    except (RecursionError, MemoryError):
+        raise ExpressionError(_DEEP, where, _DEEP_FIX, text) from None
     except SyntaxError as err:
         offset = err.offset if err.offset and err.offset > 0 else len(body) + 1
         col = origin[min(offset, len(body) + 1) - 1] + 1
         raise ExpressionError("syntax error", where, FIX, text, col, err.msg) from None
-    try:
-        root = _Builder(body, origin, where, text).node(tree.body)
-    except RecursionError:
-        raise ExpressionError("expression nested too deeply", where, FIX, text) from None
+    root = _Builder(body, origin, where, text).node(tree.body)
     names: dict[str, None] = {}
     functions: dict[str, None] = {}
     _collect(root, names, functions)
@@ -251,6 +257,7 @@ class _Builder:
         self.encoded = body.encode("utf-8")
         self.ascii = body.isascii()
         self.origin, self.where, self.text = origin, where, text
+        self.depth = 0
 
     def _col(self, byte_offset: int) -> int:
         """ast's UTF-8 byte offset as a character offset into the displayed text."""
@@ -266,6 +273,15 @@ class _Builder:
         return ExpressionError(f"{what} is not allowed", self.where, fix, self.text, col)
 
     def node(self, node: ast.AST) -> _Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.refuse(node, _DEEP, _DEEP_FIX)
+        try:
+            return self._node(node)
+        finally:
+            self.depth -= 1
+
+    def _node(self, node: ast.AST) -> _Node:
         start, end = self.span(node)
         if isinstance(node, ast.Constant):
             return _Const(self._constant(node), start, end)
