@@ -128,6 +128,10 @@ OPERATORS = [
     ("(Jet_pt > 25) | flag", lambda c: (c["Jet_pt"] > 25) | c["flag"]),
     ("Jet_tight ^ (Jet_btag > 0.5)", lambda c: c["Jet_tight"] ^ (c["Jet_btag"] > 0.5)),
     ("~Jet_tight", lambda c: ~c["Jet_tight"]),
+    ("Jet_pt * Jet_tight", lambda c: c["Jet_pt"] * c["Jet_tight"]),  # stays float32
+    ("Jet_pt - Jet_tight", lambda c: c["Jet_pt"] - c["Jet_tight"]),
+    ("(HT > 300) - flag", lambda c: (c["HT"] > 300).astype(np.int64) - c["flag"]),
+    ("-flag", lambda c: -c["flag"].astype(np.int64)),
     ("Jet.PT * 2", lambda c: c["Jet.PT"] * 2),
 ]  # fmt: skip
 
@@ -241,6 +245,13 @@ REDUCTIONS = [
 def test_reductions_give_what_awkward_gives(cols, source, reference):
     expected = reference(cols)
     np.testing.assert_allclose(run(source, cols), ak.to_numpy(expected), rtol=1e-6)
+
+
+def test_min_and_max_skip_nan_as_awkward_does():
+    columns = {"x": ak.Array([[1.0, np.nan, 3.0], [np.nan, 2.0], [np.nan]])}
+    np.testing.assert_array_equal(evaluate(parse("max(x)", "v"), columns), [3.0, 2.0, -np.inf])
+    np.testing.assert_array_equal(evaluate(parse("min(x)", "v"), columns), [1.0, 2.0, np.inf])
+    np.testing.assert_array_equal(evaluate(parse("sum(x)", "v"), columns), [np.nan] * 3)
 
 
 def test_integer_min_and_max_are_float_with_nan_for_empty_events(cols):

@@ -636,10 +636,7 @@ def _column(expr: Expression, name: str, value: object) -> np.ndarray | _Jagged:
         if value.ndim == 1:
             return ak.to_numpy(value)
         if value.ndim == 2:
-            counts = ak.to_numpy(ak.num(value, axis=1)).astype(np.int64)
-            offsets = np.zeros(len(counts) + 1, np.int64)
-            np.cumsum(counts, out=offsets[1:])
-            return _Jagged(offsets, ak.to_numpy(ak.flatten(value, axis=1)))
+            return _lists(value)
         fix = "use a branch with one value per event or per object"
         raise ExpressionError(
             f"column {name!r} has {value.ndim} dimensions", expr.where, fix, expr.source
@@ -649,6 +646,23 @@ def _column(expr: Expression, name: str, value: object) -> np.ndarray | _Jagged:
         offsets = np.arange(0, array.size + 1, max(array.shape[1], 1), dtype=np.int64)
         return _Jagged(offsets[: len(array) + 1], array.reshape(-1))
     return array
+
+
+def _lists(value: ak.Array) -> _Jagged:
+    """Offsets and content of a jagged array: uproot's ``ListOffsetArray`` of numbers as it is
+    (no copy), any other layout through ``ak.num`` and ``ak.flatten``."""
+    layout = value.layout
+    if isinstance(layout, ak.contents.ListOffsetArray) and isinstance(
+        layout.content, ak.contents.NumpyArray
+    ):
+        offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+        start, stop = int(offsets[0]), int(offsets[-1])
+        content = np.asarray(layout.content.data)[start:stop]
+        return _Jagged(offsets - start if start else offsets, content)
+    counts = ak.to_numpy(ak.num(value, axis=1)).astype(np.int64)
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return _Jagged(offsets, ak.to_numpy(ak.flatten(value, axis=1)))
 
 
 def _kind_of(value: np.ndarray | _Jagged) -> Kind:
@@ -679,8 +693,19 @@ def _n_events(expr, values, columns, n_events) -> int:
     return n_events
 
 
+def _numbers(args: list) -> list:
+    """Conditions in arithmetic count as 0 and 1, as Python's ``True + True == 2``: beside a
+    float NumPy already does so (keeping float32 float32); otherwise they become int64."""
+    if any(_dtype(a).kind in "fc" for a in args):
+        return args
+    return [_number(a) for a in args]
+
+
+def _dtype(value) -> np.dtype:
+    return value.content.dtype if isinstance(value, _Jagged) else np.asarray(value).dtype
+
+
 def _number(value):
-    """Conditions in arithmetic count as 0 and 1 (as Python's True + True == 2)."""
     if isinstance(value, _Jagged):
         return _Jagged(value.offsets, _number(value.content))
     if isinstance(value, (bool, np.bool_)):
@@ -706,6 +731,18 @@ def _power(base, exponent):
 class _Evaluator:
     def __init__(self, expr: Expression, values: Mapping[str, np.ndarray | _Jagged]) -> None:
         self.expr, self.values = expr, values
+        #: per offsets array, each object's event: a per-event value meets per-object ones
+        #: as ``value[parents]``
+        self.parents: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _parents(self, offsets: np.ndarray) -> np.ndarray:
+        for known, parents in self.parents:
+            if known is offsets:
+                return parents
+        counts = np.diff(offsets)
+        parents = np.repeat(np.arange(len(counts)), counts)
+        self.parents.append((offsets, parents))
+        return parents
 
     def value(self, node: _Node):
         if isinstance(node, _Const):
@@ -726,9 +763,9 @@ class _Evaluator:
         if func in _REDUCTIONS and len(args) == 1:
             return _reduce(func, args[0])
         if func in _ARITH:
-            return self._elementwise(node, _ARITH[func], [_number(a) for a in args])
+            return self._elementwise(node, _ARITH[func], _numbers(args))
         if func == "**":
-            return self._elementwise(node, _power, [_number(a) for a in args])
+            return self._elementwise(node, _power, _numbers(args))
         if func in _COMPARE:
             return self._elementwise(node, _COMPARE[func], args)
         if func in _LOGIC:
@@ -739,9 +776,9 @@ class _Evaluator:
             return self._elementwise(node, np.where, args)
         if func in ("u-", "u+"):
             ufunc = np.negative if func == "u-" else np.positive
-            return self._elementwise(node, ufunc, [_number(a) for a in args])
+            return self._elementwise(node, ufunc, _numbers(args))
         table = _UNARY_FUNCS if len(args) == 1 else _BINARY_FUNCS
-        return self._elementwise(node, table[func], [_number(a) for a in args])
+        return self._elementwise(node, table[func], _numbers(args))
 
     def _elementwise(self, node: _Call, func: Callable, args: list):
         jagged = [(i, a) for i, a in enumerate(args) if isinstance(a, _Jagged)]
@@ -751,9 +788,12 @@ class _Evaluator:
         for i, other in jagged[1:]:
             if other.offsets is not offsets and not np.array_equal(other.offsets, offsets):
                 raise self._mismatch(node, node.args[first], node.args[i], offsets, other.offsets)
-        counts = np.diff(offsets)
         contents = [
-            a.content if isinstance(a, _Jagged) else np.repeat(a, counts) if np.ndim(a) else a
+            a.content
+            if isinstance(a, _Jagged)
+            else np.take(a, self._parents(offsets))
+            if np.ndim(a)
+            else a
             for a in args
         ]
         return _Jagged(offsets, func(*contents))
@@ -786,34 +826,30 @@ def _index(value: _Jagged, k: int) -> np.ndarray:
     return out
 
 
+_AWKWARD_REDUCERS = {"sum": ak.sum, "any": ak.any, "all": ak.all, "min": ak.min, "max": ak.max}
+
+
 def _reduce(func: str, value: _Jagged) -> np.ndarray:
-    """One value per event: ``ufunc.reduceat`` over the events that have objects, the empty
-    ones filled with sum 0, count 0, any False, all True, min/max/mean NaN."""
-    counts = np.diff(value.offsets)
+    """One value per event, by awkward's reducers (faster than ``ufunc.reduceat`` on a few
+    objects an event, and the same by construction); empty events give sum 0, count 0,
+    any False, all True, min/max/mean NaN."""
     content = value.content
-    boolean = content.dtype == np.bool_
     if func == "count":
-        return _reduce("sum", value) if boolean else counts
-    if func in ("any", "all"):
-        ufunc = np.logical_or if func == "any" else np.logical_and
-        return _reduceat(ufunc, content, value.offsets, counts, func == "all", np.bool_)
+        if content.dtype != np.bool_:
+            return np.diff(value.offsets)
+        func = "sum"
     if func == "mean":
-        total = _reduce("sum", value)
+        counts = np.diff(value.offsets)
         dtype = content.dtype if content.dtype.kind == "f" else np.float64
-        return (total / counts.astype(dtype)).astype(dtype, copy=False)
-    if func == "sum":
-        dtype = content.dtype if content.dtype.kind in "fc" else np.int64
-        return _reduceat(np.add, content, value.offsets, counts, 0, dtype, dtype)
-    dtype = content.dtype if content.dtype.kind == "f" else np.float64
-    ufunc = np.minimum if func == "min" else np.maximum
-    return _reduceat(ufunc, _number(content), value.offsets, counts, np.nan, dtype)
-
-
-def _reduceat(ufunc, content, offsets, counts, empty, dtype, accumulate=None) -> np.ndarray:
-    """``ufunc`` over each event's objects. Only the non-empty events' starts are given to
-    reduceat: they increase strictly, so each reduces exactly its own objects."""
-    out = np.full(len(counts), empty, dtype=dtype)
-    present = counts > 0
-    if content.size:
-        out[present] = ufunc.reduceat(content, offsets[:-1][present], dtype=accumulate)
+        return (_reduce("sum", value) / counts.astype(dtype)).astype(dtype, copy=False)
+    if func in ("min", "max"):
+        content = _number(content)
+    lists = ak.contents.ListOffsetArray(
+        ak.index.Index64(value.offsets), ak.contents.NumpyArray(content)
+    )
+    out = ak.to_numpy(_AWKWARD_REDUCERS[func](lists, axis=1, mask_identity=False))
+    if func in ("min", "max"):
+        dtype = content.dtype if content.dtype.kind == "f" else np.float64
+        out = out.astype(dtype, copy=False)
+        out[value.offsets[1:] == value.offsets[:-1]] = np.nan
     return out
