@@ -20,6 +20,7 @@ from rootml.expressions import (
     evaluate,
     order,
     parse,
+    per_object,
     require_event_level,
     require_object_level,
 )
@@ -484,6 +485,18 @@ def test_require_helpers_accept_what_fits():
     for source in ("Jet_pt > 25 & abs(Jet_eta) < 2.4", "HT > 300", "Jet_tight"):
         cut = parse(source, "object_selection.Jet")
         require_object_level(cut, check(cut, KINDS), "Jet")
+
+
+@pytest.mark.parametrize("source", ["Jet_pt > 25 & abs(Jet_eta) < 2.4", "HT > 300", "flag"])
+def test_object_selections_give_one_condition_per_object(cols, source):
+    expr = parse(source, "object_selection.Jet")
+    require_object_level(expr, check(expr, KINDS), "Jet")
+    mask = per_object(evaluate(expr, cols), cols["Jet_pt"])
+    expected = run(source, cols)
+    if isinstance(expected, np.ndarray):  # per event: every jet of the event
+        expected = ak.broadcast_arrays(expected, cols["Jet_pt"])[0]
+    assert ak.to_list(mask) == ak.to_list(expected)
+    assert ak.to_list(ak.num(cols["Jet_pt"][mask])) == ak.to_list(ak.sum(expected, axis=1))
 
 
 def test_a_branch_named_like_a_function_is_a_branch():

@@ -552,6 +552,15 @@ def require_object_level(expr: Expression, kind: Kind, collection: str) -> None:
         raise ExpressionError("a number where a condition is needed", expr.where, fix, text)
 
 
+def per_object(values: np.ndarray | ak.Array, like: ak.Array) -> ak.Array:
+    """An object selection's result as one value per object of ``like`` (a branch of the
+    collection): a per-event condition holds for every object of its event. (Indexing jets
+    with a per-event mask, ``Jet_pt[mask]``, would select events instead.)"""
+    if isinstance(values, ak.Array) and values.ndim == 2:
+        return values
+    return ak.broadcast_arrays(ak.Array(np.asarray(values)), like)[0]
+
+
 def order(definitions: Mapping[str, Expression], branches: Collection[str]) -> list[str]:
     """The new variables in an order that defines each before its first use.
 
