@@ -699,6 +699,16 @@ def test_evaluate_refuses_columns_of_different_lengths(cols):
         evaluate(parse("1", "weight"), {})
 
 
+@pytest.mark.parametrize(
+    "column", [ak.Array([[[1.0]], [[2.0, 3.0]]]), np.zeros((2, 2, 2)), np.float64(1.0)]
+)
+def test_evaluate_refuses_columns_that_are_not_one_or_two_dimensional(column):
+    with pytest.raises(
+        ExpressionError, match=_expect("x", "v + 1", "column 'v' has", "vector of vectors")
+    ):
+        evaluate(parse("v + 1", "x"), {"v": column})
+
+
 def test_a_constant_beyond_an_integer_branch(cols):
     with pytest.raises(
         ExpressionError, match=_expect("x", "njet + 10000000000", "out of range", "1e12")
@@ -794,3 +804,21 @@ def test_random_formulas_equal_numpy_and_awkward(formula, rows):
         assert ak.to_list(ak.num(got)) == ak.to_list(ak.num(expected))
         got, expected = ak.to_numpy(ak.flatten(got)), ak.to_numpy(ak.flatten(expected))
     np.testing.assert_allclose(got, expected, rtol=1e-12, equal_nan=True)
+
+
+def test_the_module_imports_only_the_standard_library_numpy_awkward_and_exceptions():
+    import ast as python_ast
+    import sys
+    from pathlib import Path
+
+    import rootml.expressions
+
+    tree = python_ast.parse(Path(rootml.expressions.__file__).read_text("utf-8"))
+    imported = set()
+    for node in python_ast.walk(tree):
+        if isinstance(node, python_ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, python_ast.ImportFrom):
+            imported.add("." * node.level + (node.module or "").split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"__future__"}
+    assert third_party == {"numpy", "awkward", ".exceptions"}

@@ -641,16 +641,14 @@ def evaluate(
 
 
 def _column(expr: Expression, name: str, value: object) -> np.ndarray | _Jagged:
-    if isinstance(value, ak.Array):
-        if value.ndim == 1:
-            return ak.to_numpy(value)
-        if value.ndim == 2:
-            return _lists(value)
-        fix = "use a branch with one value per event or per object"
+    array = value if isinstance(value, ak.Array) else np.asarray(value)
+    if array.ndim not in (1, 2):
+        fix = "use a branch with one value per event or per object (not a vector of vectors)"
         raise ExpressionError(
-            f"column {name!r} has {value.ndim} dimensions", expr.where, fix, expr.source
+            f"column {name!r} has {array.ndim} dimensions", expr.where, fix, expr.source
         )
-    array = np.asarray(value)
+    if isinstance(array, ak.Array):
+        return ak.to_numpy(array) if array.ndim == 1 else _lists(array)
     if array.ndim == 2:  # a fixed-size array per event
         offsets = np.arange(0, array.size + 1, max(array.shape[1], 1), dtype=np.int64)
         return _Jagged(offsets[: len(array) + 1], array.reshape(-1))
