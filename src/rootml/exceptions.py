@@ -91,6 +91,43 @@ class WorkflowError(RootmlError):
     """``rootml run``/``replay``: no engine can run the workflow, or a step of it failed."""
 
 
+class ExpressionError(ConfigError):
+    """Raised when a selection, weight or new variable written in ``input.yml`` does not parse,
+    uses a construct, name or function the expression language does not have, or combines
+    values of the wrong kind (per event with per object, numbers with conditions).
+
+    The place is kept as data: ``where`` (the config key, such as ``new_variables.ht``),
+    ``source`` (the expression), ``column`` (1-based, or None) and ``fix``. The message shows
+    the expression with a caret under the column, then the fix."""
+
+    def __init__(
+        self,
+        problem: str,
+        where: str,
+        fix: str,
+        source: str | None = None,
+        column: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(problem, where, fix, source, column, detail)
+        self.problem, self.where, self.fix = problem, where, fix
+        self.source, self.column, self.detail = source, column, detail
+
+    def __str__(self) -> str:
+        head = f"{self.problem} in {self.where}"
+        if self.column is not None:
+            head += f" at column {self.column}"
+        if self.detail:
+            head += f": {self.detail}"
+        lines = [head]
+        if self.source is not None:
+            lines.append(f"  {self.source}")
+            if self.column is not None:
+                lines.append("  " + " " * (self.column - 1) + "^")
+        lines.append(self.fix)
+        return "\n".join(lines)
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
     """Return up to ``n`` candidates, the ones most similar to ``name`` first.
 
