@@ -15,9 +15,9 @@ STAGES = {"specs", "merging", "preprocessing", "fetching", "sample", "training",
 MODEL_LAYERS = {"modelfile", "bundle"}
 PURE_HELPERS = {
     "config", "schemas", "storage", "exceptions", "sources", "shards", "evaluation", "plots",
-    "report", "layout", "transform", "multiplicity",
+    "report", "layout", "transform", "multiplicity", "rucio_sample",
 }  # fmt: skip
-READING = {"reading", "columns"}
+READING = {"reading", "columns", "records", "recordfiles"}
 #: the modules the data steps (fetch, specs, merge, preprocess) run
 DATA_PATH = {"fetching", "specs", "merging", "preprocessing"}
 TENSORFLOW = {"tensorflow", "keras", "tf2onnx", "tf_keras"}
