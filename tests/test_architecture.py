@@ -17,7 +17,7 @@ PURE_HELPERS = {
     "config", "schemas", "storage", "exceptions", "sources", "shards", "evaluation", "plots",
     "report", "layout", "transform", "multiplicity", "rucio_sample",
 }  # fmt: skip
-READING = {"reading", "columns", "records", "recordfiles"}
+READING = {"reading", "columns", "records", "recordfiles", "recordarrays"}
 #: the modules the data steps (fetch, specs, merge, preprocess) run
 DATA_PATH = {"fetching", "specs", "merging", "preprocessing"}
 TENSORFLOW = {"tensorflow", "keras", "tf2onnx", "tf_keras"}

@@ -318,6 +318,12 @@ def _json_table(pj, block: bytes, line: int, src: Source, opts: ReadOptions):
         return pj.read_json(io.BytesIO(b"\n".join(good)), read_options=read), len(bad)
     except pa.ArrowInvalid as err:  # Python's json took a line that pyarrow does not
         last = line + block.count(b"\n") - 1
+        if "changed from" in str(err):
+            raise DataError(
+                f"a field changes type within lines {line}-{last}: {err};\n"
+                "give the field one type in every record (write 1.0, not 1, for a float)\n"
+                f"in file {src.url}"
+            ) from err
         raise DataError(
             f"lines {line}-{last} do not parse as JSON: {err};\n"
             f"fix the lines (NaN and Infinity are not JSON)\nin file {src.url}"
@@ -469,7 +475,7 @@ def parquet_rows(src: Source, opts: ReadOptions) -> int:
 def _avro_chunks(src: Source, opts: ReadOptions) -> Iterator[RawChunk]:
     import fastavro
 
-    raw = open_bytes(src, timeout=opts.timeout)
+    raw = open_bytes(src, timeout=opts.timeout, seekable=True)  # fastavro seeks
     try:
         try:
             blocks = fastavro.block_reader(raw)
@@ -494,7 +500,7 @@ def avro_rows(src: Source, opts: ReadOptions) -> int:
     bytes are read, their records are not decoded)."""
     import fastavro
 
-    with open_bytes(src, timeout=opts.timeout) as raw:
+    with open_bytes(src, timeout=opts.timeout, seekable=True) as raw:
         try:
             return sum(block.num_records for block in fastavro.block_reader(raw))
         except _READ_ERRORS as err:
