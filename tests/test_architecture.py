@@ -15,9 +15,9 @@ STAGES = {"specs", "merging", "preprocessing", "fetching", "sample", "training",
 MODEL_LAYERS = {"modelfile", "bundle"}
 PURE_HELPERS = {
     "config", "schemas", "storage", "exceptions", "sources", "shards", "metrics", "plots", "client",
-    "report", "layout", "transform", "multiplicity",
+    "report", "layout", "transform", "multiplicity", "rucio_sample", "expressions",
 }  # fmt: skip
-READING = {"reading", "columns"}
+READING = {"reading", "columns", "records", "recordfiles", "recordarrays"}
 #: the modules the data steps (fetch, specs, merge, preprocess) run
 DATA_PATH = {"fetching", "specs", "merging", "preprocessing"}
 TENSORFLOW = {"tensorflow", "keras", "tf2onnx", "tf_keras"}
