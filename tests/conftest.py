@@ -73,3 +73,34 @@ def xrootd_server() -> Iterator[XRootDServer]:
 def closed_port() -> int:
     """A port on 127.0.0.1 with nothing listening: connecting is refused at once."""
     return free_port()
+
+
+# ---------------------------------------------------------------------------------------------
+# a trained bundle (TensorFlow tests only: the fixtures import nothing until one asks)
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """(layout, shard paths, ROOT files) of a small two-class sample."""
+    from trained import make_data
+
+    return make_data(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="session")
+def bundle(data, tmp_path_factory):
+    """The bundle ``rootml train`` writes for ``data`` with the sample's model.py."""
+    from trained import FAST
+
+    from rootml.training import train
+
+    layout, shards, files = data
+    model = files[0].parent / "inputs" / "model.py"
+    return train(
+        layout,
+        shards,
+        tmp_path_factory.mktemp("bundle") / "b",
+        model_path=model,
+        options=FAST,
+        name="sample_model",
+    )
