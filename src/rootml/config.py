@@ -56,6 +56,8 @@ class Settings:
     verbose: int = 0
     hist: str | None = None
     model: str | None = None
+    #: input.yml's selection, object_selection and new_variables (rootml.derivation)
+    derived: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fractions(self.val_fraction, self.test_fraction)
@@ -386,6 +388,9 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
     fields.update({k: v for k, v in simple.items() if v is not None})
     if doc.get("model"):
         fields["model"] = str((base / doc["model"]).resolve())
+    derived = {k: doc[k] for k in ("selection", "object_selection", "new_variables") if doc.get(k)}
+    if derived:
+        fields["derived"] = derived
     try:
         settings = Settings(**fields)
     except ConfigError as err:

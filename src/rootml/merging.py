@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .config import DEFAULT_IDENTIFIERS, Settings, check_unique_basenames, expand_names
+from .derivation import from_json
 from .exceptions import BranchError, ConfigError, DataError, LayoutError, format_closest
 from .layout import layout_digest
 from .multiplicity import add_histogram, histogram_quantile
@@ -45,6 +46,7 @@ def merge(
     """Build the layout document from per-file specs (in files.txt order) and settings: the
     input columns, the extra columns (counts, masks), the file table and the chunk plan."""
     _check_inputs(specs, labels, label_branch)
+    derived = _derived(specs)
     names = _feature_branches(specs, settings, label_branch)
     _say_identifiers(specs[0], settings)
     merged = {name: _merge_branch(specs, name) for name in names}
@@ -83,9 +85,11 @@ def merge(
         "dim": len(features) + len(extra_features),
         "nevts": settings.nevts,
         "chunk_size": settings.chunk_size,
-        "read": [*names, *([label_branch] if label_branch else [])],
+        "read": _read(names, derived, label_branch),
         "chunks": chunk_plan(used, settings.chunk_size),
     }
+    if derived is not None:
+        doc["derived"] = derived
     doc["digest"] = layout_digest(doc)
     validate(doc, "layout", where="the merged layout")
     log.info(
@@ -98,6 +102,40 @@ def merge(
         sum(used),
     )
     return doc
+
+
+def _expressions(doc: dict | None) -> dict:
+    return {k: v for k, v in (doc or {}).items() if k != "collections"}
+
+
+def _derived(specs: Sequence[dict]) -> dict | None:
+    """The derivation every file's specs were taken with (the same one, or none), with the
+    collection of every jagged branch any file read."""
+    docs = [s.get("derived") for s in specs]
+    for s, d in zip(specs[1:], docs[1:], strict=True):
+        if _expressions(d) != _expressions(docs[0]):
+            raise ConfigError(
+                f"the specs of {s['file']['basename']} and {specs[0]['file']['basename']} were "
+                "taken with different selections or new variables; rerun 'rootml specs' on "
+                "every file with the same input.yml"
+            )
+    if docs[0] is None:
+        return None
+    collections: dict[str, str] = {}
+    for d in docs:
+        collections.update(d.get("collections", {}))
+    return {**_expressions(docs[0]), "collections": dict(sorted(collections.items()))}
+
+
+def _read(names: Sequence[str], derived: dict | None, label_branch: str | None) -> list[str]:
+    """The branches preprocess reads: the features on disk, what the expressions need, the
+    label branch."""
+    label = [label_branch] if label_branch else []
+    if derived is None:
+        return [*names, *label]
+    derivation = from_json(derived)
+    disk = [n for n in names if n not in derivation.new]
+    return list(dict.fromkeys([*disk, *derivation.needs(), *label]))
 
 
 def _check_inputs(
@@ -265,6 +303,8 @@ def _feature_branches(
         names = [n for n in expand_names(settings.selected, usable) if n not in excluded]
     else:
         names = [n for n, b in first.items() if b["kind"] != "unsupported" and n not in excluded]
+    new = (specs[0].get("derived") or {}).get("new_variables", {})
+    names += [n for n in new if n not in names and n not in excluded]  # features by default
     names = [n for n in names if n != label_branch and n not in settings.identifiers]
     if not names:
         raise BranchError(

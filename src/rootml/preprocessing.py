@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .columns import check_matches, stores_by_basename
+from .derivation import apply, from_json
 from .exceptions import DataError, LayoutError
 from .reading import open_input
 from .sources import resolve
@@ -179,8 +180,13 @@ def _log_chunk(chunk: dict, info: dict, shape: tuple, seconds: float, target: Pa
 def _shard_arrays(
     arrays: ak.Array, layout: dict, info: dict, chunk: dict, where: str, buffer: np.ndarray
 ) -> dict:
-    x, bad = transform(arrays, layout, buffer)
     entries = np.arange(chunk["start"], chunk["stop"], dtype=np.int64)
+    if layout.get("derived"):
+        derived = apply(from_json(layout["derived"]), arrays, layout["derived"]["collections"])
+        arrays = derived.arrays()
+        if derived.keep is not None:
+            entries = entries[derived.keep]  # the split stays a function of the entry
+    x, bad = transform(arrays, layout, buffer)
     y = labels_for(arrays, layout, info["label"], where)
     if bad.any():
         policy = layout["nan_policy"]

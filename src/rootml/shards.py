@@ -174,7 +174,10 @@ def _check_labels(y: np.ndarray, layout: dict, path: Path) -> None:
 
 def _check_plan(chunks: dict[int, list[tuple[Path, int]]], layout: dict) -> None:
     """Every chunk of the plan has exactly one shard, with the planned rows (fewer only when
-    nan_policy drops events)."""
+    nan_policy drops events or a selection keeps some)."""
+    may_drop = layout.get("nan_policy") == "drop" or bool(
+        (layout.get("derived") or {}).get("selection")
+    )
     names = [f["basename"] for f in layout["files"]]
     for chunk in layout["chunks"]:
         where = (
@@ -194,7 +197,7 @@ def _check_plan(chunks: dict[int, list[tuple[Path, int]]], layout: dict) -> None
             )
         path, rows = found[0]
         planned = chunk["stop"] - chunk["start"]
-        if rows > planned or (rows < planned and layout.get("nan_policy") != "drop"):
+        if rows > planned or (rows < planned and not may_drop):
             raise LayoutError(
                 f"{where} planned {planned:,} rows, shard {path} holds {rows:,}; {RERUN}"
             )

@@ -16,7 +16,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,9 @@ from tqdm import tqdm
 from . import __version__
 from .columns import ColumnWriter
 from .config import expand_names
-from .exceptions import BranchError, DataError
+from .derivation import Derivation, apply, check_kinds, from_json
+from .exceptions import BranchError, DataError, ExpressionError
+from .expressions import Kind
 from .multiplicity import add_histogram, multiplicity_summary
 from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
 from .schemas import validate
@@ -203,45 +205,83 @@ def scan(
     *,
     step: int = 100_000,
     sink: ColumnWriter | None = None,
-) -> dict[str, dict]:
-    """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory).
+    derivation: Derivation | None = None,
+    read: Sequence[str] | None = None,
+    new: dict[str, str | None] | None = None,
+) -> tuple[dict[str, dict], dict[str, int]]:
+    """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory), and
+    the cut flow.
 
-    With a ``sink`` the decoded values of every step are also staged for preprocess.
+    With a ``derivation`` the pass reads ``read`` (``names``' branches and what its expressions
+    need), applies it (:func:`rootml.derivation.apply`) and takes the statistics of the events
+    and objects that pass; ``names`` may then hold its new variables (``new``: name -> their
+    collection, or None for one value per event). With a ``sink`` the
+    decoded values of every branch read are also staged for preprocess, before any cut.
     """
-    root.require(names)
-    infos = [root.branches[n] for n in names]
+    read = list(read or names)
+    root.require(read)
+    collections = {n: root.branches[n].collection for n in read if root.branches[n].kind == JAGGED}
+    infos: dict[str, BranchInfo] = {}
     moments = {n: Moments() for n in names}
     hists = {n: np.zeros(0, dtype=np.int64) for n in names}
+    cutflow: dict[str, int] = {}
     bar = tqdm(
         total=root.entries,
         unit="events",
         desc=f"specs {root.source.basename}",
         disable=not sys.stderr.isatty(),
     )
-    for _, arrays in root.iterate(names, step, target_bytes=STEP_BYTES):
+    for _, arrays in root.iterate(read, step, target_bytes=STEP_BYTES):
         bar.update(len(arrays))
-        for info in infos:
-            column = arrays[info.name]
-            if info.kind == FLAT:
-                values, counts = np.asarray(ak.to_numpy(column)), None
-            else:
-                counts = np.asarray(ak.num(column, axis=1))
-                hists[info.name] = add_histogram(hists[info.name], np.bincount(counts))
-                values = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
-            moments[info.name].add(values)
-            if sink is not None:
-                sink.add(info.name, values, counts)
+        if sink is not None:
+            for name in read:
+                sink.add(name, *_values(arrays[name], root.branches[name].kind))
+        columns, keep = {n: arrays[n] for n in names if n in arrays.fields}, None
+        if derivation:
+            derived = apply(derivation, arrays, collections)
+            columns, keep = derived.columns, derived.keep
+            for key, count in derived.cutflow.items():
+                cutflow[key] = cutflow.get(key, 0) + count
+        for name in names:
+            column = columns[name] if keep is None else columns[name][keep]
+            info = infos.get(name) or infos.setdefault(
+                name, _info(name, column, root.branches, new or {})
+            )
+            values, counts = _values(column, info.kind)
+            if counts is not None:
+                hists[name] = add_histogram(hists[name], np.bincount(counts))
+            moments[name].add(values)
     bar.close()
     out: dict[str, dict] = {}
-    for info in infos:
+    for name in names:
+        info = infos.get(name) or root.branches[name]
         entry = {"kind": info.kind, "dtype": info.dtype, "entries": root.entries}
-        entry.update(moments[info.name].to_json())
+        entry.update(moments[name].to_json())
         if info.kind == JAGGED:
             entry["collection"] = info.collection
             entry["fixed_length"] = info.fixed_length
-            entry["multiplicity"] = multiplicity_summary(hists[info.name])
-        out[info.name] = entry
-    return out
+            entry["multiplicity"] = multiplicity_summary(hists[name])
+        out[name] = entry
+    return out, cutflow
+
+
+def _values(column, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column's values as one NumPy array, and for a jagged one its object counts."""
+    if kind == FLAT:
+        return np.asarray(ak.to_numpy(column)), None
+    counts = np.asarray(ak.num(column, axis=1))
+    return np.asarray(ak.to_numpy(ak.flatten(column, axis=1))), counts
+
+
+def _info(name: str, column, branches: dict[str, BranchInfo], new: dict) -> BranchInfo:
+    """A branch's description, or a new variable's: its collection from the checked
+    expression (``new``: name -> collection or None), its dtype from its first values."""
+    if name not in new:
+        return branches[name]
+    if new[name] is None:
+        return BranchInfo(name, FLAT, str(np.asarray(column).dtype))
+    dtype = str(np.asarray(ak.to_numpy(ak.flatten(column, axis=1))).dtype)
+    return BranchInfo(name, JAGGED, dtype, new[name])
 
 
 def file_specs(
@@ -257,11 +297,15 @@ def file_specs(
     step: int = 100_000,
     workers: int = 1,
     columns: str | Path | None = None,
+    derived: Mapping | None = None,
 ) -> dict:
     """Open one file and build its specs document (validated against the shipped schema).
 
     ``columns``: also stage the scanned branches' values in this folder for preprocess
     (see :mod:`rootml.columns`); it is complete, or absent, when this returns.
+    ``derived``: input.yml's ``selection``, ``object_selection`` and ``new_variables``: the
+    statistics are those of the events and objects that pass, the new variables are
+    branches of the document, and the cut flow is recorded.
     """
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -280,12 +324,23 @@ def file_specs(
             extra=extra,
             where=root.path,
         )
-        root.require(names)
+        derivation, new = _derivation(derived, root)
+        read = list(dict.fromkeys([*names, *derivation.needs()]))
+        root.require(read)
         sink = None
         if columns is not None:
-            kinds = {n: root.branches[n].kind for n in names}
+            kinds = {n: root.branches[n].kind for n in read}
             sink = stack.enter_context(ColumnWriter(columns, kinds))
-        branches = scan(root, names, step=step, sink=sink)
+        names = [*names, *[n for n in new if n not in names]]
+        branches, cutflow = scan(
+            root, names, step=step, sink=sink, derivation=derivation, read=read, new=new
+        )
+        if derivation and cutflow.get("events passing", 1) == 0:
+            raise DataError(
+                f"the selection keeps no event of this file ({_flow(cutflow)});\n"
+                "loosen input.yml's selection or remove the file from the list\n"
+                f"in file {root.path}"
+            )
         for name, reason in skipped.items():
             branches[name] = {"kind": UNSUPPORTED, "reason": reason}
             if root.branches[name].typename:
@@ -308,6 +363,12 @@ def file_specs(
             "seconds": 0.0,
             "branches": branches,
         }
+        if derivation:
+            jagged = {
+                n: root.branches[n].collection for n in read if root.branches[n].kind == JAGGED
+            }
+            doc["derived"] = {**derivation.to_json(), "collections": jagged}
+            doc["cutflow"] = cutflow
         validate(doc, "file-specs", where=f"specs of {file['url']}")
         staged = ""
         if sink is not None:
@@ -326,6 +387,31 @@ def file_specs(
         staged,
     )
     return doc
+
+
+def _derivation(derived: Mapping | None, root: RootInput) -> tuple[Derivation, dict]:
+    """The parsed, checked expressions for this file, and the new variables' collections."""
+    derivation = from_json(derived, list(root.branches))
+    if not derivation:
+        return derivation, {}
+    usable = {n: b for n, b in root.branches.items() if b.kind != UNSUPPORTED}
+    kinds = {
+        n: Kind(b.collection if b.kind == JAGGED else None, b.dtype == "bool")
+        for n, b in usable.items()
+    }
+    collections = sorted({b.collection for b in usable.values() if b.kind == JAGGED})
+    try:
+        new = check_kinds(derivation, kinds, collections)
+    except ExpressionError as err:
+        where = f"{err.fix}\nin file {root.path}"  # the message ends with its fix
+        raise ExpressionError(
+            err.problem, err.where, where, err.source, err.column, err.detail
+        ) from None
+    return derivation, {name: kind.collection for name, kind in new.items()}
+
+
+def _flow(cutflow: dict[str, int]) -> str:
+    return ", ".join(f"{key}: {count}" for key, count in cutflow.items())
 
 
 def specs_filename(basename: str) -> str:

@@ -213,9 +213,17 @@ def unscale_rows(x: np.ndarray, layout: dict) -> np.ndarray:
 def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
     """The RAW feature rows of ``arrays``: physics values in the layout's column order, NaN
     for missing objects, object counts and 0/1 masks for the extras. ``scale_rows`` turns them
-    into exactly what :func:`transform` writes (this is what a served model receives)."""
+    into exactly what :func:`transform` writes (this is what a served model receives).
+
+    A layout with object selections and new variables gets them applied first; its event
+    selection does not apply: every event given is scored."""
     import awkward as ak
 
+    if layout.get("derived"):
+        from .derivation import apply, from_json
+
+        derived = layout["derived"]
+        arrays = apply(from_json(derived), arrays, derived["collections"], select=False).arrays()
     n, dim = len(arrays), layout["dim"]
     raw = np.full((n, dim), np.nan, dtype=np.float32)
     flat_raw = raw.reshape(-1)
@@ -246,8 +254,7 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
     and shorter ones padded, exactly as in training."""
     import awkward as ak
 
-    names = [n for n in layout["read"] if n != layout["labels"]["branch"]]
-    kinds = {c["branch"]: c["kind"] for c in layout["inputs"]}
+    names, kinds = _event_branches(layout)
     columns: dict[str, list] = {n: [] for n in names}
     for i, event in enumerate(events):
         if not isinstance(event, dict):
@@ -283,6 +290,23 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
         }
     )
     return raw_rows(arrays, layout)
+
+
+def _event_branches(layout: dict) -> tuple[list[str], dict[str, str]]:
+    """The branches a named event must give (features on disk, and what the object selections
+    and new variables read; not what only the event selection reads), and each one's kind."""
+    names = [n for n in layout["read"] if n != layout["labels"]["branch"]]
+    kinds = {c["branch"]: c["kind"] for c in layout["inputs"]}
+    derived = layout.get("derived")
+    if not derived:
+        return names, kinds
+    from .derivation import Derivation, from_json
+
+    parsed = from_json(derived)
+    scored = Derivation(None, parsed.object_cuts, parsed.variables)
+    wanted = {c["branch"] for c in layout["inputs"]} | set(scored.needs())
+    kinds.update(dict.fromkeys(derived["collections"], "jagged"))
+    return [n for n in names if n in wanted], {n: kinds.get(n, "flat") for n in names}
 
 
 def _is_number(value) -> bool:

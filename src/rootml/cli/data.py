@@ -109,6 +109,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
         step=args.step,
         workers=args.threads,
         columns=args.columns,
+        derived=settings.derived,
     )
     name = specs_filename(doc["file"]["basename"])
     out = Path(args.out or name)
