@@ -209,3 +209,19 @@ def test_apply_leaves_the_events_alone_without_selecting():
     assert selected.cutflow == {
         "events": 2, "Jet objects": 3, "Jet objects passing": 2, "events passing": 1,
     }  # fmt: skip
+
+
+def test_the_layout_and_the_report_carry_each_files_cut_flow(files):
+    from rootml.scoring import _cutflow_rows
+
+    specs = _specs(files)
+    layout = merge(specs, _settings(), labels=["1", "0"])
+    assert [f["cutflow"] for f in layout["files"]] == [s["cutflow"] for s in specs]
+    rows = _cutflow_rows(layout)
+    assert rows["selection"] == DERIVED["selection"]
+    assert rows["new variable lead_pt"] == "Jet_pt[0]"
+    flow = specs[0]["cutflow"]
+    assert rows["cut flow s.root"] == (
+        f"events {flow['events']:,} -> {flow['events passing']:,}; "
+        f"Jet objects {flow['Jet objects']:,} -> {flow['Jet objects passing']:,}"
+    )

@@ -231,8 +231,9 @@ def _extra_columns(
 def _file_table(
     specs: Sequence[dict], used: Sequence[int], file_labels: Sequence[int] | None
 ) -> list[dict]:
-    """One entry per file: where it is, its entries and how many are used, its label."""
-    return [
+    """One entry per file: where it is, its entries and how many are used, its label, and its
+    cut flow under selections."""
+    files = [
         {
             "id": i,
             "source": s["file"]["source"],
@@ -246,6 +247,10 @@ def _file_table(
         }
         for i, s in enumerate(specs)
     ]
+    for entry, s in zip(files, specs, strict=True):
+        if "cutflow" in s:
+            entry["cutflow"] = s["cutflow"]
+    return files
 
 
 def _say_truncation(inputs: Sequence[dict]) -> None:

@@ -227,7 +227,10 @@ def evaluate(
         "seed": layout["seed"],
         "features": layout["dim"],
         "events (train / val / test)": describe(shards),
+        **_cutflow_rows(layout),
     }
+    if any("cutflow" in f for f in layout["files"]):
+        metrics["cutflow"] = {f["basename"]: f["cutflow"] for f in layout["files"]}
     shards.verified()
     write_report(
         out,
@@ -261,6 +264,28 @@ def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> ShardSet:
             f"the shards do not belong to bundle {bundle.path}:\n{err}\n"
             "evaluate with the shards the bundle was trained on"
         ) from None
+
+
+def _cutflow_rows(layout: dict) -> dict[str, str]:
+    """The report's lines on the selections: the expressions, and each file's cut flow."""
+    derived = layout.get("derived")
+    if not derived:
+        return {}
+    rows = {"selection": derived["selection"] or "none"}
+    rows.update({f"objects {c}": e for c, e in derived["object_selection"].items()})
+    rows.update({f"new variable {n}": e for n, e in derived["new_variables"].items()})
+    for f in layout["files"]:
+        flow = f.get("cutflow", {})
+        steps = [
+            f"events {flow.get('events', f['entries']):,} -> {flow.get('events passing', flow.get('events', 0)):,}"
+        ]
+        steps += [
+            f"{k.removesuffix(' objects')} objects {v:,} -> {flow[k + ' passing']:,}"
+            for k, v in flow.items()
+            if k.endswith(" objects") and k + " passing" in flow
+        ]
+        rows[f"cut flow {f['basename']}"] = "; ".join(steps)
+    return rows
 
 
 def _write_scores(path: Path, rows: dict, classes: Sequence[str]) -> None:
