@@ -433,6 +433,19 @@ def load_mlaas4hep(
     return inputs, Settings(**fields)
 
 
+def with_preproc(settings: Settings, path: str | Path) -> Settings:
+    """``settings`` with MLaaS4HEP's ``preproc.json`` (:mod:`rootml.preproc`): its cuts and new
+    branches as the derivation, its removed branches excluded from the features."""
+    from .preproc import load_preproc
+
+    if settings.derived:
+        raise ConfigError(
+            f"both input.yml and {path} declare selections or new variables; keep one of them"
+        )
+    derived, exclude = load_preproc(path)
+    return replace(settings, derived=derived, exclude=(*settings.exclude, *exclude))
+
+
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
     """``settings`` with the non-None ``changes`` applied (command-line flags)."""
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})

@@ -80,6 +80,11 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
     g.add_argument("--redirector", help="XRootD prefix for LFNs (/store/...)")
     if scope == "source":
         return
+    g.add_argument(
+        "--preproc",
+        metavar="PREPROC_JSON",
+        help="MLaaS4HEP's preproc.json: its cuts and new branches (docs/expressions.md)",
+    )
     g.add_argument("--branches", help="comma list of branches to use (selected_branches)")
     g.add_argument("--exclude", help="comma list of branches to skip (exclude_branches)")
     g.add_argument("--identifiers", help="comma list of identifier branches, never features")
@@ -117,7 +122,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 def settings_from(args: argparse.Namespace):
     """(Inputs or None, Settings) from --input/--params and the flags."""
-    from ..config import Settings, load_input, load_params, with_overrides
+    from ..config import Settings, load_input, load_params, with_overrides, with_preproc
 
     inputs = None
     if args.input:
@@ -151,4 +156,7 @@ def settings_from(args: argparse.Namespace):
     ):
         changes[key] = getattr(args, key, None)
     changes["jagged_cap"] = cap
-    return inputs, with_overrides(settings, **changes)
+    settings = with_overrides(settings, **changes)
+    if getattr(args, "preproc", None):
+        settings = with_preproc(settings, args.preproc)
+    return inputs, settings

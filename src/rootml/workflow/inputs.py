@@ -25,9 +25,10 @@ from urllib.parse import urlparse
 
 import yaml
 
-from ..config import Inputs, Settings, load_input, read_list_file, read_yaml
+from ..config import Inputs, Settings, load_input, load_params, read_list_file, read_yaml
 from ..exceptions import ConfigError, RootmlError, WorkflowError
 from ..modelfile import syntax_message
+from ..preproc import load_preproc
 from ..sources import LFN_PREFIX, REMOTE_SCHEMES
 from ..storage import read_text
 
@@ -120,6 +121,14 @@ def from_mlaas4hep(folder: str | Path) -> tuple[dict, Path]:
         doc["params"] = "params.json"
     if (folder / "model.py").is_file():
         doc["model"] = "model.py"
+    if (folder / "preproc.json").is_file():  # MLaaS4HEP's cuts and new branches
+        derived, exclude = load_preproc(folder / "preproc.json")
+        doc.update(derived)
+        if exclude:  # input.yml's exclude replaces params.json's: give both
+            listed = (
+                load_params(folder / "params.json").get("exclude", ()) if "params" in doc else ()
+            )
+            doc["features"] = {"exclude": list(dict.fromkeys([*listed, *exclude]))}
     return doc, folder
 
 
