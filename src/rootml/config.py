@@ -53,6 +53,7 @@ class Settings:
     epochs: int = 10
     batch_size: int = 256
     shuffle: bool = True
+    class_weight: str = "auto"  # rootml.training.TrainOptions.class_weight
     verbose: int = 0
     hist: str | None = None
     model: str | None = None
@@ -290,6 +291,8 @@ class Inputs:
     labels: tuple[str, ...] | None  # one per file, or None when taken from a branch
     label_branch: str | None
     search_dirs: tuple[str, ...] = ()
+    #: one normalisation per file (cross-section x luminosity / generated events), or None
+    weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.files:
@@ -299,7 +302,58 @@ class Inputs:
                 f"{len(self.labels)} labels for {len(self.files)} files; labels.txt needs one "
                 "label per line of files.txt (or a single branch name to take labels from)"
             )
+        if self.weights is not None:
+            check_file_weights(self.weights, len(self.files))
         check_unique_basenames(self.files)
+
+
+def check_file_weights(weights: Sequence[float], n_files: int) -> None:
+    """One finite weight per file, not all zero (negative ones are allowed)."""
+    if len(weights) != n_files:
+        raise ConfigError(
+            f"{len(weights)} file weights for {n_files} files; weights.txt (or input.yml's "
+            "weights) needs one number per line of files.txt"
+        )
+    bad = [i for i, w in enumerate(weights) if not math.isfinite(w)]
+    if bad:
+        raise ConfigError(f"file weight {bad[0] + 1} is {weights[bad[0]]}; weights must be finite")
+    if not any(weights):
+        raise ConfigError("every file weight is 0: no event would count; fix weights.txt")
+
+
+def parse_file_weights(values: Sequence[Any], where: str) -> tuple[float, ...]:
+    """File weights from numbers, or from ``{xsec, nevents_generated}`` (cross-section over
+    generated events; a common luminosity does not change what is learned)."""
+    out = []
+    for i, v in enumerate(values):
+        if isinstance(v, Mapping):
+            unknown = set(v) - {"xsec", "nevents_generated"}
+            if unknown or not {"xsec", "nevents_generated"} <= set(v):
+                raise ConfigError(
+                    f"weight {i + 1} must be a number or {{xsec, nevents_generated}}, got {dict(v)}"
+                    f"\nin {where}"
+                )
+            xsec, generated = (
+                _number(v["xsec"], i, where),
+                _number(v["nevents_generated"], i, where),
+            )
+            if not generated > 0:
+                raise ConfigError(f"weight {i + 1}: nevents_generated must be positive\nin {where}")
+            out.append(xsec / generated)
+            continue
+        out.append(_number(v, i, where))
+    return tuple(out)
+
+
+def _number(value: Any, i: int, where: str) -> float:
+    """A number, or its text (YAML 1.1 reads ``2e-3`` as a string)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"weight {i + 1} is {value!r}, not a number; weights.txt holds one number per file"
+            f"\nin {where}"
+        ) from None
 
 
 def file_basename(entry: str) -> str:
@@ -384,11 +438,16 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
         "epochs": train.get("epochs"),
         "batch_size": train.get("batch_size"),
         "shuffle": train.get("shuffle"),
+        "class_weight": train.get("class_weight"),
     }
     fields.update({k: v for k, v in simple.items() if v is not None})
     if doc.get("model"):
         fields["model"] = str((base / doc["model"]).resolve())
-    derived = {k: doc[k] for k in ("selection", "object_selection", "new_variables") if doc.get(k)}
+    derived = {
+        k: doc[k]
+        for k in ("selection", "object_selection", "new_variables", "weight")
+        if doc.get(k)
+    }
     if derived:
         fields["derived"] = derived
     try:
@@ -401,7 +460,16 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
         labels, label_branch = None, labels_doc["branch"]
     else:
         labels, label_branch = parse_labels(_entries(labels_doc, base), len(files))
-    inputs = Inputs(tuple(files), labels, label_branch, search_dirs=(str(base.resolve()),))
+    weights = None
+    if doc.get("weights") is not None:
+        listed = (
+            _entries(doc["weights"], base) if isinstance(doc["weights"], str) else doc["weights"]
+        )
+        weights = parse_file_weights(listed, str(path))
+    try:
+        inputs = Inputs(tuple(files), labels, label_branch, (str(base.resolve()),), weights=weights)
+    except ConfigError as err:
+        raise ConfigError(f"{err}\nin file {path}") from None
     return inputs, settings
 
 
@@ -419,8 +487,10 @@ def load_mlaas4hep(
     files: str | Sequence[str],
     labels: str | Sequence[str],
     params: str | Path | None = None,
+    weights: str | Sequence[str] | None = None,
 ) -> tuple[Inputs, Settings]:
-    """Read MLaaS4HEP's ``files.txt``, ``labels.txt`` and ``params.json`` unchanged."""
+    """Read MLaaS4HEP's ``files.txt``, ``labels.txt`` and ``params.json`` unchanged (and
+    rootml's ``weights.txt``, one normalisation per file, when given)."""
     file_list = list_arg(files)
     search = (
         [str(Path(files).parent.resolve())]
@@ -429,7 +499,10 @@ def load_mlaas4hep(
     )
     label_values, label_branch = parse_labels(list_arg(labels), len(file_list))
     fields = load_params(params) if params else {}
-    inputs = Inputs(tuple(file_list), label_values, label_branch, search_dirs=tuple(search))
+    file_weights = parse_file_weights(list_arg(weights), str(weights)) if weights else None
+    inputs = Inputs(
+        tuple(file_list), label_values, label_branch, tuple(search), weights=file_weights
+    )
     return inputs, Settings(**fields)
 
 

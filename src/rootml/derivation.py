@@ -43,9 +43,10 @@ class Derivation:
     selection: Expression | None = None
     object_cuts: tuple[tuple[str, Expression], ...] = ()
     variables: tuple[tuple[str, Expression], ...] = ()
+    weight: Expression | None = None  # one number per event
 
     def __bool__(self) -> bool:
-        return bool(self.selection or self.object_cuts or self.variables)
+        return bool(self.selection or self.object_cuts or self.variables or self.weight)
 
     @property
     def new(self) -> list[str]:
@@ -56,7 +57,7 @@ class Derivation:
         """The branches the expressions read (new variables excluded), first use first."""
         new = set(self.new)
         exprs = [e for _, e in self.object_cuts] + [e for _, e in self.variables]
-        exprs += [self.selection] if self.selection else []
+        exprs += [e for e in (self.selection, self.weight) if e is not None]
         names = [n for e in exprs for n in e.names if n not in new]
         return list(dict.fromkeys(names))
 
@@ -65,6 +66,7 @@ class Derivation:
             "selection": self.selection.source if self.selection else None,
             "object_selection": {c: e.source for c, e in self.object_cuts},
             "new_variables": {n: e.source for n, e in self.variables},
+            "weight": self.weight.source if self.weight else None,
         }
 
 
@@ -83,10 +85,12 @@ def from_json(doc: Mapping | None, branches: Sequence[str] = ()) -> Derivation:
         for name, text in (doc.get("new_variables") or {}).items()
     }
     ordered = order(definitions, branches) if definitions else []
+    weight = doc.get("weight")
     return Derivation(
         parse(selection, "selection") if selection else None,
         cuts,
         tuple((name, definitions[name]) for name in ordered),
+        parse(weight, "weight") if weight else None,
     )
 
 
@@ -113,17 +117,21 @@ def check_kinds(
         require_event_level(
             derivation.selection, check(derivation.selection, known), condition=True
         )
+    if derivation.weight is not None:
+        require_event_level(derivation.weight, check(derivation.weight, known))
     return new
 
 
 @dataclass(frozen=True)
 class Derived:
     """One read after the derivation: the columns (branches with their objects cut, new
-    variables added), the entries kept (None: all) and the counts of the cut flow."""
+    variables added), the entries kept (None: all), the counts of the cut flow, and the event
+    weights of the entries kept (None without a weight expression)."""
 
     columns: dict[str, object]
     keep: np.ndarray | None
     cutflow: dict[str, int]
+    weights: np.ndarray | None = None
 
     def arrays(self) -> ak.Array:
         """The columns as one record array, the events that passed only."""
@@ -159,4 +167,8 @@ def apply(
     if select and derivation.selection is not None:
         keep = np.asarray(evaluate(derivation.selection, columns, n), dtype=bool)
         cutflow["events passing"] = int(keep.sum())
-    return Derived(columns, keep, cutflow)
+    weights = None
+    if derivation.weight is not None:
+        weights = np.asarray(evaluate(derivation.weight, columns, n), dtype=np.float64)
+        weights = weights if keep is None else weights[keep]
+    return Derived(columns, keep, cutflow, weights)

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import __version__
-from .config import DEFAULT_IDENTIFIERS, Settings, check_unique_basenames, expand_names
+from .config import (
+    DEFAULT_IDENTIFIERS,
+    Settings,
+    check_file_weights,
+    check_unique_basenames,
+    expand_names,
+)
 from .derivation import from_json
 from .exceptions import BranchError, ConfigError, DataError, LayoutError, format_closest
 from .layout import layout_digest
@@ -42,10 +48,15 @@ def merge(
     *,
     labels: Sequence[str] | None = None,
     label_branch: str | None = None,
+    weights: Sequence[float] | None = None,
 ) -> dict:
     """Build the layout document from per-file specs (in files.txt order) and settings: the
-    input columns, the extra columns (counts, masks), the file table and the chunk plan."""
+    input columns, the extra columns (counts, masks), the file table and the chunk plan.
+    ``weights``: one normalisation per file (weights.txt), multiplied into every event's
+    weight (with input.yml's ``weight``, per event)."""
     _check_inputs(specs, labels, label_branch)
+    if weights is not None:
+        check_file_weights(weights, len(specs))
     derived = _derived(specs)
     names = _feature_branches(specs, settings, label_branch)
     _say_identifiers(specs[0], settings)
@@ -60,6 +71,8 @@ def merge(
     _say_truncation(inputs)
     used = allocate_events([s["entries"] for s in specs], settings.nevts)
     files = _file_table(specs, used, file_labels)
+    for entry, w in zip(files, weights or (), strict=False):
+        entry["weight"] = float(w)
     val, test = settings.val_fraction, settings.test_fraction
     doc = {
         "schema": SCHEMA_ID,
@@ -90,6 +103,8 @@ def merge(
     }
     if derived is not None:
         doc["derived"] = derived
+    if weights is not None or (derived or {}).get("weight"):
+        doc["weighted"] = True
     doc["digest"] = layout_digest(doc)
     validate(doc, "layout", where="the merged layout")
     log.info(

@@ -181,12 +181,14 @@ def _shard_arrays(
     arrays: ak.Array, layout: dict, info: dict, chunk: dict, where: str, buffer: np.ndarray
 ) -> dict:
     entries = np.arange(chunk["start"], chunk["stop"], dtype=np.int64)
+    event_weights = None
     if layout.get("derived"):
         derived = apply(from_json(layout["derived"]), arrays, layout["derived"]["collections"])
-        arrays = derived.arrays()
+        arrays, event_weights = derived.arrays(), derived.weights
         if derived.keep is not None:
             entries = entries[derived.keep]  # the split stays a function of the entry
     x, bad = transform(arrays, layout, buffer)
+    w = _weights(layout, info, event_weights, len(entries), chunk, where)
     y = labels_for(arrays, layout, info["label"], where)
     if bad.any():
         policy = layout["nan_policy"]
@@ -199,10 +201,35 @@ def _shard_arrays(
         if policy == "drop":
             keep = ~bad
             x, y, entries = x[keep], y[keep], entries[keep]
+            w = None if w is None else w[keep]
     split = split_of(
         info["basename"], entries, layout["seed"], layout["split"]["val"], layout["split"]["test"]
     )
-    return {"x": x, "y": y, "split": split, "entry": entries}
+    shard = {"x": x, "y": y, "split": split, "entry": entries}
+    if w is not None:
+        shard["w"] = w
+    return shard
+
+
+def _weights(
+    layout: dict, info: dict, event: np.ndarray | None, n: int, chunk: dict, where: str
+) -> np.ndarray | None:
+    """Each row's weight (the file's normalisation times the event's weight), for a weighted
+    layout; a weight that is not finite is an error naming the entries and the expression."""
+    if not layout.get("weighted"):
+        return None
+    w = np.full(n, info.get("weight", 1.0), dtype=np.float64)
+    if event is not None:
+        w *= event
+    bad = ~np.isfinite(w)
+    if bad.any():
+        expr = layout["derived"].get("weight") if layout.get("derived") else None
+        raise DataError(
+            f"{int(bad.sum())} events in entries {chunk['start']}-{chunk['stop']} have a weight "
+            f"that is not finite (weight: {expr!r}); fix the expression (where(..., ..., 0) "
+            f"guards a division) or select those events away\nin file {where}"
+        )
+    return w.astype(np.float32)
 
 
 def _attrs(layout: dict, info: dict, chunk: dict) -> dict:

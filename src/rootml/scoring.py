@@ -74,6 +74,8 @@ def split_rows(shards: Sequence[Shard], split: int, limit: int | None = None) ->
                 "entry": h5["entry"][:][mask][::stride],
                 "file": str(h5.attrs["file"]),
             }
+            if "w" in h5:
+                rows["w"] = h5["w"][:][mask][::stride]
         yield rows
 
 
@@ -173,7 +175,7 @@ def evaluate(
     step cache, and REANA mounts it read-only). ``features_dir``: the feature histograms and
     plot already drawn there by :func:`features`, else they are computed here (the plot in a
     forked process meanwhile)."""
-    from .metrics import compute_metrics, ks_overtraining
+    from .metrics import compute_metrics, ks_overtraining, weighted_metrics
     from .plots import history_series
     from .report import draw_aside, draw_features, draw_history, write_metrics_json, write_report
 
@@ -202,6 +204,8 @@ def evaluate(
         test["y"].append(rows["y"])
         test["entry"].append(rows["entry"])
         test["file"].append(np.full(len(rows["y"]), rows["file"], dtype=object))
+        if "w" in rows:
+            test.setdefault("w", []).append(rows["w"])
     test = {k: np.concatenate(v) for k, v in test.items()}
     train_y, train_scores = [], []
     for rows in split_rows(shards, TRAIN, limit=max_train):
@@ -211,6 +215,8 @@ def evaluate(
     train_scores = np.concatenate(train_scores) if train_scores else test["scores"][:0]
 
     metrics = compute_metrics(test["y"], test["scores"], classes)
+    if "w" in test:
+        metrics["weighted"] = weighted_metrics(test["y"], test["scores"], test["w"], classes)
     ks = (
         ks_overtraining(train_scores, train_y, test["scores"], test["y"], classes)
         if len(train_y)
@@ -228,6 +234,7 @@ def evaluate(
         "features": layout["dim"],
         "events (train / val / test)": describe(shards),
         **_cutflow_rows(layout),
+        **_weight_rows(metrics.get("weighted"), layout),
     }
     if any("cutflow" in f for f in layout["files"]):
         metrics["cutflow"] = {f["basename"]: f["cutflow"] for f in layout["files"]}
@@ -266,6 +273,23 @@ def _shards_for(bundle: Bundle, shard_paths: Sequence[str | Path]) -> ShardSet:
         ) from None
 
 
+def _weight_rows(weighted: dict | None, layout: dict) -> dict[str, str]:
+    """The report's lines on the event weights: how they were made and what they change."""
+    if not weighted:
+        return {}
+    expr = (layout.get("derived") or {}).get("weight")
+    per_file = any("weight" in f for f in layout["files"])
+    made = " x ".join(
+        [*(["the file's weight (weights.txt)"] if per_file else []), *([expr] if expr else [])]
+    )
+    rows = {"event weight": made}
+    auc = weighted.get("auc_weighted", weighted.get("auc_macro_weighted"))
+    rows["AUC, weighted (test)"] = f"{auc:.4f}"
+    rows["effective test events"] = f"{weighted['n_effective']:,.0f}"
+    rows.update({f"total weight {c}": f"{v:.6g}" for c, v in weighted["sum_weights"].items()})
+    return rows
+
+
 def _cutflow_rows(layout: dict) -> dict[str, str]:
     """The report's lines on the selections: the expressions, and each file's cut flow."""
     derived = layout.get("derived")
@@ -294,6 +318,8 @@ def _write_scores(path: Path, rows: dict, classes: Sequence[str]) -> None:
         h5.create_dataset("entry", data=rows["entry"])
         h5.create_dataset("y", data=rows["y"])
         h5.create_dataset("scores", data=rows["scores"])
+        if "w" in rows:
+            h5.create_dataset("w", data=rows["w"])
         h5.attrs["classes"] = list(classes)
 
 

@@ -210,13 +210,15 @@ def split_total(shards: Sequence[Shard], split: int) -> int:
     return sum(s.counts[split] for s in shards)
 
 
-def read_split(path: Path, split: int) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` and ``y`` of one split of one shard (the whole shard is read: it is one chunk)."""
+def read_split(path: Path, split: int) -> tuple[np.ndarray, ...]:
+    """``x`` and ``y`` of one split of one shard, and ``w`` where the shard has event weights
+    (the whole shard is read: it is one chunk)."""
     with h5py.File(path, "r") as h5:
         mask = h5["split"][:] == split
-        x = h5["x"][:]
-        y = h5["y"][:]
-    return x[mask], y[mask]
+        arrays = [h5["x"][:], h5["y"][:]]
+        if "w" in h5:
+            arrays.append(h5["w"][:])
+    return tuple(a[mask] for a in arrays)
 
 
 def blocks(
@@ -225,8 +227,8 @@ def blocks(
     *,
     rng: np.random.Generator | None = None,
     window: int = 262_144,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(x, y)`` blocks of one split.
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """Yield ``(x, y)`` blocks of one split (``(x, y, w)`` for weighted shards).
 
     With ``rng``, shards are visited in a random order and rows are shuffled across every
     group of shards holding about ``window`` rows of that split, so each epoch mixes events
@@ -236,48 +238,47 @@ def blocks(
     order = [s for s in shards if s.counts[split]]
     if rng is not None:
         order = [order[i] for i in rng.permutation(len(order))]
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
-    held = 0
+    held: list[tuple[np.ndarray, ...]] = []
+    rows = 0
     for shard in order:
-        x, y = read_split(shard.path, split)
+        arrays = read_split(shard.path, split)
         if rng is None:
-            yield x, y
+            yield arrays
             continue
-        xs.append(x)
-        ys.append(y)
-        held += len(y)
-        if held >= window:
-            yield _shuffled(xs, ys, rng)
-            xs, ys, held = [], [], 0
-    if xs:
-        yield _shuffled(xs, ys, rng)
+        held.append(arrays)
+        rows += len(arrays[1])
+        if rows >= window:
+            yield _shuffled(held, rng)
+            held, rows = [], 0
+    if held:
+        yield _shuffled(held, rng)
 
 
 def aligned(
-    source: Iterator[tuple[np.ndarray, np.ndarray]], batch: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    source: Iterator[tuple[np.ndarray, ...]], batch: int
+) -> Iterator[tuple[np.ndarray, ...]]:
     """Re-cut blocks so every block but the last holds a multiple of ``batch`` rows: batches
     then never straddle two blocks, and an epoch has exactly ceil(rows / batch) of them."""
-    held_x: np.ndarray | None = None
-    held_y: np.ndarray | None = None
-    for block_x, block_y in source:
-        x, y = block_x, block_y
-        if held_x is not None and len(held_y):
-            x, y = np.concatenate([held_x, block_x]), np.concatenate([held_y, block_y])
-        cut = len(y) - len(y) % batch
+    held: tuple[np.ndarray, ...] | None = None
+    for block in source:
+        arrays = block
+        if held is not None and len(held[1]):
+            arrays = tuple(np.concatenate([h, b]) for h, b in zip(held, block, strict=True))
+        n = len(arrays[1])
+        cut = n - n % batch
         if cut:
-            yield x[:cut], y[:cut]
-        held_x, held_y = x[cut:], y[cut:]
-    if held_y is not None and len(held_y):
-        yield held_x, held_y
+            yield tuple(a[:cut] for a in arrays)
+        held = tuple(a[cut:] for a in arrays)
+    if held is not None and len(held[1]):
+        yield held
 
 
-def _shuffled(xs, ys, rng) -> tuple[np.ndarray, np.ndarray]:
-    x = np.concatenate(xs) if len(xs) > 1 else xs[0]
-    y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-    perm = rng.permutation(len(y))
-    return x[perm], y[perm]
+def _shuffled(held: list[tuple[np.ndarray, ...]], rng) -> tuple[np.ndarray, ...]:
+    joined = [
+        np.concatenate(parts) if len(held) > 1 else parts[0] for parts in zip(*held, strict=True)
+    ]
+    perm = rng.permutation(len(joined[1]))
+    return tuple(a[perm] for a in joined)
 
 
 def describe(shards: Sequence[Shard]) -> str:

@@ -55,7 +55,9 @@ class TrainOptions:
     shuffle: bool = True
     seed: int = 42
     patience: int = 3  # epochs without val_loss improvement before stopping (0: never stop)
-    class_weight: str = "none"  # "none" or "balanced"
+    #: "balanced": each class weighs the same in the loss; "none"; "auto": balanced when the
+    #: shards carry event weights (cross-sections make classes differ by orders of magnitude)
+    class_weight: str = "auto"
     window: int = 262_144  # rows mixed together when shuffling across shards
     in_memory_bytes: int = 1 << 30  # train + val rows up to this size are fitted from memory
     steps_per_execution: int = 32  # unless the model was compiled with another value
@@ -65,9 +67,9 @@ class TrainOptions:
             raise ConfigError(
                 f"epochs and batch_size must be positive, got {self.epochs}, {self.batch_size}"
             )
-        if self.class_weight not in ("none", "balanced"):
+        if self.class_weight not in ("none", "balanced", "auto"):
             raise ConfigError(
-                f"class_weight must be 'none' or 'balanced', got {self.class_weight!r}"
+                f"class_weight must be 'none', 'balanced' or 'auto', got {self.class_weight!r}"
             )
 
 
@@ -87,6 +89,7 @@ def make_dataset(
     n_classes: int,
     *,
     shuffle: bool,
+    class_weight: dict[int, float] | None = None,
 ):
     """A ``tf.data`` pipeline over one split: blocks from the shards (shuffled with a new
     permutation each epoch when ``shuffle``), batched in C++, prefetched."""
@@ -101,38 +104,84 @@ def make_dataset(
             blocks(shards, split, rng=rng, window=options.window), options.batch_size
         )
 
-    dim = _dim(shards)
-    ds = tf.data.Dataset.from_generator(
-        generate,
-        output_signature=(tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32)),
-    )
+    dim, weighted = _dim(shards), _weighted(shards)
+    signature = (tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32))
+    if weighted:
+        signature += (tf.TensorSpec([None], tf.float32),)
+    ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
 
-    def encode(x, y):
+    scale = weight_scale(shards) if weighted else 1.0
+    per_class = _per_class(class_weight, n_classes) if weighted else None
+
+    def encode(x, y, *w):
+        if per_class is not None:  # Keras takes class or sample weights, not both
+            w = tuple(v * tf.gather(tf.constant(per_class), y) for v in w)
         if checked.target == "binary":
-            return x, tf.cast(y, tf.float32)[:, None]
-        if checked.target == "onehot":
-            return x, tf.one_hot(y, n_classes)
-        return x, y
+            y = tf.cast(y, tf.float32)[:, None]
+        elif checked.target == "onehot":
+            y = tf.one_hot(y, n_classes)
+        return (x, y, *(v * scale for v in w))
 
     batch = options.batch_size
     n_batches = -(-split_total(shards, split) // batch)
-    ds = ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices((x, y)).batch(batch))
+    ds = ds.flat_map(lambda *a: tf.data.Dataset.from_tensor_slices(a).batch(batch))
     ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
     return ds.map(encode, num_parallel_calls=1, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
 def in_memory_split(
-    shards: Sequence[Shard], split: int, checked: CheckedModel, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` of one split of all shards in shard order, targets encoded for the model."""
+    shards: Sequence[Shard],
+    split: int,
+    checked: CheckedModel,
+    n_classes: int,
+    class_weight: dict[int, float] | None = None,
+) -> tuple[np.ndarray, ...]:
+    """``(x, y)`` of one split of all shards in shard order, targets encoded for the model,
+    and the event weights ``w`` of weighted shards (scaled to average 1 over the train split,
+    times ``class_weight`` of each event's class when given)."""
     parts = list(blocks(shards, split))
-    x = np.concatenate([b[0] for b in parts])
-    y = np.concatenate([b[1] for b in parts])
+    x, y, *w = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    scale = np.float32(weight_scale(shards)) if w else None
+    per_class = _per_class(class_weight, n_classes)
+    w = [v * scale * (per_class[y] if per_class is not None else 1) for v in w]
     if checked.target == "binary":
-        return x, y.astype(np.float32)[:, None]
-    if checked.target == "onehot":
-        return x, np.eye(n_classes, dtype=np.float32)[y]
-    return x, y
+        y = y.astype(np.float32)[:, None]
+    elif checked.target == "onehot":
+        y = np.eye(n_classes, dtype=np.float32)[y]
+    return (x, y, *w)
+
+
+def _per_class(class_weight: dict[int, float] | None, n: int) -> np.ndarray | None:
+    if class_weight is None:
+        return None
+    return np.array([class_weight[i] for i in range(n)], dtype=np.float32)
+
+
+def weight_scale(shards: Sequence[Shard]) -> float:
+    """The factor that makes the train split's event weights average 1: the loss is a mean
+    of weighted terms, so weights of 1e-4 (cross-section over generated events) would shrink
+    every gradient 10,000-fold; one common factor keeps every ratio between events."""
+    import h5py
+
+    total, n = 0.0, 0
+    for s in shards:
+        with h5py.File(s.path, "r") as h5:
+            mask = h5["split"][:] == TRAIN
+            total += float(h5["w"][:][mask].astype(np.float64).sum())
+            n += int(mask.sum())
+    if not total > 0:
+        raise DataError(
+            f"the train split's event weights sum to {total:g}; training needs a positive "
+            "total: check weights.txt and the weight expression"
+        )
+    return n / total
+
+
+def _weighted(shards: Sequence[Shard]) -> bool:
+    import h5py
+
+    with h5py.File(shards[0].path, "r") as h5:
+        return "w" in h5
 
 
 def _dim(shards: Sequence[Shard]) -> int:
@@ -143,17 +192,22 @@ def _dim(shards: Sequence[Shard]) -> int:
 
 
 def class_weights(shards: Sequence[Shard], n_classes: int) -> dict[int, float]:
-    """``balanced`` weights n / (k * n_c) from the train split's class counts."""
+    """``balanced`` weights n / (k * n_c) from the train split's class totals: event counts,
+    or the sums of the event weights of weighted shards (each class then weighs the same)."""
     import h5py
 
-    counts = np.zeros(n_classes, dtype=np.int64)
+    counts = np.zeros(n_classes, dtype=np.float64)
     for s in shards:
         with h5py.File(s.path, "r") as h5:
             mask = h5["split"][:] == TRAIN
-            counts += np.bincount(h5["y"][:][mask], minlength=n_classes)
-    if (counts == 0).any():
-        missing = [i for i in range(n_classes) if counts[i] == 0]
-        raise DataError(f"classes {missing} have no training events; class weights are undefined")
+            w = h5["w"][:][mask].astype(np.float64) if "w" in h5 else None
+            counts += np.bincount(h5["y"][:][mask], weights=w, minlength=n_classes)
+    if (counts <= 0).any():
+        missing = [i for i in range(n_classes) if counts[i] <= 0]
+        raise DataError(
+            f"classes {missing} have no training events (or a total weight <= 0); class "
+            "weights are undefined: check the labels, the selection and the weights"
+        )
     return {i: float(counts.sum() / (n_classes * c)) for i, c in enumerate(counts)}
 
 
@@ -182,19 +236,33 @@ def train(
     if checked.model.steps_per_execution == 1:
         checked.model.steps_per_execution = options.steps_per_execution
     in_memory = (n_train + n_val) * layout["dim"] * 4 <= options.in_memory_bytes
+    weighted = _weighted(shards)
+    balance = options.class_weight == "balanced" or (options.class_weight == "auto" and weighted)
+    weights = class_weights(shards, len(classes)) if balance else None
+    folded = weights if weighted else None  # weighted: class weights go into w
     if in_memory:
-        train_ds = in_memory_split(shards, TRAIN, checked, len(classes))
-        val_ds = in_memory_split(shards, VAL, checked, len(classes)) if n_val else None
+        train_ds = in_memory_split(shards, TRAIN, checked, len(classes), folded)
+        val_ds = in_memory_split(shards, VAL, checked, len(classes), folded) if n_val else None
         shards.verified()  # the rows are read: fit only what preprocess wrote
     else:
         train_ds = make_dataset(
-            shards, TRAIN, checked, options, len(classes), shuffle=options.shuffle
+            shards,
+            TRAIN,
+            checked,
+            options,
+            len(classes),
+            shuffle=options.shuffle,
+            class_weight=folded,
         )
         val_ds = (
-            make_dataset(shards, VAL, checked, options, len(classes), shuffle=False)
+            make_dataset(
+                shards, VAL, checked, options, len(classes), shuffle=False, class_weight=folded
+            )
             if n_val
             else None
         )
+    if folded is not None:
+        weights = None
     callbacks = []
     if val_ds is not None and options.patience > 0:
         callbacks.append(
@@ -204,7 +272,6 @@ def train(
         )
     elif val_ds is None:
         log.warning("the val split is empty: no validation and no early stopping")
-    weights = class_weights(shards, len(classes)) if options.class_weight == "balanced" else None
     log.info(
         "train: %s on %s; model %s, %d epochs, batch %d, %s",
         describe(shards),
@@ -217,7 +284,8 @@ def train(
     t0 = time.perf_counter()
     try:
         fit = checked.model.fit(
-            *(train_ds if in_memory else (train_ds,)),
+            *(train_ds[:2] if in_memory else (train_ds,)),
+            sample_weight=train_ds[2] if in_memory and len(train_ds) > 2 else None,
             validation_data=val_ds,
             epochs=options.epochs,
             batch_size=options.batch_size if in_memory else None,

@@ -121,7 +121,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from ..config import list_arg, parse_labels
+    from ..config import list_arg, parse_file_weights, parse_labels
     from ..exceptions import ConfigError
     from ..layout import write_layout
     from ..merging import job_batches, merge
@@ -143,7 +143,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise ConfigError(
             "merge needs --labels (labels.txt, a comma list, or branch:NAME) or --input"
         )
-    layout = merge(docs, settings, labels=labels, label_branch=label_branch)
+    if args.weights is not None:
+        weights = parse_file_weights(list_arg(args.weights), args.weights)
+    else:
+        weights = inputs.weights if inputs is not None else None
+    layout = merge(docs, settings, labels=labels, label_branch=label_branch, weights=weights)
     if args.batches:
         batches = job_batches(layout["chunks"], args.jobs)
     write_layout(args.out, layout)
@@ -278,6 +282,10 @@ def add_commands(sub) -> None:
     )
     p.add_argument("specs", nargs="+", help="per-file specs JSON files")
     p.add_argument("--labels", help="labels.txt, a comma list (one per file), or branch:NAME")
+    p.add_argument(
+        "--weights",
+        help="weights.txt or a comma list: one normalisation per file (xsec x lumi / generated)",
+    )
     p.add_argument(
         "--files", nargs="+", help="files.txt, a comma list, or the files, giving the file order"
     )

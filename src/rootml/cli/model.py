@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         shuffle=settings.shuffle,
         seed=settings.seed,
         patience=args.patience,
-        class_weight=args.class_weight,
+        class_weight=args.class_weight or settings.class_weight,
     )
     layout = load_layout(args.layout)
     bundle = train(
@@ -118,7 +118,11 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="bundle folder to write")
     p.add_argument("--name", default="rootml_model", help="model name for TFaaS")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience (0: off)")
-    p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
+    p.add_argument(
+        "--class-weight",
+        choices=["none", "balanced", "auto"],
+        help="balanced: each class weighs the same; auto (default): balanced for weighted shards",
+    )
     add_settings_flags(p, scope="train")
     p.set_defaults(func=cmd_train)
 

@@ -25,7 +25,15 @@ from urllib.parse import urlparse
 
 import yaml
 
-from ..config import Inputs, Settings, load_input, load_params, read_list_file, read_yaml
+from ..config import (
+    Inputs,
+    Settings,
+    load_input,
+    load_params,
+    parse_file_weights,
+    read_list_file,
+    read_yaml,
+)
 from ..exceptions import ConfigError, RootmlError, WorkflowError
 from ..modelfile import syntax_message
 from ..preproc import load_preproc
@@ -121,6 +129,8 @@ def from_mlaas4hep(folder: str | Path) -> tuple[dict, Path]:
         doc["params"] = "params.json"
     if (folder / "model.py").is_file():
         doc["model"] = "model.py"
+    if (folder / "weights.txt").is_file():  # rootml's: one normalisation per file
+        doc["weights"] = "weights.txt"
     if (folder / "preproc.json").is_file():  # MLaaS4HEP's cuts and new branches
         derived, exclude = load_preproc(folder / "preproc.json")
         doc.update(derived)
@@ -197,6 +207,9 @@ def prepare(
         doc["params"] = "params.json"
         _write_if_changed(initdir / "params.json", sources["params"].read_bytes(), frozen=resume)
     doc["files"], doc["labels"] = files, labels
+    if isinstance(doc.get("weights"), str):  # init/ holds no weights.txt: inline the numbers
+        listed = _entries(doc["weights"], base, "weights", where)
+        doc["weights"] = list(parse_file_weights(listed, str(base / doc["weights"])))
     input_yml = initdir / "input.yml"
     text = f"# written by rootml run from {where}\n" + yaml.safe_dump(doc, sort_keys=False)
     _write_if_changed(input_yml, text.encode(), frozen=resume)
