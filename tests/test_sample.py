@@ -60,6 +60,7 @@ def test_writes_two_files_and_the_inputs_folder(small):
         "signal.root",
     ]
     assert sorted(p.name for p in small.inputs.iterdir()) == [
+        "analysis.yml",
         "files.txt",
         "input.yml",
         "labels.txt",
@@ -408,3 +409,20 @@ def test_a_small_classifier_separates_signal_from_background_imperfectly(tmp_pat
     for column in x.T:
         single = metrics.roc_auc_score(y, column)
         assert max(single, 1 - single) < 0.8
+
+
+def test_the_analysis_input_selects_derives_and_weights(small):
+    """analysis.yml: the sample as an analysis trains it; its expressions hold on the files."""
+    from rootml.config import load_input
+    from rootml.specs import file_specs
+
+    inputs, settings = load_input(small.inputs / "analysis.yml")
+    n_signal, n_background = (uproot.open(f)["events"].num_entries for f in small.files)
+    assert inputs.weights == pytest.approx((0.9 / n_signal, 800.0 / n_background))
+    assert set(settings.derived) == {"selection", "object_selection", "new_variables"}
+    doc = file_specs(
+        str(small.files[0]), "events", identifiers=IDENTIFIERS, derived=settings.derived
+    )
+    flow = doc["cutflow"]
+    assert 0 < flow["events passing"] < flow["events"]
+    assert {"ht_jets", "lead_jet_pt", "met_over_ht"} <= set(doc["branches"])

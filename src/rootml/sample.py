@@ -128,7 +128,9 @@ def make_sample(
             path = out / f"{process.name}.root"
             _write_file(path, tree, process, n, seed, index, basket_events, progress)
             files.append(path)
-    inputs = write_inputs(out / "inputs", files, [p.label for p, _ in plan], tree, seed)
+    inputs = write_inputs(
+        out / "inputs", files, [p.label for p, _ in plan], tree, seed, [n for _, n in plan]
+    )
 
     seconds = time.perf_counter() - started
     written = sum(path.stat().st_size for path in files)
@@ -467,10 +469,38 @@ publish:
   name: rootml_sample
 """
 
+#: the same run as an analysis trains it: a selection, a jet selection, new variables, and
+#: events weighted by cross-section (signal 0.9 pb, background 800 pb, per generated event)
+ANALYSIS_YML = (
+    INPUT_YML.replace("name: rootml_sample", "name: rootml_sample_analysis").replace(
+        "nan_policy: error", "nan_policy: replace   # the leading jet of an event without one"
+    )
+    + """\
+selection: "nJet >= 2 & HT > 100 & any(Jet_btagDeepB > 0.2)"
+object_selection:
+  Jet: "Jet_pt > 25 & abs(Jet_eta) < 2.4"
+new_variables:
+  ht_jets: "sum(Jet_pt)"
+  lead_jet_pt: "Jet_pt[0]"
+  met_over_ht: "where(HT > 0, MET_pt / HT, 0)"
+weights:   # one per line of files.txt: cross-section / generated events
+  - {{xsec: 0.9, nevents_generated: {signal}}}
+  - {{xsec: 800.0, nevents_generated: {background}}}
+"""
+)
 
-def write_inputs(folder: Path, files: list[Path], labels: list[int], tree: str, seed: int) -> Path:
-    """Write ``files.txt``, ``labels.txt``, ``params.json``, ``model.py`` and ``input.yml``
-    into ``folder``; paths in ``files.txt`` are relative to ``folder``."""
+
+def write_inputs(
+    folder: Path,
+    files: list[Path],
+    labels: list[int],
+    tree: str,
+    seed: int,
+    events: list[int],
+) -> Path:
+    """Write ``files.txt``, ``labels.txt``, ``params.json``, ``model.py``, ``input.yml`` and
+    ``analysis.yml`` (the same with a selection, new variables and cross-section weights) into
+    ``folder``; paths in ``files.txt`` are relative to ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     relative = [
         Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix() for path in files
@@ -495,6 +525,9 @@ def write_inputs(folder: Path, files: list[Path], labels: list[int], tree: str, 
         "params.json": json.dumps(params, indent=2) + "\n",
         "model.py": MODEL_PY,
         "input.yml": INPUT_YML.format(tree=_yaml_scalar(tree), seed=seed),
+        "analysis.yml": ANALYSIS_YML.format(
+            tree=_yaml_scalar(tree), seed=seed, signal=events[0], background=events[1]
+        ),
     }
     for name, text in contents.items():
         partial = folder / f".{name}.partial"
