@@ -125,3 +125,22 @@ def test_bundle_manifest_lists_every_file_and_a_damaged_one_is_named(bundle, tmp
     with caplog.at_level("WARNING", logger="rootml.bundle"):
         load_bundle(copy)  # a bundle made before manifests: loaded, with a warning
     assert "no manifest.json" in caplog.text
+
+
+def test_a_bundle_made_before_0_2_still_loads_and_serves(bundle, tmp_path):
+    """specs.json and specs_digest, the names before the layout rename, are still read."""
+    from rootml.bundle import write_manifest
+    from rootml.server.backends import load_model
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    (old / "layout.json").rename(old / "specs.json")
+    params = json.loads((old / "params.json").read_text())
+    params["specs_digest"] = params.pop("layout_digest")
+    (old / "params.json").write_text(json.dumps(params))
+    (old / "manifest.json").unlink()
+    write_manifest(old)
+    loaded = load_bundle(old)
+    assert loaded.layout == load_bundle(bundle).layout
+    model = load_model(old, "sample_model", "1")
+    assert model.metadata()["parameters"]["layout_digest"] == loaded.layout["digest"]

@@ -49,7 +49,7 @@ REQUIRED = (
     "model.onnx",
     "params.json",
     "labels.txt",
-    "layout.json",
+    LAYOUT_FILE,
     "provenance.json",
 )
 #: every file of the bundle but these two, with its size and checksums (written last, checked
@@ -305,12 +305,22 @@ class Bundle:
 _RETRAIN = "re-run the train step that wrote it (rootml run --resume re-runs it)"
 
 
+def missing_files(path: Path) -> list[str]:
+    """The files of :data:`REQUIRED` a bundle folder lacks (a bundle made before 0.2 holds
+    its layout as ``specs.json``)."""
+    return [
+        f
+        for f in REQUIRED
+        if not (path / f).exists() and not (f == LAYOUT_FILE and layout_in(path).exists())
+    ]
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Open a bundle directory; name every missing file."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"bundle {path} is not a directory; give the folder 'rootml train' wrote")
-    missing = [f for f in REQUIRED if not (path / f).exists()]
+    missing = missing_files(path)
     if missing:
         raise BundleError(
             f"bundle is incomplete, missing {', '.join(missing)}; rerun 'rootml train'\n"

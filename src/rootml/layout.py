@@ -38,10 +38,11 @@ def digest_of(doc) -> str | None:
 
 def layout_in(folder: Path) -> Path:
     """A bundle's or merge step's layout file (``layout.json``, else the old ``specs.json``)."""
-    new = folder / LAYOUT_FILE
-    return (
-        new if new.exists() or not (folder / OLD_LAYOUT_FILE).exists() else folder / OLD_LAYOUT_FILE
-    )
+    new, old = folder / LAYOUT_FILE, folder / OLD_LAYOUT_FILE
+    if new.exists() or not old.exists():
+        return new
+    log.warning("%s: the layout's name before 0.2; rootml 0.3 reads only %s", old, LAYOUT_FILE)
+    return old
 
 
 def load_layout(path: str | Path) -> dict:

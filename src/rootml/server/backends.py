@@ -211,7 +211,7 @@ def read_params(path: Path, name: str) -> dict:
 
 def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedModel:
     """Check a bundle folder and load its model (onnxruntime, else TensorFlow)."""
-    from ..bundle import REQUIRED, load_bundle
+    from ..bundle import load_bundle, missing_files
     from ..layout import layout_in, load_layout
 
     if not path.is_dir():
@@ -219,7 +219,7 @@ def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedM
     params = read_params(path, name)
     layout = None
     try:
-        if all((path / f).exists() for f in REQUIRED):
+        if not missing_files(path):
             layout = load_bundle(path).layout
         elif layout_in(path).exists():
             layout = load_layout(layout_in(path))
