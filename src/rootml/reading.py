@@ -28,7 +28,7 @@ import awkward as ak
 import uproot
 
 from .exceptions import BranchError, InputFileError, TreeNotFoundError, format_closest
-from .sources import Source, resolve
+from .sources import Source, record_format, resolve
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -74,26 +74,26 @@ def classify(name: str, form: ak.forms.Form) -> BranchInfo:
             if len(form.inner_shape) > 1:
                 return BranchInfo(name, UNSUPPORTED, reason="multi-dimensional fixed array")
             return BranchInfo(
-                name, JAGGED, form.primitive, _collection(name), int(form.inner_shape[0])
+                name, JAGGED, form.primitive, collection_of(name), int(form.inner_shape[0])
             )
         return BranchInfo(name, FLAT, form.primitive)
     if isinstance(form, ak.forms.RegularForm):
         inner = classify(name, form.content)
         if inner.kind != FLAT:
             return BranchInfo(name, UNSUPPORTED, reason="nested fixed-size arrays")
-        return BranchInfo(name, JAGGED, inner.dtype, _collection(name), int(form.size))
+        return BranchInfo(name, JAGGED, inner.dtype, collection_of(name), int(form.size))
     if isinstance(form, (ak.forms.ListOffsetForm, ak.forms.ListForm)):
         inner = classify(name, form.content)
         if inner.kind != FLAT:
             why = inner.reason if inner.kind == UNSUPPORTED else "a vector of vectors"
             return BranchInfo(name, UNSUPPORTED, reason=f"jagged array of {why}")
-        return BranchInfo(name, JAGGED, inner.dtype, _collection(name))
+        return BranchInfo(name, JAGGED, inner.dtype, collection_of(name))
     if isinstance(form, ak.forms.RecordForm):
         return BranchInfo(name, UNSUPPORTED, reason="a record/struct; select its leaf fields")
     return BranchInfo(name, UNSUPPORTED, reason=f"awkward form {type(form).__name__}")
 
 
-def _collection(name: str) -> str:
+def collection_of(name: str) -> str:
     """The collection a jagged branch belongs to: ``Jet`` for ``Jet_pt`` or ``Jet.pt``."""
     for sep in (".", "_"):
         if sep in name:
@@ -315,6 +315,8 @@ def open_input(
     the GIL), which is how a 2-core machine reads at twice the single-thread speed.
     """
     src = resolve(source) if isinstance(source, str) else source
+    if record_format(src.basename):
+        return _open_records(src, timeout, workers)
     # no array cache: every range is read once; pread instead of mmap for local files, so
     # RSS stays bounded by the chunk, not by how much of the file has been touched
     options = {"timeout": timeout, "array_cache": None}
@@ -364,6 +366,20 @@ def open_input(
     except BaseException:
         file.close()
         raise
+
+
+def _open_records(src: Source, timeout: float, workers: int):
+    """A JSON lines, CSV, Parquet or Avro file (rootml.records: the same interface as
+    :class:`RootInput`); its readers are the ``records`` extra."""
+    try:
+        from .records import open_records
+    except ImportError as err:
+        raise InputFileError(
+            f"cannot read a {record_format(src.basename)} file: {err};\n"
+            "install the record readers with: pip install 'rootml[records]'"
+            f"\nin file {src.url}"
+        ) from err
+    return open_records(src, timeout=timeout, workers=workers)
 
 
 def _trees(file) -> dict[str, str]:

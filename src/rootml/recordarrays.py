@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .exceptions import BranchError, DataError, format_closest
-from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo
+from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, collection_of
 from .recordfiles import RawChunk
 
 STRING_REASON = "string field: encoding not yet supported"
@@ -34,7 +34,8 @@ class Column:
 
 def flatten(table: pa.Table) -> dict[str, tuple[pa.Array, str | None]]:
     """Every leaf of a nested table under its dotted name, with its collection (the list of
-    records it belongs to, else the list itself, else ``None``)."""
+    records it belongs to, else the prefix of a list's name as for ROOT branches, else
+    ``None``)."""
     out: dict[str, tuple[pa.Array, str | None]] = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         _flatten_into(name, column.combine_chunks(), None, out)
@@ -56,7 +57,8 @@ def _flatten_into(name: str, array: pa.Array, collection: str | None, out: dict)
             _flatten_into(f"{name}.{field.name}", leaf, collection or name, out)
         return
     if _is_list(kind) or pa.types.is_fixed_size_list(kind):
-        collection = collection or name
+        # a plain list is named as ROOT's branches are: Jet_pt and Jet_eta make collection Jet
+        collection = collection or collection_of(name)
     out[name] = (array, collection)
 
 

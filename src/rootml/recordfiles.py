@@ -26,16 +26,10 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from .exceptions import ConfigError, DataError, InputFileError
-from .sources import Source, resolve
+from .sources import COMPRESSIONS, RECORD_FORMATS, Source, resolve
 
 #: format -> file name endings (before an optional .gz/.bz2)
-FORMATS = {
-    "json": (".json", ".jsonl", ".ndjson"),
-    "csv": (".csv",),
-    "parquet": (".parquet", ".pq"),
-    "avro": (".avro",),
-}
-COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2"}
+FORMATS = RECORD_FORMATS
 #: URL schemes opened through fsspec, and what a user installs for each
 FSSPEC_SCHEMES = {
     "s3": "pip install s3fs",

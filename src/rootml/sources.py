@@ -17,6 +17,24 @@ from urllib.parse import unquote, urlparse
 from .exceptions import ConfigError, InputFileError
 
 REMOTE_SCHEMES = ("http", "https", "root")
+#: record files (rootml.records) by the ending of their name; JSON and CSV may be compressed
+RECORD_FORMATS = {
+    "json": (".json", ".jsonl", ".ndjson"),
+    "csv": (".csv",),
+    "parquet": (".parquet", ".pq"),
+    "avro": (".avro",),
+}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2"}
+
+
+def record_format(name: str) -> str | None:
+    """The record format a file name says (``events.json.gz``: json), or None (ROOT)."""
+    stem = name.lower()
+    for suffix in COMPRESSIONS:
+        stem = stem.removesuffix(suffix)
+    return next((f for f, ends in RECORD_FORMATS.items() if stem.endswith(ends)), None)
+
+
 LFN_PREFIX = "/store/"
 
 

@@ -37,7 +37,7 @@ from ..config import (
 from ..exceptions import ConfigError, RootmlError, WorkflowError
 from ..modelfile import syntax_message
 from ..preproc import load_preproc
-from ..sources import LFN_PREFIX, REMOTE_SCHEMES
+from ..sources import LFN_PREFIX, REMOTE_SCHEMES, record_format
 from ..storage import read_text
 
 #: what an MLaaS4HEP folder holds (model.py and params.json may be missing)
@@ -272,10 +272,11 @@ def _check_local_files(files: list[str], listed: Path) -> None:
             raise ConfigError(
                 f"cannot read input file {path}: {err.strerror}\nin {listed}"
             ) from None
-        if head != ROOT_MAGIC:
+        if head != ROOT_MAGIC and not record_format(path.name):
             raise ConfigError(
                 f"input file {path} is not a ROOT file (it starts with {head!r}, not b'root'): "
-                f"list ROOT files only\nin {listed}"
+                "list ROOT files, or record files named by their format (.json, .jsonl, "
+                f".csv, .parquet, .avro)\nin {listed}"
             )
 
 

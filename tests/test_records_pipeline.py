@@ -1,0 +1,81 @@
+"""Record files through the data path: a Parquet or JSON-lines copy of a ROOT file gives the
+same specs statistics and the same shard rows as the ROOT file itself."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import awkward as ak
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import uproot
+from rootfiles import write_events
+
+from rootml.config import Settings
+from rootml.merging import merge
+from rootml.preprocessing import preprocess
+from rootml.specs import file_specs
+
+BRANCHES = ["HT", "MET", "nJet", "Jet_pt", "Jet_eta"]
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    """Two ROOT files and their Parquet and gzipped JSON-lines copies."""
+    d = tmp_path_factory.mktemp("records")
+    out = {"root": [], "parquet": [], "json": []}
+    for name, seed, signal in (("s", 1, True), ("b", 2, False)):
+        root = write_events(d / f"{name}.root", 1200, seed, signal=signal)
+        arrays = uproot.open(root)["events"].arrays(BRANCHES)
+        parquet = d / f"{name}.parquet"
+        pq.write_table(ak.to_arrow_table(arrays, extensionarray=False), parquet, row_group_size=500)
+        lines = d / f"{name}.jsonl.gz"
+        with gzip.open(lines, "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in ak.to_list(arrays))
+        out["root"].append(root)
+        out["parquet"].append(parquet)
+        out["json"].append(lines)
+    return out
+
+
+def _rows(files, tmp_path, derived=None):
+    specs = [
+        file_specs(str(f), "events", selected=BRANCHES, identifiers=(), derived=derived)
+        for f in files
+    ]
+    settings = Settings(
+        tree="events",
+        selected=tuple(BRANCHES),
+        identifiers=(),
+        chunk_size=400,
+        derived=derived or {},
+    )
+    layout = merge(specs, settings, labels=["1", "0"])
+    shards = preprocess(layout, range(len(layout["chunks"])), tmp_path)
+    x, entry = [], []
+    for s in shards:
+        with h5py.File(s) as h5:
+            x.append(h5["x"][:])
+            entry.append(h5["entry"][:])
+    return specs, layout, np.concatenate(x), np.concatenate(entry)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "json"])
+def test_a_record_copy_gives_the_rows_of_the_root_file(copies, tmp_path, kind):
+    derived = {"selection": "nJet >= 1", "new_variables": {"lead": "Jet_pt[0]"}}
+    r_specs, r_layout, r_x, r_entry = _rows(copies["root"], tmp_path / "root", derived)
+    specs, layout, x, entry = _rows(copies[kind], tmp_path / kind, derived)
+    assert specs[0]["format"] == kind
+    for name in [*BRANCHES, "lead"]:
+        got, want = specs[0]["branches"][name], r_specs[0]["branches"][name]
+        assert got["kind"] == want["kind"], name
+        assert got["count"] == want["count"], name
+        assert got["min"] == pytest.approx(want["min"], rel=1e-6), name
+        assert got["max"] == pytest.approx(want["max"], rel=1e-6), name
+    assert specs[0]["cutflow"] == r_specs[0]["cutflow"]
+    assert layout["features"] == r_layout["features"]
+    np.testing.assert_array_equal(entry, r_entry)
+    np.testing.assert_allclose(x, r_x, atol=1e-6)
