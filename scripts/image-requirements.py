@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # image -> (extras of rootml, root requirements to leave out, with the reason)
 IMAGES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
-    "data": (("xrootd",), {}),
+    "data": (("xrootd", "records"), {}),
     "train": (("train",), {}),
     "publish": ((), {}),
     # httpx2 is Starlette's TestClient transport: rootml serve never imports it
