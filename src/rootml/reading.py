@@ -183,19 +183,9 @@ class RootInput:
 
     def require(self, names: Sequence[str]) -> None:
         """Raise :class:`BranchError` unless every name is a readable branch here."""
-        for name in names:
-            info = self.branches.get(name)
-            if info is None:
-                raise BranchError(
-                    f"branch {name!r} is not in {self.format} {self.tree_name!r} "
-                    f"({format_closest(name, self.branches)})\nin file {self.path}"
-                )
-            if info.kind == UNSUPPORTED:
-                raise BranchError(
-                    f"branch {name!r} cannot be used: {info.reason};\n"
-                    f"remove it from selected_branches or add it to exclude_branches\n"
-                    f"in file {self.path}"
-                )
+        require_names(
+            self.branches, names, "branch", f"{self.format} {self.tree_name!r}", self.path
+        )
 
     def arrays(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> ak.Array:
         """Read ``names`` for entries [start, stop) as one record array with those fields."""
@@ -250,6 +240,27 @@ class RootInput:
                 per_entry = max(arrays.nbytes / (hi - lo), 1.0)
                 size = max(size, int(target_bytes / per_entry))
             lo = hi
+
+
+def require_names(
+    branches: dict[str, BranchInfo], names: Sequence[str], what: str, container: str, path: str
+) -> None:
+    """Raise :class:`BranchError` for the first of ``names`` that ``branches`` lacks (with the
+    closest ones) or cannot read; ``what`` is "branch" or "field", ``container`` the tree or
+    records it was looked for in."""
+    for name in names:
+        info = branches.get(name)
+        if info is None:
+            raise BranchError(
+                f"{what} {name!r} is not in {container} "
+                f"({format_closest(name, branches)})\nin file {path}"
+            )
+        if info.kind == UNSUPPORTED:
+            raise BranchError(
+                f"{what} {name!r} cannot be used: {info.reason};\n"
+                f"remove it from selected_branches or add it to exclude_branches\n"
+                f"in file {path}"
+            )
 
 
 def _typename(branch) -> str | None:

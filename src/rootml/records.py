@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 import awkward as ak
 import pyarrow as pa
 
-from .exceptions import BranchError, ConfigError, DataError, format_closest
-from .reading import UNSUPPORTED
+from .exceptions import ConfigError, DataError
+from .reading import UNSUPPORTED, require_names
 from .recordarrays import Column, conform, describe, flatten, to_awkward
 from .recordfiles import (
     BAD_LINE_POLICIES,
@@ -130,19 +130,7 @@ class RecordInput:
 
     def require(self, names: Sequence[str]) -> None:
         """Raise :class:`BranchError` unless every name is a readable field here."""
-        for name in names:
-            info = self.branches.get(name)
-            if info is None:
-                raise BranchError(
-                    f"field {name!r} is not in the {self.format} records "
-                    f"({format_closest(name, self.branches)})\nin file {self.path}"
-                )
-            if info.kind == UNSUPPORTED:
-                raise BranchError(
-                    f"field {name!r} cannot be used: {info.reason};\n"
-                    f"remove it from selected_branches or add it to exclude_branches\n"
-                    f"in file {self.path}"
-                )
+        require_names(self.branches, names, "field", f"the {self.format} records", self.path)
 
     def arrays(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> ak.Array:
         """Records [start, stop) of ``names`` as one record array with those fields."""
