@@ -225,3 +225,11 @@ def test_the_layout_and_the_report_carry_each_files_cut_flow(files):
         f"events {flow['events']:,} -> {flow['events passing']:,}; "
         f"Jet objects {flow['Jet objects']:,} -> {flow['Jet objects passing']:,}"
     )
+
+
+def test_a_branch_of_another_multiplicity_under_the_same_prefix_keeps_its_objects():
+    arrays = ak.Array({"Jet_pt": [[10.0, 40.0], [60.0]], "Jet_hits": [[1, 2, 3], []]})
+    d = from_json({"object_selection": {"Jet": "Jet_pt > 25"}})
+    out = apply(d, arrays, {"Jet_pt": "Jet", "Jet_hits": "Jet"}).arrays()
+    assert out["Jet_pt"].tolist() == [[40.0], [60.0]]
+    assert out["Jet_hits"].tolist() == [[1, 2, 3], []]

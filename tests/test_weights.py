@@ -201,6 +201,14 @@ def test_weighted_training_and_evaluation(files, tmp_path):
     assert balanced[0] / balanced[1] == pytest.approx(1e-4 / 1e-2, rel=0.5)
     options = TrainOptions(epochs=3, batch_size=128, seed=3, patience=0)
     bundle = train(layout, paths, tmp_path / "bundle", options=options)
+    # the same fit streamed from the shards (what a train split over 1 GiB gets) also learns
+    streamed = train(
+        layout,
+        paths,
+        tmp_path / "streamed",
+        options=TrainOptions(**{**options.__dict__, "in_memory_bytes": 0}),
+    )
+    assert evaluate(streamed, paths, tmp_path / "r2")["weighted"]["auc_weighted"] > 0.6
     metrics = evaluate(bundle, paths, tmp_path / "report")
     weighted = metrics["weighted"]
     assert weighted["auc_weighted"] > 0.6  # it learned despite weights of 1e-4

@@ -157,8 +157,12 @@ def apply(
             continue
         mask = per_object(evaluate(expr, columns, n), columns[members[0]])
         before = int(ak.sum(ak.num(columns[members[0]], axis=1)))
+        counts = np.asarray(ak.num(mask, axis=1))
         for branch in members:
-            columns[branch] = columns[branch][mask]
+            # a branch whose name says this collection but whose objects are others (another
+            # multiplicity, e.g. Jet_constituents) keeps its objects
+            if np.array_equal(np.asarray(ak.num(columns[branch], axis=1)), counts):
+                columns[branch] = columns[branch][mask]
         cutflow[f"{coll} objects"] = before
         cutflow[f"{coll} objects passing"] = int(ak.sum(ak.num(columns[members[0]], axis=1)))
     for name, expr in derivation.variables:
