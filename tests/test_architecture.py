@@ -15,7 +15,7 @@ STAGES = {"specs", "merging", "preprocessing", "fetching", "sample", "training",
 MODEL_LAYERS = {"modelfile", "bundle"}
 PURE_HELPERS = {
     "config", "schemas", "storage", "exceptions", "sources", "shards", "metrics", "plots", "client",
-    "report", "layout", "transform", "multiplicity", "rucio_sample", "expressions", "derivation", "preproc",
+    "report", "layout", "transform", "multiplicity", "rucio_sample", "expressions", "derivation", "preproc", "reweighting",
 }  # fmt: skip
 READING = {"reading", "columns", "records", "recordfiles", "recordarrays"}
 #: the modules the data steps (fetch, specs, merge, preprocess) run

@@ -217,3 +217,84 @@ def test_weighted_training_and_evaluation(files, tmp_path):
     html = (tmp_path / "report" / "report.html").read_text()
     assert "AUC, weighted (test)" in html
     assert "effective test events" in html
+
+
+# ------------------------------------------------------------------ kinematic reweighting
+
+
+def test_reweighting_to_flat_and_to_a_class(files, tmp_path):
+    from rootml.reweighting import histogram
+
+    bins = [[0.0, 50.0, 100.0, 200.0, 400.0, 1000.0]]
+    for target in ("flat", "1"):
+        derived = {"reweight": {"variables": ["HT"], "bins": bins, "target": target}}
+        specs = [file_specs(str(f), "events", identifiers=IDS, derived=derived) for f in files]
+        settings = Settings(tree="events", identifiers=IDS, chunk_size=500, derived=derived)
+        layout = merge(specs, settings, labels=["1", "0"])
+        assert layout["weighted"] is True
+        assert set(layout["derived"]["reweight"]["factors"]) == {"0", "1"}
+        paths = preprocess(layout, range(len(layout["chunks"])), tmp_path / target)
+        ht, y, w = [], [], []
+        for p in paths:
+            with h5py.File(p) as h5:
+                file = h5.attrs["file"]
+                entry = h5["entry"][:]
+                y.append(h5["y"][:])
+                w.append(h5["w"][:])
+            source = files[0] if file == "s.root" else files[1]
+            ht.append(uproot.open(source)["events"]["HT"].array(library="np")[entry])
+        ht, y, w = np.concatenate(ht), np.concatenate(y), np.concatenate(w)
+        per_class = {c: histogram([ht[y == c]], bins, w[y == c]) for c in (0, 1)}
+        for c in (0, 1):  # each class keeps its number of events as its total weight
+            assert per_class[c].sum() == pytest.approx((y == c).sum(), rel=1e-4)
+        if target == "flat":
+            for c in (0, 1):
+                filled = per_class[c][per_class[c] > 0]
+                np.testing.assert_allclose(filled, filled.mean(), rtol=1e-4)
+        else:  # background reweighted to the signal's shape; the signal keeps weight 1
+            np.testing.assert_allclose(w[y == 1], 1.0)
+            shape = per_class[1] / per_class[1].sum()
+            np.testing.assert_allclose(per_class[0] / per_class[0].sum(), shape, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("reweight", "match"),
+    [
+        ({"variables": ["Jet_pt"], "bins": [[0, 50, 100]]}, "one value per object"),
+        (
+            {"variables": ["HTT"], "bins": [[0, 50, 100]]},
+            r"neither a branch nor a new variable(.|\n)*'HT'",
+        ),
+        ({"variables": ["HT"], "bins": [[100, 50]]}, "increasing edges"),
+        ({"variables": ["HT"], "bins": [[0, 50]], "target": "2"}, "not a class"),
+    ],
+    ids=["jagged", "unknown", "edges", "target"],
+)
+def test_bad_reweighting_is_named(files, reweight, match):
+    derived = {"reweight": reweight}
+
+    def specs_and_merge():
+        specs = [file_specs(str(f), "events", identifiers=IDS, derived=derived) for f in files]
+        merge(specs, Settings(tree="events", identifiers=IDS, derived=derived), labels=["1", "0"])
+
+    with pytest.raises(ConfigError, match=match):
+        specs_and_merge()
+
+
+def test_input_yml_declares_the_reweighting(tmp_path):
+    (tmp_path / "input.yml").write_text(
+        "files: [a.root, b.root]\nlabels: [1, 0]\n"
+        "reweight: {variables: [HT], bins: [[0, 100, 1e9]], target: flat}\n"
+    )
+    _, settings = load_input(tmp_path / "input.yml")
+    assert settings.derived["reweight"]["bins"] == [[0.0, 100.0, 1e9]]  # YAML's '1e9' text too
+    (tmp_path / "bad.yml").write_text(
+        "files: [a.root]\nlabels: [1]\nreweight: {variables: [HT, MET, nPV], bins: [[0, 1]]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"reweight/variables(.|\n)*in file .*bad\.yml"):
+        load_input(tmp_path / "bad.yml")
+    (tmp_path / "edges.yml").write_text(
+        "files: [a.root]\nlabels: [1]\nreweight: {variables: [HT], bins: [[100, 0]]}\n"
+    )
+    with pytest.raises(ConfigError, match=r"increasing edges(.|\n)*in file .*edges\.yml"):
+        load_input(tmp_path / "edges.yml")

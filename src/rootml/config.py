@@ -445,9 +445,17 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
         fields["model"] = str((base / doc["model"]).resolve())
     derived = {
         k: doc[k]
-        for k in ("selection", "object_selection", "new_variables", "weight")
+        for k in ("selection", "object_selection", "new_variables", "weight", "reweight")
         if doc.get(k)
     }
+    if "reweight" in derived:
+        from .reweighting import check_config
+
+        derived["reweight"] = {**derived["reweight"], "bins": _edges(derived["reweight"]["bins"])}
+        try:
+            check_config(derived["reweight"])
+        except ConfigError as err:
+            raise ConfigError(f"{err}\nin file {path}") from None
     if derived:
         fields["derived"] = derived
     try:
@@ -471,6 +479,14 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
     except ConfigError as err:
         raise ConfigError(f"{err}\nin file {path}") from None
     return inputs, settings
+
+
+def _edges(bins: Any) -> Any:
+    """Bin edges as numbers (YAML 1.1 reads 1e9 as text)."""
+    try:
+        return [[float(e) for e in edges] for edges in bins]
+    except (TypeError, ValueError):
+        return bins  # check_config names it
 
 
 def _tuple(value: Any) -> tuple[str, ...] | None:

@@ -26,6 +26,7 @@ from .derivation import from_json
 from .exceptions import BranchError, ConfigError, DataError, LayoutError, format_closest
 from .layout import layout_digest
 from .multiplicity import add_histogram, histogram_quantile
+from .reweighting import FLAT, factors
 from .schemas import validate
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,11 @@ def merge(
     }
     if derived is not None:
         doc["derived"] = derived
-    if weights is not None or (derived or {}).get("weight"):
+    if derived is not None and derived.get("reweight"):
+        derived["reweight"]["factors"] = _reweight_factors(
+            specs, derived["reweight"], classes, file_labels, weights
+        )
+    if weights is not None or (derived or {}).get("weight") or (derived or {}).get("reweight"):
         doc["weighted"] = True
     doc["digest"] = layout_digest(doc)
     validate(doc, "layout", where="the merged layout")
@@ -117,6 +122,30 @@ def merge(
         sum(used),
     )
     return doc
+
+
+def _reweight_factors(
+    specs: Sequence[dict],
+    reweight: dict,
+    classes: Sequence[str],
+    file_labels: Sequence[int] | None,
+    weights: Sequence[float] | None,
+) -> dict[str, list]:
+    """Per class, the factor per bin (rootml.reweighting) from the files' histograms, each
+    times its file's weight."""
+    if file_labels is None:
+        raise ConfigError(
+            "reweight needs one label per file (labels.txt); labels from a branch are not "
+            "reweighted yet"
+        )
+    per_class = dict.fromkeys(classes, 0.0)
+    for i, s in enumerate(specs):
+        h = np.asarray(s["reweight_histogram"], dtype=np.float64)
+        per_class[classes[file_labels[i]]] = per_class[classes[file_labels[i]]] + h * (
+            weights[i] if weights is not None else 1.0
+        )
+    found = factors(per_class, reweight.get("target", FLAT))
+    return {c: f.tolist() for c, f in found.items()}
 
 
 def _expressions(doc: dict | None) -> dict:
@@ -150,7 +179,9 @@ def _read(names: Sequence[str], derived: dict | None, label_branch: str | None) 
         return [*names, *label]
     derivation = from_json(derived)
     disk = [n for n in names if n not in derivation.new]
-    return list(dict.fromkeys([*disk, *derivation.needs(), *label]))
+    reweighted = (derived.get("reweight") or {}).get("variables", [])
+    extra = [v for v in reweighted if v not in derivation.new]
+    return list(dict.fromkeys([*disk, *derivation.needs(), *extra, *label]))
 
 
 def _check_inputs(

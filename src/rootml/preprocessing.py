@@ -18,7 +18,7 @@ import awkward as ak
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, reweighting
 from .columns import check_matches, stores_by_basename
 from .derivation import apply, from_json
 from .exceptions import DataError, LayoutError
@@ -188,8 +188,10 @@ def _shard_arrays(
         if derived.keep is not None:
             entries = entries[derived.keep]  # the split stays a function of the entry
     x, bad = transform(arrays, layout, buffer)
-    w = _weights(layout, info, event_weights, len(entries), chunk, where)
     y = labels_for(arrays, layout, info["label"], where)
+    w = _weights(layout, info, event_weights, len(entries), chunk, where)
+    if w is not None and (layout.get("derived") or {}).get("reweight"):
+        w *= _reweight(layout["derived"]["reweight"], arrays, y, layout["labels"]["classes"])
     if bad.any():
         policy = layout["nan_policy"]
         if policy == "error":
@@ -209,6 +211,16 @@ def _shard_arrays(
     if w is not None:
         shard["w"] = w
     return shard
+
+
+def _reweight(reweight: dict, arrays: ak.Array, y: np.ndarray, classes: list) -> np.ndarray:
+    """Each row's kinematic reweighting factor: its class's factor in its bin."""
+    bins = reweighting.bin_index(
+        [np.asarray(ak.to_numpy(arrays[v]), dtype=np.float64) for v in reweight["variables"]],
+        reweight["bins"],
+    )
+    table = np.stack([np.asarray(reweight["factors"][c]) for c in classes])
+    return table[(y, *bins)].astype(np.float32)
 
 
 def _weights(

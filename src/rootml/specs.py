@@ -24,11 +24,11 @@ import awkward as ak
 import numpy as np
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, reweighting
 from .columns import ColumnWriter
 from .config import expand_names
 from .derivation import Derivation, apply, check_kinds, from_json
-from .exceptions import BranchError, DataError, ExpressionError
+from .exceptions import BranchError, ConfigError, DataError, ExpressionError, format_closest
 from .expressions import Kind
 from .multiplicity import add_histogram, multiplicity_summary
 from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
@@ -208,7 +208,8 @@ def scan(
     derivation: Derivation | None = None,
     read: Sequence[str] | None = None,
     new: dict[str, str | None] | None = None,
-) -> tuple[dict[str, dict], dict[str, int]]:
+    reweight: Mapping | None = None,
+) -> tuple[dict[str, dict], dict[str, int], np.ndarray | None]:
     """Statistics for ``names`` over every entry of ``root`` (one pass, bounded memory), and
     the cut flow.
 
@@ -217,6 +218,8 @@ def scan(
     and objects that pass; ``names`` may then hold its new variables (``new``: name -> their
     collection, or None for one value per event). With a ``sink`` the
     decoded values of every branch read are also staged for preprocess, before any cut.
+    With ``reweight`` (input.yml's section) the passing events' histogram in its variables,
+    weighted by the event weight, is the third result (else None).
     """
     read = list(read or names)
     root.require(read)
@@ -225,6 +228,7 @@ def scan(
     moments = {n: Moments() for n in names}
     hists = {n: np.zeros(0, dtype=np.int64) for n in names}
     cutflow: dict[str, int] = {}
+    histogram = None
     bar = tqdm(
         total=root.entries,
         unit="events",
@@ -236,12 +240,17 @@ def scan(
         if sink is not None:
             for name in read:
                 sink.add(name, *_values(arrays[name], root.branches[name].kind))
-        columns, keep = {n: arrays[n] for n in names if n in arrays.fields}, None
+        columns, keep, weights = {n: arrays[n] for n in names if n in arrays.fields}, None, None
         if derivation:
             derived = apply(derivation, arrays, collections)
-            columns, keep = derived.columns, derived.keep
+            columns, keep, weights = derived.columns, derived.keep, derived.weights
             for key, count in derived.cutflow.items():
                 cutflow[key] = cutflow.get(key, 0) + count
+        if reweight:
+            values = [np.asarray(columns[v]) for v in reweight["variables"]]
+            values = values if keep is None else [v[keep] for v in values]
+            part = reweighting.histogram(values, reweight["bins"], weights)
+            histogram = part if histogram is None else histogram + part
         for name in names:
             column = columns[name] if keep is None else columns[name][keep]
             info = infos.get(name) or infos.setdefault(
@@ -262,7 +271,7 @@ def scan(
             entry["fixed_length"] = info.fixed_length
             entry["multiplicity"] = multiplicity_summary(hists[name])
         out[name] = entry
-    return out, cutflow
+    return out, cutflow, histogram
 
 
 def _values(column, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -332,8 +341,19 @@ def file_specs(
             kinds = {n: root.branches[n].kind for n in read}
             sink = stack.enter_context(ColumnWriter(columns, kinds))
         names = [*names, *[n for n in new if n not in names]]
-        branches, cutflow = scan(
-            root, names, step=step, sink=sink, derivation=derivation, read=read, new=new
+        reweight = (derived or {}).get("reweight")
+        if reweight:
+            _check_reweight_variables(reweight, root, new)
+            read += [v for v in reweight["variables"] if v in root.branches and v not in read]
+        branches, cutflow, histogram = scan(
+            root,
+            names,
+            step=step,
+            sink=sink,
+            derivation=derivation,
+            read=read,
+            new=new,
+            reweight=reweight,
         )
         if derivation and cutflow.get("events passing", 1) == 0:
             raise DataError(
@@ -363,12 +383,15 @@ def file_specs(
             "seconds": 0.0,
             "branches": branches,
         }
-        if derivation:
+        if derivation or reweight:
             jagged = {
                 n: root.branches[n].collection for n in read if root.branches[n].kind == JAGGED
             }
             doc["derived"] = {**derivation.to_json(), "collections": jagged}
             doc["cutflow"] = cutflow
+        if reweight:
+            doc["derived"]["reweight"] = dict(reweight)
+            doc["reweight_histogram"] = histogram.tolist()
         validate(doc, "file-specs", where=f"specs of {file['url']}")
         staged = ""
         if sink is not None:
@@ -408,6 +431,29 @@ def _derivation(derived: Mapping | None, root: RootInput) -> tuple[Derivation, d
             err.problem, err.where, where, err.source, err.column, err.detail
         ) from None
     return derivation, {name: kind.collection for name, kind in new.items()}
+
+
+def _check_reweight_variables(reweight: Mapping, root: RootInput, new: dict) -> None:
+    """The reweighting variables are per-event branches or new variables of this file."""
+    reweighting.check_config(reweight)
+    for name in reweight["variables"]:
+        info = root.branches.get(name)
+        if name in new:
+            jagged = new[name] is not None
+        elif info is not None and info.kind != UNSUPPORTED:
+            jagged = info.kind == JAGGED
+        else:
+            known = [*root.branches, *new]
+            raise ConfigError(
+                f"reweight variable {name!r} is neither a branch nor a new variable "
+                f"({format_closest(name, known)})\nin file {root.path}"
+            )
+        if jagged:
+            raise ConfigError(
+                f"reweight variable {name!r} has one value per object; reweighting takes one "
+                f"per event: define a new variable such as {name}[0] or max({name})"
+                f"\nin file {root.path}"
+            )
 
 
 def _flow(cutflow: dict[str, int]) -> str:
