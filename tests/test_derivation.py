@@ -233,3 +233,13 @@ def test_a_branch_of_another_multiplicity_under_the_same_prefix_keeps_its_object
     out = apply(d, arrays, {"Jet_pt": "Jet", "Jet_hits": "Jet"}).arrays()
     assert out["Jet_pt"].tolist() == [[40.0], [60.0]]
     assert out["Jet_hits"].tolist() == [[1, 2, 3], []]
+
+
+def test_the_bundles_params_name_the_derived_columns(files):
+    from rootml.bundle import tfaas_params
+
+    layout = merge(_specs(files), _settings(), labels=["1", "0"])
+    params = tfaas_params(layout, "m", "")
+    assert params["new_variables"] == DERIVED["new_variables"]
+    assert params["derived_features"] == ["ht_jets", "lead_pt", "ratio"]
+    assert set(params["derived_features"]) <= set(params["features"])

@@ -189,7 +189,7 @@ def tfaas_params(layout: dict, name: str, description: str) -> dict:
     node_in, node_out = f"serving_default_{INPUT_NAME}", "StatefulPartitionedCall"
     stamp = os.environ.get("SOURCE_DATE_EPOCH")
     when = time.gmtime(int(stamp)) if stamp else time.gmtime()
-    return {
+    params = {
         "name": name,
         "model": "saved_model.pb",
         "labels": "labels.txt",
@@ -205,6 +205,12 @@ def tfaas_params(layout: dict, name: str, description: str) -> dict:
         "classes": layout["labels"]["classes"],
         "layout_digest": layout["digest"],
     }
+    new = (layout.get("derived") or {}).get("new_variables") or {}
+    if new:
+        # the raw vector's columns computed from branches (a named event sends the branches)
+        params["derived_features"] = [f for f in layout["features"] if f.split("[", 1)[0] in new]
+        params["new_variables"] = dict(new)
+    return params
 
 
 def _check_onnx(path: Path, model, layout: dict, reference_x: np.ndarray) -> dict:

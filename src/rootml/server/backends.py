@@ -98,6 +98,7 @@ class LoadedModel:
                 "features": self.features,
                 "classes": self.params.get("classes"),
                 "layout_digest": digest_of(self.params),
+                "derived_features": self.params.get("derived_features", []),
                 "specs_digest": digest_of(self.params),  # the 0.1 name; clients may read it
             },
         }
