@@ -237,9 +237,15 @@ class RootInput:
             arrays = self.arrays(names, lo, hi)
             yield lo, arrays
             if target_bytes and hi > lo:
-                per_entry = max(arrays.nbytes / (hi - lo), 1.0)
-                size = max(size, int(target_bytes / per_entry))
+                size = grown_step(size, arrays, target_bytes)
             lo = hi
+
+
+def grown_step(size: int, arrays: ak.Array, target_bytes: int) -> int:
+    """The next step of an iteration (:meth:`RootInput.iterate`): grown until a step holds
+    about ``target_bytes`` of decoded values, never shrunk."""
+    per_entry = max(arrays.nbytes / max(len(arrays), 1), 1.0)
+    return max(size, int(target_bytes / per_entry))
 
 
 def require_names(

@@ -33,7 +33,7 @@ import awkward as ak
 import pyarrow as pa
 
 from .exceptions import ConfigError, DataError
-from .reading import UNSUPPORTED, require_names
+from .reading import UNSUPPORTED, grown_step, require_names
 from .recordarrays import Column, conform, describe, flatten, to_awkward
 from .recordfiles import (
     BAD_LINE_POLICIES,
@@ -158,7 +158,7 @@ class RecordInput:
                 return
             yield lo, arrays
             if target_bytes:
-                size = max(size, int(target_bytes / max(arrays.nbytes / len(arrays), 1.0)))
+                size = grown_step(size, arrays, target_bytes)
             if len(arrays) < hi - lo:
                 return
             lo += len(arrays)

@@ -90,9 +90,11 @@ def make_dataset(
     *,
     shuffle: bool,
     class_weight: dict[int, float] | None = None,
+    scale: float | None = None,
 ):
     """A ``tf.data`` pipeline over one split: blocks from the shards (shuffled with a new
-    permutation each epoch when ``shuffle``), batched in C++, prefetched."""
+    permutation each epoch when ``shuffle``), batched in C++, prefetched. ``scale`` (weighted
+    shards: :func:`weight_scale`) multiplies the event weights, times ``class_weight``."""
     import tensorflow as tf
 
     epoch = [0]
@@ -104,13 +106,11 @@ def make_dataset(
             blocks(shards, split, rng=rng, window=options.window), options.batch_size
         )
 
-    dim, weighted = _dim(shards), _weighted(shards)
-    signature = (tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32))
+    weighted = scale is not None
+    signature = (tf.TensorSpec([None, _dim(shards)], tf.float32), tf.TensorSpec([None], tf.int32))
     if weighted:
         signature += (tf.TensorSpec([None], tf.float32),)
     ds = tf.data.Dataset.from_generator(generate, output_signature=signature)
-
-    scale = weight_scale(shards) if weighted else 1.0
     per_class = _per_class(class_weight, n_classes) if weighted else None
 
     def encode(x, y, *w):
@@ -135,15 +135,15 @@ def in_memory_split(
     checked: CheckedModel,
     n_classes: int,
     class_weight: dict[int, float] | None = None,
+    scale: float | None = None,
 ) -> tuple[np.ndarray, ...]:
     """``(x, y)`` of one split of all shards in shard order, targets encoded for the model,
-    and the event weights ``w`` of weighted shards (scaled to average 1 over the train split,
-    times ``class_weight`` of each event's class when given)."""
+    and the event weights ``w`` of weighted shards (times ``scale``, :func:`weight_scale`,
+    and ``class_weight`` of each event's class when given)."""
     parts = list(blocks(shards, split))
     x, y, *w = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-    scale = np.float32(weight_scale(shards)) if w else None
     per_class = _per_class(class_weight, n_classes)
-    w = [v * scale * (per_class[y] if per_class is not None else 1) for v in w]
+    w = [v * np.float32(scale) * (per_class[y] if per_class is not None else 1) for v in w]
     if checked.target == "binary":
         y = y.astype(np.float32)[:, None]
     elif checked.target == "onehot":
@@ -240,9 +240,12 @@ def train(
     balance = options.class_weight == "balanced" or (options.class_weight == "auto" and weighted)
     weights = class_weights(shards, len(classes)) if balance else None
     folded = weights if weighted else None  # weighted: class weights go into w
+    scale = weight_scale(shards) if weighted else None  # one pass over the train weights
     if in_memory:
-        train_ds = in_memory_split(shards, TRAIN, checked, len(classes), folded)
-        val_ds = in_memory_split(shards, VAL, checked, len(classes), folded) if n_val else None
+        train_ds = in_memory_split(shards, TRAIN, checked, len(classes), folded, scale)
+        val_ds = (
+            in_memory_split(shards, VAL, checked, len(classes), folded, scale) if n_val else None
+        )
         shards.verified()  # the rows are read: fit only what preprocess wrote
     else:
         train_ds = make_dataset(
@@ -253,10 +256,18 @@ def train(
             len(classes),
             shuffle=options.shuffle,
             class_weight=folded,
+            scale=scale,
         )
         val_ds = (
             make_dataset(
-                shards, VAL, checked, options, len(classes), shuffle=False, class_weight=folded
+                shards,
+                VAL,
+                checked,
+                options,
+                len(classes),
+                shuffle=False,
+                class_weight=folded,
+                scale=scale,
             )
             if n_val
             else None
