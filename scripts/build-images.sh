@@ -264,10 +264,24 @@ rootml_wheel
 ROOTML_VERSION=$(basename "$WORK"/dist/rootml-*.whl | cut -d- -f2)
 say "base $BASE, rootml $ROOTML_VERSION"
 
+build_key() {  # NAME: what the image is built from (its files, the rootml wheel, the base)
+    { sha256sum "docker-images/$1/Dockerfile" "docker-images/$1/requirements.txt" \
+          "docker-images/$1/VERSION"; cat "$WORK/dist/.key"; docker image inspect -f '{{.Id}}' "$BASE"; } \
+        | sha256sum | cut -c1-16
+}
+
 for name in "${names[@]}"; do
     ctx=$WORK/$name
     image=$(tag_of "$name")
     start=$SECONDS
+    key=$(build_key "$name")
+    # nothing it is built from changed: not even Docker's cached build (a second per image
+    # to send the context and walk the layers) is needed
+    if [ "$(docker image inspect -f '{{index .Config.Labels "io.rootml.buildkey"}}' "$image" 2>/dev/null)" = "$key" ]
+    then
+        printf '%-24s up to date (build key %s)\n' "$image" "$key"
+        continue
+    fi
     fetch_wheels "docker-images/$name/requirements.txt"
     rm -rf "$ctx" && mkdir -p "$ctx/wheels" "$ctx/dist"
     cp "docker-images/$name/Dockerfile" "docker-images/$name/requirements.txt" "$ctx/"
@@ -276,7 +290,7 @@ for name in "${names[@]}"; do
     if ! docker build --network none --build-arg "BASE=$BASE" \
         --build-arg "ROOTML_VERSION=$ROOTML_VERSION" \
         --build-arg "IMAGE_VERSION=$(tr -d '[:space:]' < "docker-images/$name/VERSION")" \
-        -t "$image" "$ctx" >"$WORK/$name.log" 2>&1
+        --label "io.rootml.buildkey=$key" -t "$image" "$ctx" >"$WORK/$name.log" 2>&1
     then
         tail -30 "$WORK/$name.log" >&2
         die "building $image failed (full log: $WORK/$name.log)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -152,6 +153,25 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
     # across containers too, preprocess read the columns the specs containers staged
     log = (workdir / "preprocess_0" / "_packtivity" / "preprocess_0.run.log").read_text()
     assert "read from the columns staged in" in log
+    # every step's command forked from the warm container of its own image, in its folder
+    warm_log = (workdir / "warm.log").read_text()
+    for kind, command, folder in [
+        ("data", "specs", "specs_0"),
+        ("data", "preprocess", "preprocess_0"),
+        ("train", "train", "train"),
+        ("train", "evaluate", "evaluate"),
+        ("publish", "provenance", "provenance"),
+    ]:
+        assert re.search(
+            rf"^warm {kind}: {command} \(pid \d+\) in /work$", warm_log, re.MULTILINE
+        ), f"{command} did not run in the warm {kind} container:\n{warm_log}"
+        assert steps[folder]["image"].startswith(f"rootml/{kind}:")
+    # and the warm containers went with the run
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "name=rootml-warm-"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert left.stdout.strip() == ""
     assert 0.5 < run["summary"]["auc"] <= 1.0
     receipt = json.loads((workdir / "publish" / "receipt.json").read_text())
     assert receipt["url"].rstrip("/") == served_from_image
@@ -159,8 +179,9 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
         assert receipt["name"] in reply.read().decode()
 
 
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-container", "fresh-container"])
 def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_preprocessing(
-    images, tmp_path
+    images, tmp_path, warm
 ):
     sample = tmp_path / "example"
     subprocess.run(
@@ -175,11 +196,12 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
     workdir = tmp_path / "w"
     result = subprocess.run(
         [ROOTML, "run", "--input", str(sample / "inputs" / "input.yml"), "--engine", "docker",
-         "--workdir", str(workdir)],
+         "--workdir", str(workdir), *([] if warm else ["--no-warm"])],
         capture_output=True,
         text=True,
-        # the check runs under Docker only for big plans; this one has 2,000 events
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", ROOTML_DOCKER_CHECK_EVENTS="0"),
+        # in the warm train container the check always runs; without one, in a fresh
+        # container only for big plans (this one has 2,000 events)
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({} if warm else {"ROOTML_DOCKER_CHECK_EVENTS": "0"})),
         timeout=1200,
         check=False,
     )  # fmt: skip

@@ -101,8 +101,9 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--no-warm",
         action="store_true",
-        help="local engine: start every step in a fresh interpreter (default: fork each from "
-        "one that has its imports done)",
+        help="start every step in a fresh interpreter (default: fork each from one that has "
+        "its imports done: locally a warm process, under Docker a warm container of the "
+        "step's image)",
     )
     p.add_argument(
         "--mlflow",

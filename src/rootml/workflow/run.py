@@ -36,7 +36,7 @@ from ..layout import LAYOUT_FILE
 from ..server.config import ServerConfig
 from ..server.launch import EmbeddedServer, free_port
 from ..storage import atomic_path
-from . import RECORD, docker, provenance, warm
+from . import RECORD, docker, provenance, warm, warmdocker
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
 PLUGIN = "rootml.workflow.plugin"
@@ -356,9 +356,11 @@ def _start(options: RunOptions, root: Path, workdir: Path, created: bool, out) -
         with _warm(options, workdir) as pool, _server(options, workdir, pool) as server:
             run_input, engine = _prepare_input(options, root, workdir, server.url)
             prepared = True
-            if engine.name != "local":
-                pool.close()
-            return _run(options, root, workdir, run_input, engine, server, pool, out)
+            if engine.name == "local":
+                return _run(options, root, workdir, run_input, engine, server, pool, out)
+            pool.close()
+            with _warm_containers(options, workdir, engine) as containers:
+                return _run(options, root, workdir, run_input, engine, server, containers, out)
     finally:
         if not prepared and (created or not options.resume):
             # bad input: leave nothing behind that looks like a run (neither a new run nor
@@ -384,7 +386,7 @@ def _run(
 ) -> dict:
     """The yadage run proper, with the server up, starting or to be started."""
     parallel = options.parallel or os.cpu_count() or 1
-    env = dict(os.environ, ROOTML_ENGINE=engine.name, **engine.env, **pool.env)
+    env = {**os.environ, "ROOTML_ENGINE": engine.name, **engine.env, **pool.env}
     url = server.url
     print(
         f"rootml run: {len(run_input.files)} file(s), engine {engine.name}, "
@@ -417,9 +419,10 @@ def _run(
                     proc.wait()
                     break
                 if not preloaded and progress.seen.keys() & {"train", "features"}:
-                    pool.preload("data")  # the data path is done: evaluation's imports next
+                    # the data path is done: evaluation's imports next
+                    pool.preload(pool.roles["evaluate"])
                     preloaded = True
-                if pool.settled("model") or "evaluate" in progress.seen:
+                if pool.settled(pool.roles["model"]) or "evaluate" in progress.seen:
                     server.start()  # TensorFlow's import, which training waits for, is done
                 if "evaluate" in progress.seen and reading.ident is None:
                     reading.start()
@@ -473,8 +476,9 @@ class _ModelCheck:
     and ``model(idim)`` built and checked (as the train step will) beside preprocessing, so a
     model file that raises, returns None or does not fit the labels stops the run before the
     data path is done, not after it. Locally it runs on the warm model server; under Docker in
-    the train image, when the plan is big enough (:data:`DOCKER_CHECK_EVENTS`) for a
-    container's TensorFlow import (3-5 s of CPU beside the data steps) to pay."""
+    the warm train container (:mod:`.warmdocker`), or without one in a fresh train container
+    when the plan is big enough (:data:`DOCKER_CHECK_EVENTS`) for that container's TensorFlow
+    import (3-5 s of CPU beside the data steps) to pay."""
 
     def __init__(self, workdir: Path, pool: warm.Pool, engine) -> None:
         self.workdir = workdir
@@ -489,9 +493,12 @@ class _ModelCheck:
 
     def _command(self) -> tuple[list[str], dict] | None:
         args = ["check-model", "--layout", str(self.layout), "--model", str(self.model)]
-        if self.pool.env:
+        if "ROOTML_WARM_BIN" in self.pool.env:
             launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
             return [str(launcher), *args], dict(os.environ, **self.pool.env)
+        warm_exec = warmdocker.exec_command(self.pool, "train", self.workdir, args)
+        if warm_exec is not None:
+            return warm_exec, dict(os.environ)
         image = next((i for i in self.engine.images if "/train:" in i), None)
         if self.engine.name != "docker" or image is None or self._events() < _docker_events():
             return None
@@ -650,6 +657,19 @@ def _warm(options: RunOptions, workdir: Path) -> Iterator[warm.Pool]:
         yield warm.Pool.none()
         return
     with warm.servers(workdir / "warm.log") as pool:
+        yield pool
+
+
+@contextmanager
+def _warm_containers(options: RunOptions, workdir: Path, engine) -> Iterator[warm.Pool]:
+    """The warm containers (:mod:`.warmdocker`) of a Docker run, unless --no-warm."""
+    if not options.warm:
+        yield warm.Pool.none()
+        return
+    step_flags = engine.env.get("PACKTIVITY_DOCKER_CMD_MOD", "")
+    with warmdocker.containers(
+        workdir / "warm.log", list(engine.images), workdir, step_flags
+    ) as pool:
         yield pool
 
 

@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 #: the environment variable naming the servers' folder (read by the launcher)
 ENV = warmclient.ENV
 
-#: CPU priority of each server and its commands (``os.nice`` increment)
-NICE = {"data": 10, "model": 0}
+#: CPU priority of each server and its commands (``os.nice`` increment); ``train`` and
+#: ``publish`` are the warm containers of those images (:mod:`.warmdocker`), ``data`` serves both
+NICE = {"data": 10, "model": 0, "train": 0, "publish": 10}
 
 #: what each server imports before it accepts a command
 _COMMON = ("numpy", "h5py", "jsonschema", "yaml", "rootml.cli", "rootml.workflow.provenance")
@@ -93,6 +94,8 @@ PRELOAD = {
         "rootml.bundle",
     ),
 }
+PRELOAD["train"] = PRELOAD["model"]  # the train image: train, check-model, features, evaluate
+PRELOAD["publish"] = (*_COMMON, "rootml.publishing")
 
 #: imported once the server is ready, one module between commands (features draws; evaluate
 #: scores, tests and draws); one that is missing is left to the command that needs it
@@ -110,7 +113,9 @@ LATER = {
         "rootml.metrics",
     ),
     "model": (),
+    "publish": (),
 }
+LATER["train"] = LATER["data"]  # under Docker, features and evaluate run in the train image
 
 #: top-level packages that the :data:`PRELOAD` imports may not import (Keras imports both if
 #: they are installed, for features rootml does not use, and handles their absence)
@@ -145,15 +150,31 @@ def _import_later(module: str) -> None:
 # ------------------------------------------------------------------ the pool (rootml run)
 
 
-class Pool:
-    """The two servers of one run; :attr:`env` is what a step needs to use them (the
-    launcher's folder for ``PATH`` and :data:`ENV`), empty once closed or when none runs."""
+#: which server runs training (and ``check-model``) and which evaluation, by engine
+LOCAL_ROLES = {"model": "model", "evaluate": "data"}
+IMAGE_ROLES = {"model": "train", "evaluate": "train"}
 
-    def __init__(self, folder: Path | None, procs: dict[str, subprocess.Popen]) -> None:
+
+class Pool:
+    """The servers of one run; :attr:`env` is what a step needs to use them (locally the
+    launcher's folder for ``PATH`` and :data:`ENV`; under Docker the ``docker run`` flags),
+    empty once closed or when none runs. :attr:`roles` names the server of training
+    (``"model"``) and of evaluation (``"evaluate"``); :attr:`containers` the warm containers
+    (kind -> name) under Docker."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        procs: dict[str, subprocess.Popen],
+        roles: dict[str, str] = LOCAL_ROLES,
+        containers: dict[str, str] | None = None,
+    ) -> None:
         self.folder = folder
         self.procs = procs
+        self.roles = roles
+        self.containers = dict(containers or {})
         self.env: dict[str, str] = {}
-        if folder is not None:
+        if folder is not None and not self.containers:
             self.env = {ENV: str(folder), "ROOTML_WARM_BIN": str(folder / "bin")}
 
     @classmethod
@@ -182,6 +203,13 @@ class Pool:
     def close(self) -> None:
         """Stop the servers (nothing of theirs is worth a graceful exit) and drop the folder."""
         self.env = {}
+        if self.containers:
+            subprocess.run(
+                ["docker", "rm", "--force", *self.containers.values()],
+                capture_output=True,
+                check=False,
+            )
+            self.containers = {}
         for proc in self.procs.values():
             proc.kill()
         for proc in self.procs.values():
@@ -198,11 +226,7 @@ def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator
     folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
     pool = Pool(folder, {})
     try:
-        launcher = folder / "bin" / "rootml"
-        launcher.parent.mkdir()
-        source = Path(warmclient.__file__).read_text("utf-8")
-        launcher.write_text(f"#!{sys.executable} -S\n{source}", "utf-8")
-        launcher.chmod(0o755)
+        write_launcher(folder / "bin" / "rootml", f"{sys.executable} -S")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
         with open(log_path, "ab") as out:
             for kind in kinds:
@@ -210,13 +234,21 @@ def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator
                 pool.procs[kind] = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
                 )
-        _wait_bound(folder, pool.procs)
+        wait_bound(folder, pool.procs)
         yield pool
     finally:
         pool.close()
 
 
-def _wait_bound(folder: Path, procs: dict[str, subprocess.Popen], timeout: float = 10.0) -> None:
+def write_launcher(path: Path, shebang: str) -> None:
+    """The ``rootml`` launcher (:mod:`.warmclient`) at ``path``, run by ``shebang``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = Path(warmclient.__file__).read_text("utf-8")
+    path.write_text(f"#!{shebang}\n{source}", "utf-8")
+    path.chmod(0o755)
+
+
+def wait_bound(folder: Path, procs: dict[str, subprocess.Popen], timeout: float = 10.0) -> None:
     """Until every server's socket exists (they bind before importing), or one has died:
     a launcher finding no socket would fall back to a cold start, which is only slower."""
     deadline = time.monotonic() + timeout
@@ -263,20 +295,21 @@ def serve(kind: str, path: str) -> None:
                 _import_later(later.pop(0))
             for item in ready:
                 if item is listener:
-                    if _accept(listener, children) == "preload":
+                    if _accept(listener, children, kind) == "preload":
                         later = list(LATER[kind])
                 elif isinstance(item, int):
                     _reap(item, children)
                 else:
-                    _launcher_gone(item, children)
+                    _from_launcher(item, children)
     finally:
         Path(path).unlink(missing_ok=True)
         Path(f"{path}.ready").unlink(missing_ok=True)
 
 
-def _accept(listener: socket.socket, children: dict) -> str | None:
-    """Fork a child for a launcher's command (``"command"``); a preload request is only
-    answered ``"preload"`` (the loop starts the :data:`LATER` imports); None: unreadable."""
+def _accept(listener: socket.socket, children: dict, kind: str) -> str | None:
+    """Fork a child for a launcher's command (``"command"``, one line in the log); a preload
+    request is only answered ``"preload"`` (the loop starts the :data:`LATER` imports); None:
+    unreadable."""
     conn, _ = listener.accept()
     try:
         data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
@@ -303,6 +336,9 @@ def _accept(listener: socket.socket, children: dict) -> str | None:
         os.close(fd)
     children[os.pidfd_open(pid)] = [pid, conn, True]
     _send(conn, {"pid": pid})
+    argv = [a for a in request.get("argv") or [] if not a.startswith("-")]
+    sys.stdout.write(f"warm {kind}: {' '.join(argv[:1])} (pid {pid}) in {request.get('cwd')}\n")
+    sys.stdout.flush()
     return "command"
 
 
@@ -315,14 +351,21 @@ def _reap(pidfd: int, children: dict) -> None:
     conn.close()
 
 
-def _launcher_gone(conn: socket.socket, children: dict) -> None:
-    """A launcher closed its end before its command ended (it was killed): end the command
-    too; its exit is reaped as usual."""
+def _from_launcher(conn: socket.socket, children: dict) -> None:
+    """A launcher passed on a signal it got: send it to its command. Or it closed its end
+    before its command ended (it was killed): end the command too. Its exit is reaped as usual."""
+    try:
+        message = json.loads(conn.recv(4096) or b"{}")
+    except (OSError, ValueError):
+        message = {}
     for child in children.values():
         if child[1] is conn:
-            child[2] = False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child[0], signal.SIGTERM)
+            signum = message.get("signal")
+            if not isinstance(signum, int):
+                child[2] = False
+                signum = signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(child[0], signum)
             return
 
 

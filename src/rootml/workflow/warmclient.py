@@ -4,8 +4,12 @@ as ``python -S``, so it starts in milliseconds.
 It hands its command to the warm server for the subcommand (``train`` and ``check-model`` to the
 one with TensorFlow, the rest, ``evaluate`` included, to the data one), with its argv, folder,
 environment, umask and its standard streams as file descriptors, then waits: the server answers the command's pid
-(signals sent here are passed on to it) and, when it ends, its exit status, which becomes this
-process's. With no server to hand it to, it execs ``python -m rootml`` like a plain install.
+and, when it ends, its exit status, which becomes this process's. Signals sent here are passed
+on through the socket (the server may be in another container, where the pid means nothing
+here). With no server to hand it to, it execs ``python -m rootml`` like a plain install.
+
+Inside a step image (``ROOTML_IMAGE`` is set there: ``data``, ``train``, ``publish``) every
+command goes to the warm container of that same image (:mod:`.warmdocker`).
 """
 
 import contextlib
@@ -16,6 +20,7 @@ import socket
 import sys
 
 ENV = "ROOTML_WARM"
+IMAGE_ENV = "ROOTML_IMAGE"
 MODEL_COMMANDS = ("train", "check-model")
 
 
@@ -31,7 +36,7 @@ def _connect(argv):
     folder = os.environ.get(ENV)
     if not folder:
         return None
-    kind = "model" if _subcommand(argv) in MODEL_COMMANDS else "data"
+    kind = os.environ.get(IMAGE_ENV) or ("model" if _subcommand(argv) in MODEL_COMMANDS else "data")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(os.path.join(folder, kind + ".sock"))
@@ -57,11 +62,11 @@ def main(argv):
     connected = _connect(argv)
     if connected is None:
         _cold(argv)
-    sock, pid = connected
+    sock, _pid = connected
 
     def forward(signum, _frame):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+        with contextlib.suppress(OSError):
+            sock.send(json.dumps({"signal": signum}).encode())
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
