@@ -220,9 +220,13 @@ class Pool:
             self.folder = None
 
 
+#: the local engine's servers (the others are the Docker engine's warm containers)
+LOCAL_KINDS = ("data", "model")
+
+
 @contextlib.contextmanager
-def servers(log_path: Path, kinds: tuple[str, ...] = tuple(PRELOAD)) -> Iterator[Pool]:
-    """Start the servers (both by default) for the length of the block."""
+def servers(log_path: Path, kinds: tuple[str, ...] = LOCAL_KINDS) -> Iterator[Pool]:
+    """Start the local servers (both by default) for the length of the block."""
     folder = Path(tempfile.mkdtemp(prefix="rootml-warm-"))
     pool = Pool(folder, {})
     try:
