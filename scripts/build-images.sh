@@ -270,18 +270,8 @@ build_key() {  # NAME: what the image is built from (its files, the rootml wheel
         | sha256sum | cut -c1-16
 }
 
-for name in "${names[@]}"; do
-    ctx=$WORK/$name
-    image=$(tag_of "$name")
-    start=$SECONDS
-    key=$(build_key "$name")
-    # nothing it is built from changed: not even Docker's cached build (a second per image
-    # to send the context and walk the layers) is needed
-    if [ "$(docker image inspect -f '{{index .Config.Labels "io.rootml.buildkey"}}' "$image" 2>/dev/null)" = "$key" ]
-    then
-        printf '%-24s up to date (build key %s)\n' "$image" "$key"
-        continue
-    fi
+build_one() {  # NAME IMAGE KEY: docker build of the image, labelled with its build key
+    local name=$1 image=$2 key=$3 ctx=$WORK/$1
     fetch_wheels "docker-images/$name/requirements.txt"
     rm -rf "$ctx" && mkdir -p "$ctx/wheels" "$ctx/dist"
     cp "docker-images/$name/Dockerfile" "docker-images/$name/requirements.txt" "$ctx/"
@@ -297,6 +287,18 @@ for name in "${names[@]}"; do
     fi
     # the image this one replaced, if any (untagged now); never the stages: they are the cache
     docker image prune -f --filter "label=io.rootml.image=$name" >/dev/null
+}
+
+for name in "${names[@]}"; do
+    image=$(tag_of "$name")
+    start=$SECONDS
+    key=$(build_key "$name")
+    # when nothing it is built from changed, not even Docker's cached build (a second per
+    # image to send the context and walk the layers) is needed
+    if [ "$(docker image inspect -f '{{index .Config.Labels "io.rootml.buildkey"}}' "$image" 2>/dev/null)" != "$key" ]
+    then
+        build_one "$name" "$image" "$key"
+    fi
     read -r id size < <(docker image inspect -f '{{.Id}} {{.Size}}' "$image")
     printf '%-24s %s %6s MB %4ss\n' "$image" "${id:7:12}" "$((size / 1000000))" "$((SECONDS - start))"
 done

@@ -155,17 +155,18 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
     assert "read from the columns staged in" in log
     # every step's command forked from the warm container of its own image, in its folder
     warm_log = (workdir / "warm.log").read_text()
-    for kind, command, folder in [
-        ("data", "specs", "specs_0"),
-        ("data", "preprocess", "preprocess_0"),
-        ("train", "train", "train"),
-        ("train", "evaluate", "evaluate"),
-        ("publish", "provenance", "provenance"),
+    for kind, command, folder, image in [
+        ("data", "specs", "specs_0", "data"),
+        ("data", "preprocess", "preprocess_0", "data"),
+        ("train", "train", "train", "train"),
+        ("evaluate", "evaluate", "evaluate", "train"),  # the train image's container without TF
+        ("publish", "provenance", "provenance", "publish"),
     ]:
-        assert re.search(
-            rf"^warm {kind}: {command} \(pid \d+\) in /work$", warm_log, re.MULTILINE
-        ), f"{command} did not run in the warm {kind} container:\n{warm_log}"
-        assert steps[folder]["image"].startswith(f"rootml/{kind}:")
+        line = rf"^warm {kind}: {command} \(pid \d+\) in /work$"
+        assert re.search(line, warm_log, re.MULTILINE), (
+            f"{command} did not run in the warm {kind} container:\n{warm_log}"
+        )
+        assert steps[folder]["image"].startswith(f"rootml/{image}:")
     # and the warm containers went with the run
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", "name=rootml-warm-"],

@@ -64,9 +64,10 @@ log = logging.getLogger(__name__)
 #: the environment variable naming the servers' folder (read by the launcher)
 ENV = warmclient.ENV
 
-#: CPU priority of each server and its commands (``os.nice`` increment); ``train`` and
-#: ``publish`` are the warm containers of those images (:mod:`.warmdocker`), ``data`` serves both
-NICE = {"data": 10, "model": 0, "train": 0, "publish": 10}
+#: CPU priority of each server and its commands (``os.nice`` increment); ``train``,
+#: ``evaluate`` (of the train image) and ``publish`` are the Docker engine's warm containers
+#: (:mod:`.warmdocker`); ``data`` serves both engines
+NICE = {"data": 10, "model": 0, "train": 0, "evaluate": 10, "publish": 10}
 
 #: what each server imports before it accepts a command
 _COMMON = ("numpy", "h5py", "jsonschema", "yaml", "rootml.cli", "rootml.workflow.provenance")
@@ -94,7 +95,8 @@ PRELOAD = {
         "rootml.bundle",
     ),
 }
-PRELOAD["train"] = PRELOAD["model"]  # the train image: train, check-model, features, evaluate
+PRELOAD["train"] = PRELOAD["model"]  # the train image's training and model check
+PRELOAD["evaluate"] = _COMMON  # the train image's features and evaluate: LATER, at once
 PRELOAD["publish"] = (*_COMMON, "rootml.publishing")
 
 #: imported once the server is ready, one module between commands (features draws; evaluate
@@ -115,7 +117,12 @@ LATER = {
     "model": (),
     "publish": (),
 }
-LATER["train"] = LATER["data"]  # under Docker, features and evaluate run in the train image
+LATER["train"] = ()
+LATER["evaluate"] = LATER["data"]
+
+#: servers that start their LATER imports as soon as they are ready (nothing else runs there
+#: that they could slow down, and they run niced)
+EAGER = ("evaluate",)
 
 #: top-level packages that the :data:`PRELOAD` imports may not import (Keras imports both if
 #: they are installed, for features rootml does not use, and handles their absence)
@@ -152,7 +159,7 @@ def _import_later(module: str) -> None:
 
 #: which server runs training (and ``check-model``) and which evaluation, by engine
 LOCAL_ROLES = {"model": "model", "evaluate": "data"}
-IMAGE_ROLES = {"model": "train", "evaluate": "train"}
+IMAGE_ROLES = {"model": "train", "evaluate": "evaluate"}
 
 
 class Pool:
@@ -290,7 +297,7 @@ def serve(kind: str, path: str) -> None:
     sys.stdout.write(f"warm {kind}: ready in {time.perf_counter() - t0:.1f} s\n")
     sys.stdout.flush()
     children: dict[int, list] = {}  # pidfd -> [pid, launcher connection, launcher still there]
-    later: list[str] = []
+    later: list[str] = list(LATER[kind]) if kind in EAGER else []
     try:
         while True:
             watched = [listener, *children, *(c for _, c, there in children.values() if there)]

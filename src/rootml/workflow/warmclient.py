@@ -9,7 +9,8 @@ on through the socket (the server may be in another container, where the pid mea
 here). With no server to hand it to, it execs ``python -m rootml`` like a plain install.
 
 Inside a step image (``ROOTML_IMAGE`` is set there: ``data``, ``train``, ``publish``) every
-command goes to the warm container of that same image (:mod:`.warmdocker`).
+command goes to a warm container of that same image (:mod:`.warmdocker`): the train image has
+two, one with TensorFlow for training, one without for ``features`` and ``evaluate``.
 """
 
 import contextlib
@@ -22,6 +23,8 @@ import sys
 ENV = "ROOTML_WARM"
 IMAGE_ENV = "ROOTML_IMAGE"
 MODEL_COMMANDS = ("train", "check-model")
+#: image -> {subcommand: warm container kind} where an image has more than one
+IMAGE_ROUTES = {"train": {"features": "evaluate", "evaluate": "evaluate"}}
 
 
 def _subcommand(argv):
@@ -36,7 +39,11 @@ def _connect(argv):
     folder = os.environ.get(ENV)
     if not folder:
         return None
-    kind = os.environ.get(IMAGE_ENV) or ("model" if _subcommand(argv) in MODEL_COMMANDS else "data")
+    command, image = _subcommand(argv), os.environ.get(IMAGE_ENV)
+    if image:
+        kind = IMAGE_ROUTES.get(image, {}).get(command, image)
+    else:
+        kind = "model" if command in MODEL_COMMANDS else "data"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         sock.connect(os.path.join(folder, kind + ".sock"))

@@ -39,8 +39,9 @@ from . import warm, warmclient
 
 log = logging.getLogger(__name__)
 
-#: step image family -> the warm server kind its container runs (:data:`warm.PRELOAD`)
-KINDS = ("data", "train", "publish")
+#: step image family -> the warm server kinds (:data:`warm.PRELOAD`) of its containers: the
+#: train image's evaluation commands need no TensorFlow, and their imports must not slow training
+KINDS = {"data": ("data",), "train": ("train", "evaluate"), "publish": ("publish",)}
 
 #: the launcher's interpreter inside an image: the image's python3, from its PATH, without site
 SHEBANG = "/usr/bin/env -S python3 -S"
@@ -94,7 +95,7 @@ def containers(
     and :attr:`warm.Pool.env` is that variable with the warm folder added. If the images do not
     agree on ``PATH`` (the launcher must come first on it), no container starts and the steps
     start cold."""
-    wanted = {kind_of(i): i for i in images if kind_of(i)}
+    wanted = {kind: i for i in images if kind_of(i) for kind in KINDS[kind_of(i)]}
     paths = {image_path(i) for i in wanted.values()}
     if not wanted or len(paths) != 1 or None in paths:
         log.warning("the step images disagree on PATH (%s): steps start cold", sorted(paths))
