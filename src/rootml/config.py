@@ -59,6 +59,8 @@ class Settings:
     model: str | None = None
     #: input.yml's selection, object_selection and new_variables (rootml.derivation)
     derived: Mapping[str, Any] = field(default_factory=dict)
+    #: a record preprocessing hook's document (rootml.hooks): input.yml's ``preprocessing``
+    preprocessing: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         check_fractions(self.val_fraction, self.test_fraction)
@@ -458,6 +460,10 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
             raise ConfigError(f"{err}\nin file {path}") from None
     if derived:
         fields["derived"] = derived
+    if doc.get("preprocessing"):
+        from .hooks import hook_document
+
+        fields["preprocessing"] = hook_document(base / doc["preprocessing"])
     try:
         settings = Settings(**fields)
     except ConfigError as err:
@@ -524,8 +530,15 @@ def load_mlaas4hep(
 
 def with_preproc(settings: Settings, path: str | Path) -> Settings:
     """``settings`` with MLaaS4HEP's ``preproc.json`` (:mod:`rootml.preproc`): its cuts and new
-    branches as the derivation, its removed branches excluded from the features."""
+    branches as the derivation, its removed branches excluded from the features; or, for a
+    ``.py`` file, its record preprocessing hook (:mod:`rootml.hooks`, MLaaS4HEP's
+    ``--preproc FILE.py``)."""
     from .preproc import load_preproc
+
+    if str(path).endswith(".py"):
+        from .hooks import hook_document
+
+        return replace(settings, preprocessing=hook_document(path))
 
     if settings.derived:
         raise ConfigError(

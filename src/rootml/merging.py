@@ -59,6 +59,7 @@ def merge(
     if weights is not None:
         check_file_weights(weights, len(specs))
     derived = _derived(specs)
+    hook = _preprocessing(specs)
     names = _feature_branches(specs, settings, label_branch)
     _say_identifiers(specs[0], settings)
     merged = {name: _merge_branch(specs, name) for name in names}
@@ -104,6 +105,8 @@ def merge(
     }
     if derived is not None:
         doc["derived"] = derived
+    if hook is not None:
+        doc["preprocessing"] = hook
     if derived is not None and derived.get("reweight"):
         derived["reweight"]["factors"] = _reweight_factors(
             specs, derived["reweight"], classes, file_labels, weights
@@ -169,6 +172,19 @@ def _derived(specs: Sequence[dict]) -> dict | None:
     for d in docs:
         collections.update(d.get("collections", {}))
     return {**_expressions(docs[0]), "collections": dict(sorted(collections.items()))}
+
+
+def _preprocessing(specs: Sequence[dict]) -> dict | None:
+    """The record preprocessing hook every file's specs were taken with (the same, or none)."""
+    hooks = [s.get("preprocessing") for s in specs]
+    for s, h in zip(specs[1:], hooks[1:], strict=True):
+        if (h or {}).get("sha256") != (hooks[0] or {}).get("sha256"):
+            raise ConfigError(
+                f"the specs of {s['file']['basename']} and {specs[0]['file']['basename']} were "
+                "taken with different preprocessing files (or one without); rerun 'rootml "
+                "specs' on every file with the same input.yml or --preproc"
+            )
+    return hooks[0]
 
 
 def _read(names: Sequence[str], derived: dict | None, label_branch: str | None) -> list[str]:

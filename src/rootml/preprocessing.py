@@ -118,7 +118,12 @@ def preprocess(
         with (
             contextlib.nullcontext(store)
             if store is not None
-            else open_input(resolve(location), layout["tree"], workers=workers)
+            else open_input(
+                resolve(location),
+                layout["tree"],
+                workers=workers,
+                preprocessing=layout.get("preprocessing"),
+            )
         ) as root:
             for span in _spans(items, layout["dim"] * 4):
                 lo, hi = span[0][0]["start"], span[-1][0]["stop"]

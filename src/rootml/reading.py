@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING
 import awkward as ak
 import uproot
 
-from .exceptions import BranchError, InputFileError, TreeNotFoundError, format_closest
+from .exceptions import (
+    BranchError,
+    ConfigError,
+    InputFileError,
+    TreeNotFoundError,
+    format_closest,
+)
+from .hooks import load_hook
 from .sources import Source, record_format, resolve
 
 if TYPE_CHECKING:
@@ -325,15 +332,23 @@ def open_input(
     *,
     timeout: float = 30.0,
     workers: int = 1,
+    preprocessing: Mapping[str, str] | None = None,
 ) -> RootInput:
     """Open ``tree`` in ``source``; fail early with a message naming the file.
 
     ``workers`` > 1 decompresses baskets on that many threads (zlib, lz4 and zstd release
     the GIL), which is how a 2-core machine reads at twice the single-thread speed.
+    ``preprocessing``: a record hook's document (:mod:`rootml.hooks`), for record inputs only.
     """
     src = resolve(source) if isinstance(source, str) else source
     if record_format(src.basename):
-        return _open_records(src, timeout, workers)
+        return _open_records(src, timeout, workers, preprocessing)
+    if preprocessing:
+        raise ConfigError(
+            f"{preprocessing['file']} (preprocessing) applies to record inputs (JSON lines, "
+            "CSV, Parquet, Avro), not to ROOT files: for ROOT files use new_variables and "
+            f"selection (docs/expressions.md)\nin file {src.url}"
+        )
     # no array cache: every range is read once; pread instead of mmap for local files, so
     # RSS stays bounded by the chunk, not by how much of the file has been touched
     options = {"timeout": timeout, "array_cache": None}
@@ -385,9 +400,10 @@ def open_input(
         raise
 
 
-def _open_records(src: Source, timeout: float, workers: int):
+def _open_records(src: Source, timeout: float, workers: int, preprocessing: Mapping | None):
     """A JSON lines, CSV, Parquet or Avro file (rootml.records: the same interface as
     :class:`RootInput`); its readers are the ``records`` extra."""
+    hook = load_hook(preprocessing) if preprocessing else None
     try:
         from .records import open_records
     except ImportError as err:
@@ -396,7 +412,7 @@ def _open_records(src: Source, timeout: float, workers: int):
             "install the record readers with: pip install 'rootml[records]'"
             f"\nin file {src.url}"
         ) from err
-    return open_records(src, timeout=timeout, workers=workers)
+    return open_records(src, timeout=timeout, workers=workers, preprocessing=hook)
 
 
 def _trees(file) -> dict[str, str]:

@@ -23,7 +23,6 @@ record array out) are loaded from a user's file by :func:`load_preprocessing`.
 from __future__ import annotations
 
 import logging
-import runpy
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ import awkward as ak
 import pyarrow as pa
 
 from .exceptions import ConfigError, DataError
+from .hooks import CHUNK_HOOK, RECORD_HOOK, hook_document, load_hook
 from .reading import UNSUPPORTED, grown_step, require_names
 from .recordarrays import Column, conform, describe, flatten, to_awkward
 from .recordfiles import (
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORD_HOOK, CHUNK_HOOK = "preprocessing", "preprocess_chunk"
 #: records whose types, promoted together, make the branches' types
 SAMPLE_ROWS = 1000
 
@@ -383,7 +382,7 @@ def open_records(
         as_records=hook is not None and hook[0] == RECORD_HOOK and fmt in ("json", "avro"),
     )
     opened = RecordInput(src, fmt, compression, options, hook, fields)
-    log.info(
+    log.debug(
         "opened %s (%s%s): %d fields",
         src.url,
         fmt,
@@ -408,27 +407,4 @@ def _hook_of(preprocessing: Callable | None, preprocess_chunk: Callable | None):
 def load_preprocessing(path: str | Path) -> Callable:
     """The ``preprocessing(rec)`` or ``preprocess_chunk(chunk)`` function of a user's file
     (run as a script, as MLaaS4HEP imports its ``--preproc`` file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"no preprocessing file {str(path)!r}; check the path")
-    try:
-        namespace = runpy.run_path(str(path), run_name="rootml_preprocessing")
-    except SyntaxError as err:
-        raise ConfigError(f"syntax error at line {err.lineno}: {err.msg}\nin file {path}") from err
-    except Exception as err:
-        last = traceback.format_exception_only(type(err), err)[-1].strip()
-        raise ConfigError(f"running the file raised {last}\nin file {path}") from err
-    found = [n for n in (RECORD_HOOK, CHUNK_HOOK) if callable(namespace.get(n))]
-    if len(found) == 2:
-        raise ConfigError(
-            f"the file defines both {RECORD_HOOK}(rec) and {CHUNK_HOOK}(chunk); keep one\n"
-            f"in file {path}"
-        )
-    if not found:
-        defined = sorted(n for n, v in namespace.items() if callable(v) and not n.startswith("_"))
-        raise ConfigError(
-            f"the file defines no function {RECORD_HOOK}(rec) or {CHUNK_HOOK}(chunk) "
-            f"(it defines: {', '.join(defined) or 'no functions'});\n"
-            f"rename the function to one of those\nin file {path}"
-        )
-    return namespace[found[0]]
+    return load_hook(hook_document(path), str(path))

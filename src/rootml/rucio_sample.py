@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+
+from .exceptions import ConfigError
 
 ACTIVITIES = (
     "Staging",
@@ -45,13 +48,18 @@ START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 
 
 def write_rucio_sample(
-    directory: str | Path, files: int = 3, records_per_file: int = 10000, seed: int = 0
+    directory: str | Path,
+    files: int = 3,
+    records_per_file: int = 10000,
+    seed: int = 0,
+    first: int = 0,
 ) -> list[Path]:
-    """Write ``files`` gzipped JSON lines files ``rucio-NNN.json.gz`` into ``directory``."""
+    """Write ``files`` gzipped JSON lines files ``rucio-NNN.json.gz`` into ``directory``,
+    numbered from ``first``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for index in range(files):
+    for index in range(first, first + files):
         rng = np.random.default_rng([seed, index])
         lines = _lines(_columns(rng, records_per_file, index))
         path = directory / f"rucio-{index:03d}.json.gz"
@@ -112,3 +120,68 @@ def _lines(columns: dict[str, np.ndarray]) -> str:
         meta = {"producer": "rucio", "timestamp": data["tf_created_at"]}
         out.append(json.dumps({"data": data, "metadata": meta}, separators=(",", ":")))
     return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# MLaaS4HEP's Rucio example as a folder
+
+#: the example's preprocessing(rec): the payload's sizes, the two strings it uses as 0/1,
+#: and the times as durations (epoch milliseconds do not survive float32: 1.7e12 is stored to
+#: the nearest 131 s), sizes and durations as logarithms
+PREPROC_PY = '''\
+"""MLaaS4HEP's preprocessing(rec) for Rucio transfer messages: one record in, a flat dict out
+(None drops the record). The label, activity, is 1 for a staging (tape recall) transfer."""
+
+
+import math
+
+
+def preprocessing(rec):
+    data = rec.get("data", rec)
+    if data.get("event_type") == "transfer-failed":
+        return None  # a failed transfer says nothing about how long a good one takes
+    wait_s = (data["started_at"] - data["submitted_at"]) / 1000.0
+    return {
+        # sizes and times span decades: their logarithms are what a small network can use
+        "log_bytes": math.log10(1.0 + data["bytes"]),
+        "log_file_size": math.log10(1.0 + data["file_size"]),
+        "log_wait_s": math.log10(1.0 + wait_s),
+        "log_duration_s": math.log10(1.0 + data["duration"]),
+        "submitted": 1 if data["event_type"] == "transfer-submitted" else 0,
+        "activity": 1 if data["activity"] == "Staging" else 0,
+    }
+'''
+
+#: MLaaS4HEP's params.json of the example, but all records (its nevts was 3000), rootml's
+#: usual chunk (its 1000 makes a shard per thousand records) and batches of 32 (with 256, a
+#: sample of a few thousand records is a few dozen steps: too few to learn from)
+PARAMS = {"nevts": -1, "shuffle": True, "chunk_size": 10000, "epochs": 5, "batch_size": 32,
+          "verbose": 1}  # fmt: skip
+
+
+def make_rucio_sample(out: str | Path, events: int, seed: int = 1, files: int = 3):
+    """Write ``files`` gzipped JSON-lines files of ``events`` transfers in all into ``out``, and
+    ``out/mlaas4hep/`` as MLaaS4HEP's Rucio example takes them: files.txt, labels.txt (the
+    field ``activity``), params.json, model.py and preproc.py (its ``preprocessing(rec)``)."""
+    from .sample import MODEL_PY, SampleResult
+
+    if events < 2 * files:
+        raise ConfigError(f"--events must be at least {2 * files} for {files} files, got {events}")
+    out = Path(out)
+    per_file = [events // files + (i < events % files) for i in range(files)]
+    paths = []
+    for index, n in enumerate(per_file):
+        paths += write_rucio_sample(out, files=1, records_per_file=n, seed=seed, first=index)
+    folder = out / "mlaas4hep"
+    folder.mkdir(parents=True, exist_ok=True)
+    relative = [os.path.relpath(p.resolve(), folder.resolve()) for p in paths]
+    contents = {
+        "files.txt": "".join(f"{p}\n" for p in relative),
+        "labels.txt": "activity\n",  # a field name, not one label per file
+        "params.json": json.dumps(PARAMS, indent=2) + "\n",
+        "model.py": MODEL_PY,
+        "preproc.py": PREPROC_PY,
+    }
+    for name, text in contents.items():
+        (folder / name).write_text(text, "utf-8")
+    return SampleResult(tuple(paths), folder, tuple(per_file))

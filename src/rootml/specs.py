@@ -307,6 +307,7 @@ def file_specs(
     workers: int = 1,
     columns: str | Path | None = None,
     derived: Mapping | None = None,
+    preprocessing: Mapping | None = None,
 ) -> dict:
     """Open one file and build its specs document (validated against the shipped schema).
 
@@ -315,10 +316,14 @@ def file_specs(
     ``derived``: input.yml's ``selection``, ``object_selection`` and ``new_variables``: the
     statistics are those of the events and objects that pass, the new variables are
     branches of the document, and the cut flow is recorded.
+    ``preprocessing``: a record hook's document (:mod:`rootml.hooks`); the branches are what it
+    returns, and it is kept in the document for merge and preprocess.
     """
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        root = stack.enter_context(open_input(source, tree, workers=workers))
+        root = stack.enter_context(
+            open_input(source, tree, workers=workers, preprocessing=preprocessing)
+        )
         if root.entries == 0:
             raise DataError(
                 f"{root.format} {tree!r} has no entries; remove the file from files.txt\n"
@@ -389,6 +394,8 @@ def file_specs(
             }
             doc["derived"] = {**derivation.to_json(), "collections": jagged}
             doc["cutflow"] = cutflow
+        if preprocessing:
+            doc["preprocessing"] = dict(preprocessing)
         if reweight:
             doc["derived"]["reweight"] = dict(reweight)
             doc["reweight_histogram"] = histogram.tolist()

@@ -48,9 +48,14 @@ def _order_by_files(docs: list[dict], files: Sequence[str]) -> list[dict]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ..sample import make_sample
+    if args.kind == "rucio":
+        from ..rucio_sample import make_rucio_sample
 
-    result = make_sample(args.out, args.events, args.seed, tree=args.tree)
+        result = make_rucio_sample(args.out, args.events, args.seed)
+    else:
+        from ..sample import make_sample
+
+        result = make_sample(args.out, args.events, args.seed, tree=args.tree)
     print(
         json.dumps(
             {
@@ -110,6 +115,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
         workers=args.threads,
         columns=args.columns,
         derived=settings.derived,
+        preprocessing=settings.preprocessing,
     )
     name = specs_filename(doc["file"]["basename"])
     out = Path(args.out or name)
@@ -239,7 +245,14 @@ def add_commands(sub) -> None:
     """Add this module's subcommands to the ``rootml`` parser."""
     p = sub.add_parser("sample", help="write example signal/background ROOT files and inputs/")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--events", type=int, default=20_000, help="total events over both files")
+    p.add_argument(
+        "--kind",
+        choices=["hep", "rucio"],
+        default="hep",
+        help="hep: ROOT files and inputs/ (default); rucio: MLaaS4HEP's Rucio example, "
+        "gzipped JSON lines and its folder (mlaas4hep/: files, labels, params, model, preproc.py)",
+    )
+    p.add_argument("--events", type=int, default=20_000, help="total events over all files")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tree", default="events")
     p.set_defaults(func=cmd_sample)

@@ -82,8 +82,9 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
         return
     g.add_argument(
         "--preproc",
-        metavar="PREPROC_JSON",
-        help="MLaaS4HEP's preproc.json: its cuts and new branches (docs/expressions.md)",
+        metavar="FILE",
+        help="MLaaS4HEP's preproc.json (its cuts and new branches, docs/expressions.md), or "
+        "a .py file defining preprocessing(rec) for record inputs (docs/records.md)",
     )
     g.add_argument("--branches", help="comma list of branches to use (selected_branches)")
     g.add_argument("--exclude", help="comma list of branches to skip (exclude_branches)")

@@ -131,6 +131,8 @@ def from_mlaas4hep(folder: str | Path) -> tuple[dict, Path]:
         doc["model"] = "model.py"
     if (folder / "weights.txt").is_file():  # rootml's: one normalisation per file
         doc["weights"] = "weights.txt"
+    if (folder / "preproc.py").is_file():  # MLaaS4HEP's --preproc: preprocessing(rec)
+        doc["preprocessing"] = "preproc.py"
     if (folder / "preproc.json").is_file():  # MLaaS4HEP's cuts and new branches
         derived, exclude = load_preproc(folder / "preproc.json")
         doc.update(derived)
@@ -192,7 +194,7 @@ def prepare(
     if not isinstance(labels, dict):
         labels = _entries(labels, base, "labels", where)
     sources = {}
-    for key in ("model", "params"):
+    for key in ("model", "params", "preprocessing"):
         if doc.get(key):
             sources[key] = base / doc.pop(key)
             if not sources[key].is_file():
@@ -206,6 +208,10 @@ def prepare(
     if "params" in sources:
         doc["params"] = "params.json"
         _write_if_changed(initdir / "params.json", sources["params"].read_bytes(), frozen=resume)
+    if "preprocessing" in sources:  # under its own name: messages and the layout say it
+        hook = sources["preprocessing"]
+        doc["preprocessing"] = hook.name
+        _write_if_changed(initdir / hook.name, hook.read_bytes(), frozen=resume)
     doc["files"], doc["labels"] = files, labels
     if isinstance(doc.get("weights"), str):  # init/ holds no weights.txt: inline the numbers
         listed = _entries(doc["weights"], base, "weights", where)
@@ -218,6 +224,8 @@ def prepare(
         {str(initdir / "params.json"): str(sources["params"])} if "params" in sources else {}
     )
     copies.update({str(modeldir / "model.py"): str(sources["model"])} if "model" in sources else {})
+    if "preprocessing" in sources:
+        copies[str(initdir / sources["preprocessing"].name)] = str(sources["preprocessing"])
     try:
         inputs, settings = load_input(input_yml)
     except RootmlError as err:

@@ -798,7 +798,7 @@ def first_event(run_input: RunInput, layout: dict) -> dict:
     from ..sources import resolve
 
     source = resolve(run_input.files[0], redirector=run_input.settings.redirector)
-    tree = open_input(source, layout["tree"])
+    tree = open_input(source, layout["tree"], preprocessing=layout.get("preprocessing"))
     label = layout["labels"].get("branch")
     return tree.arrays([b for b in layout["read"] if b != label], 0, 1).to_list()[0]
 
