@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
-
-from .exceptions import ConfigError
 
 ACTIVITIES = (
     "Staging",
@@ -157,31 +154,3 @@ def preprocessing(rec):
 #: sample of a few thousand records is a few dozen steps: too few to learn from)
 PARAMS = {"nevts": -1, "shuffle": True, "chunk_size": 10000, "epochs": 5, "batch_size": 32,
           "verbose": 1}  # fmt: skip
-
-
-def make_rucio_sample(out: str | Path, events: int, seed: int = 1, files: int = 3):
-    """Write ``files`` gzipped JSON-lines files of ``events`` transfers in all into ``out``, and
-    ``out/mlaas4hep/`` as MLaaS4HEP's Rucio example takes them: files.txt, labels.txt (the
-    field ``activity``), params.json, model.py and preproc.py (its ``preprocessing(rec)``)."""
-    from .sample import MODEL_PY, SampleResult
-
-    if events < 2 * files:
-        raise ConfigError(f"--events must be at least {2 * files} for {files} files, got {events}")
-    out = Path(out)
-    per_file = [events // files + (i < events % files) for i in range(files)]
-    paths = []
-    for index, n in enumerate(per_file):
-        paths += write_rucio_sample(out, files=1, records_per_file=n, seed=seed, first=index)
-    folder = out / "mlaas4hep"
-    folder.mkdir(parents=True, exist_ok=True)
-    relative = [os.path.relpath(p.resolve(), folder.resolve()) for p in paths]
-    contents = {
-        "files.txt": "".join(f"{p}\n" for p in relative),
-        "labels.txt": "activity\n",  # a field name, not one label per file
-        "params.json": json.dumps(PARAMS, indent=2) + "\n",
-        "model.py": MODEL_PY,
-        "preproc.py": PREPROC_PY,
-    }
-    for name, text in contents.items():
-        (folder / name).write_text(text, "utf-8")
-    return SampleResult(tuple(paths), folder, tuple(per_file))

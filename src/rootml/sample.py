@@ -34,6 +34,7 @@ import uproot
 import yaml
 from tqdm import tqdm
 
+from . import rucio_sample
 from .exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -540,3 +541,31 @@ def _yaml_scalar(text: str) -> str:
     """``text`` bare when YAML reads it back as the same string, else double-quoted."""
     bare = re.fullmatch(r"[A-Za-z_][\w.-]*", text) and yaml.safe_load(text) == text
     return text if bare else json.dumps(text)
+
+
+def make_rucio_sample(out: str | Path, events: int, seed: int = 1, files: int = 3):
+    """Write ``files`` gzipped JSON-lines files of ``events`` transfers in all into ``out``, and
+    ``out/mlaas4hep/`` as MLaaS4HEP's Rucio example takes them: files.txt, labels.txt (the
+    field ``activity``), params.json, model.py and preproc.py (its ``preprocessing(rec)``)."""
+    if events < 2 * files:
+        raise ConfigError(f"--events must be at least {2 * files} for {files} files, got {events}")
+    out = Path(out)
+    per_file = [events // files + (i < events % files) for i in range(files)]
+    paths = []
+    for index, n in enumerate(per_file):
+        paths += rucio_sample.write_rucio_sample(
+            out, files=1, records_per_file=n, seed=seed, first=index
+        )
+    folder = out / "mlaas4hep"
+    folder.mkdir(parents=True, exist_ok=True)
+    relative = [os.path.relpath(p.resolve(), folder.resolve()) for p in paths]
+    contents = {
+        "files.txt": "".join(f"{p}\n" for p in relative),
+        "labels.txt": "activity\n",  # a field name, not one label per file
+        "params.json": json.dumps(rucio_sample.PARAMS, indent=2) + "\n",
+        "model.py": MODEL_PY,
+        "preproc.py": rucio_sample.PREPROC_PY,
+    }
+    for name, text in contents.items():
+        (folder / name).write_text(text, "utf-8")
+    return SampleResult(tuple(paths), folder, tuple(per_file))

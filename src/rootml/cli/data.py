@@ -49,7 +49,7 @@ def _order_by_files(docs: list[dict], files: Sequence[str]) -> list[dict]:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.kind == "rucio":
-        from ..rucio_sample import make_rucio_sample
+        from ..sample import make_rucio_sample
 
         result = make_rucio_sample(args.out, args.events, args.seed)
     else:
