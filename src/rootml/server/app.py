@@ -2,7 +2,7 @@
 
 Models are loaded in the lifespan and kept on ``app.state`` (the store, the token, the
 limits); nothing lives at module level. Handlers read bodies through
-:func:`~.bodies.read_body`, which counts bytes as they arrive and answers 413 past the limit
+:func:`~.bodies.read_body` (inflating gzip/deflate bodies), which counts bytes as they arrive and answers 413 past the limit
 without reading the rest. The routes that change the store are in :mod:`.uploads`.
 Every client mistake is a :class:`~rootml.exceptions.RequestError` (or another
 :class:`~rootml.exceptions.RootmlError`, answered 400) and comes back as ``{"error": ...}``.
@@ -23,17 +23,19 @@ import anyio.to_thread
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .. import __version__
 from ..exceptions import RequestError, RootmlError
-from . import protocols
+from . import extensions, protocols
 from .auth import CHALLENGE, load_token
 from .backends import LoadedModel, import_backends
-from .bodies import JSONResponse, error_response, read_body, read_json
+from .bodies import JSONResponse, error_response, read_decoded, read_json
 from .config import ServerConfig
+from .extensions import ModelStats
 from .openapi import openapi_document
 from .store import ModelStore
 from .uploads import delete, get_params, models, post_params, upload
@@ -45,15 +47,36 @@ UPLOAD_SLOTS = 2  # uploads unpacked at once per worker; others wait (disk and m
 # ------------------------------------------------------------------ prediction
 
 
-async def _run(model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    if len(x) <= model.inline_rows:
-        return model.run(x)
-    return await anyio.to_thread.run_sync(model.run, x)
+async def _run(request: Request, model: LoadedModel, x: np.ndarray) -> np.ndarray:
+    """``model.run(x)``, on the event loop for small batches, counted for /v2/models/m/stats."""
+    stats = request.app.state.stats.setdefault(model.name, ModelStats())
+    t0 = time.perf_counter_ns()
+    ok = False
+    try:
+        if len(x) <= model.inline_rows:
+            out = model.run(x)
+        else:
+            out = await anyio.to_thread.run_sync(model.run, x)
+        ok = True
+        return out
+    finally:
+        stats.record(len(x), time.perf_counter_ns() - t0, ok)
 
 
 async def _model_for(request: Request, doc: dict) -> LoadedModel:
+    """The model a ``/json`` body names (``model``, or ``name`` as some TFaaS docs write it),
+    else the default one."""
     store: ModelStore = request.app.state.store
     name = doc.get("model")
+    alias = doc.get("name")
+    if name not in (None, "") and alias not in (None, "") and alias != name:
+        raise RequestError(
+            400,
+            f"the body names two models, 'model' {str(name)[:64]!r} and 'name' "
+            f"{str(alias)[:64]!r}: give one",
+        )
+    if name in (None, ""):
+        name = alias
     if name in (None, ""):
         name = store.current()
         if name is None:
@@ -66,14 +89,14 @@ async def predict_json(request: Request) -> Response:
     doc = protocols.object_of(await read_json(request, request.app.state.config.max_request_bytes))
     model = await _model_for(request, doc)
     x, single = protocols.tfaas_rows(doc, model)
-    out = await _run(model, x)
+    out = await _run(request, model, x)
     return JSONResponse(out[0] if single else out)
 
 
 async def v2_infer(request: Request) -> Response:
     _check_version(request)
     limit = request.app.state.config.max_request_bytes
-    body = await read_body(request, limit)
+    body = await read_decoded(request, limit)
     header = request.headers.get("inference-header-content-length")
     tail: bytes | memoryview = b""
     if header is not None:
@@ -89,7 +112,7 @@ async def v2_infer(request: Request) -> Response:
     model = await request.app.state.store.get(request.path_params["name"])
     x = protocols.v2_rows(doc, model, tail)
     binary = protocols.v2_binary_output(doc, model)
-    out = await _run(model, x)
+    out = await _run(request, model, x)
     reply, data = protocols.v2_reply(doc, model, out, binary)
     if not binary:
         return JSONResponse(reply)
@@ -106,7 +129,11 @@ async def tfserving_predict(request: Request) -> Response:
     doc = protocols.object_of(await read_json(request, request.app.state.config.max_request_bytes))
     model = await request.app.state.store.get(request.path_params["name"])
     x, key = protocols.tfserving_rows(doc, model)
-    return JSONResponse({key: await _run(model, x)})
+    return JSONResponse({key: await _run(request, model, x)})
+
+
+#: TF Serving version labels: this server's one version answers to these
+LABELS = ("stable", "latest")
 
 
 def _check_version(request: Request) -> None:
@@ -115,6 +142,24 @@ def _check_version(request: Request) -> None:
         raise RequestError(
             404, f"version {version[:32]!r} not found: this server keeps one version, '1'"
         )
+    label = request.path_params.get("label")
+    if label is not None and label not in LABELS:
+        raise RequestError(
+            404,
+            f"version label {label[:32]!r} not found: this server's one version '1' has the "
+            f"labels {' and '.join(LABELS)}",
+        )
+
+
+_TFSERVING_METHODS = (":predict", ":classify", ":regress")
+
+
+def _no_get_of_a_method(request: Request) -> None:
+    """``GET /v1/models/m:predict`` matches the status route with the name ``m:predict``: it is
+    a method that takes POST (405), not a model name."""
+    name = request.path_params.get("name", "")
+    if name.endswith(_TFSERVING_METHODS):
+        raise HTTPException(405, headers={"Allow": "POST"})
 
 
 # ------------------------------------------------------------------ metadata and health
@@ -215,6 +260,7 @@ async def v2_model_ready(request: Request) -> Response:
 
 
 async def tfserving_status(request: Request) -> Response:
+    _no_get_of_a_method(request)
     _check_version(request)
     await request.app.state.store.get(request.path_params["name"])
     return JSONResponse(
@@ -231,6 +277,7 @@ async def tfserving_status(request: Request) -> Response:
 
 
 async def tfserving_metadata(request: Request) -> Response:
+    _check_version(request)
     model = await request.app.state.store.get(request.path_params["name"])
 
     def tensor(name: str, width: int) -> dict:
@@ -250,8 +297,8 @@ async def tfserving_metadata(request: Request) -> Response:
     )
 
 
-async def openapi(_request: Request) -> Response:
-    return JSONResponse(openapi_document(__version__))
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document(__version__, token=bool(request.app.state.token)))
 
 
 async def index(_request: Request) -> Response:
@@ -324,9 +371,11 @@ def _routes() -> list[Route]:
         Route("/json", predict_json, methods=["POST"]),
         Route("/predict/json", predict_json, methods=["POST"]),
         Route(f"{v2}/infer", v2_infer, methods=["POST"]),
+        Route("/v2/models/stats", extensions.model_stats, methods=["GET"]),  # before {name}
         Route(f"{v2v}/infer", v2_infer, methods=["POST"]),
         Route(v1 + ":predict", tfserving_predict, methods=["POST"]),
         Route(v1 + "/versions/{version}:predict", tfserving_predict, methods=["POST"]),
+        Route(v1 + "/labels/{label}:predict", tfserving_predict, methods=["POST"]),
         Route("/upload", upload, methods=["POST"]),
         Route("/delete", delete, methods=["DELETE"]),
         Route("/delete/{name}", delete, methods=["DELETE"]),
@@ -344,6 +393,16 @@ def _routes() -> list[Route]:
         Route(v1, tfserving_status, methods=["GET"]),
         Route(v1 + "/versions/{version}", tfserving_status, methods=["GET"]),
         Route(v1 + "/metadata", tfserving_metadata, methods=["GET"]),
+        Route(v1 + "/versions/{version}/metadata", tfserving_metadata, methods=["GET"]),
+        Route(v1 + "/labels/{label}", tfserving_status, methods=["GET"]),
+        Route(v1 + "/labels/{label}/metadata", tfserving_metadata, methods=["GET"]),
+        Route(f"{v2}/config", extensions.model_config, methods=["GET"]),
+        Route(f"{v2v}/config", extensions.model_config, methods=["GET"]),
+        Route(f"{v2}/stats", extensions.model_stats, methods=["GET"]),
+        Route(f"{v2v}/stats", extensions.model_stats, methods=["GET"]),
+        Route("/v2/repository/index", extensions.repository_index, methods=["POST"]),
+        Route("/v2/repository/models/{name}/load", extensions.load, methods=["POST"]),
+        Route("/v2/repository/models/{name}/unload", extensions.unload, methods=["POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/", index, methods=["GET"]),
     ]
@@ -385,8 +444,11 @@ def create_app(config: ServerConfig) -> Starlette:
     )
     app.state.config = config
     app.state.counts = {}
+    app.state.stats = {}
     app.state.ready = False
     app.add_middleware(_CountRequests, counts=app.state.counts)
+    # replies of 1 KiB or more are gzipped for clients that send Accept-Encoding: gzip
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     return app
 
 

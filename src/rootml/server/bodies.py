@@ -3,10 +3,15 @@
 Nothing here reads more than the limit: a ``Content-Length`` over it is refused at once, and
 a body without one (chunked) is counted as it arrives and refused as soon as it passes the
 limit, so an oversized upload is never read whole, into memory or onto disk.
+
+A body sent with ``Content-Encoding: gzip`` or ``deflate`` (tritonclient's
+``request_compression_algorithm``) is inflated, within the same limit for what it inflates to
+(a small compressed body cannot become a large one in memory).
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -98,5 +103,46 @@ async def read_body(request: Request, limit: int) -> bytes | bytearray:
     return buffer
 
 
+#: Content-Encoding -> zlib's wbits (gzip header; zlib header, or raw deflate as some send it)
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def inflated(body: bytes | bytearray, encoding: str, limit: int) -> bytes:
+    """``body`` decoded from ``encoding``; 413 past ``limit`` bytes, 400 if it is not valid."""
+    wbits = ENCODINGS[encoding]
+    for attempt in (wbits, -zlib.MAX_WBITS) if encoding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(attempt)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error as err:
+            last = err
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise too_large(limit)
+        if not inflater.eof:
+            raise RequestError(400, f"the {encoding} body is truncated")
+        return out
+    raise RequestError(400, f"the body is not valid {encoding} data: {last}")
+
+
+def encoding_of(request: Request) -> str | None:
+    """The body's Content-Encoding (None for identity); 415 for one this server cannot read."""
+    value = request.headers.get("content-encoding", "").strip().lower()
+    if value in ("", "identity"):
+        return None
+    if value not in ENCODINGS:
+        raise RequestError(
+            415, f"Content-Encoding {value[:32]!r} is not supported: send gzip, deflate or none"
+        )
+    return value
+
+
+async def read_decoded(request: Request, limit: int) -> bytes | bytearray:
+    """The body as :func:`read_body` reads it, inflated if it came compressed."""
+    encoding = encoding_of(request)
+    body = await read_body(request, limit)
+    return body if encoding is None else inflated(body, encoding, limit)
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    return protocols.loads(await read_body(request, limit))
+    return protocols.loads(await read_decoded(request, limit))

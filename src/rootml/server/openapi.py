@@ -1,17 +1,24 @@
-"""The OpenAPI 3.1 description of every route, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 description of every route, served at ``/openapi.json``.
+
+Written for the tools clients use as much as for the standard: nullable numbers are ``anyOf``
+(schemathesis and older generators stumble on type lists), each prediction body says which of
+its fields are required, the V2 binary tensor form is its own content type, and the bearer
+security is declared only when the server has a token.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"}
-_ROW = {"type": "array", "items": {"type": ["number", "null"]}}
+_NUMBER_OR_NULL = {"anyOf": [{"type": "number"}, {"type": "null"}]}
+_ROW = {"type": "array", "items": _NUMBER_OR_NULL}
 _ROWS = {"oneOf": [_ROW, {"type": "array", "items": _ROW}]}
 _EVENT = {
     "type": "object",
     "description": "branch name -> number (flat branch) or list of numbers (one per object)",
     "additionalProperties": {
-        "oneOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]
+        "oneOf": [_NUMBER_OR_NULL, {"type": "array", "items": _NUMBER_OR_NULL}]
     },
 }
 
@@ -38,12 +45,21 @@ def _op(summary: str, ok: dict | None = None, body: dict | None = None, **extra:
 
 
 def _secured(op: dict) -> dict:
+    """An operation that changes the store: marked for the token (removed again by
+    :func:`openapi_document` when the server has none)."""
     op["security"] = [{"bearer": []}]
     op["responses"]["401"] = {
         "description": "missing or wrong bearer token",
         **_json(_ref("Error")),
     }
     return op
+
+
+def _unsecured(paths: dict) -> None:
+    for ops in paths.values():
+        for op in ops.values():
+            op.pop("security", None)
+            op["responses"].pop("401", None)
 
 
 def _path_name(name: str = "name") -> dict:
@@ -56,20 +72,50 @@ _VERSION = {
     "required": True,
     "schema": {"type": "string", "enum": ["1"]},
 }
+_LABEL = {
+    "name": "label",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": ["stable", "latest"]},
+}
 
 
-def openapi_document(version: str) -> dict:
-    """The document; ``version`` is rootml's."""
+def openapi_document(version: str, *, token: bool = True) -> dict:
+    """The document; ``version`` is rootml's, ``token`` whether the server requires one for
+    changes."""
     predict = _op(
         "TFaaS prediction: one row -> a flat list of outputs, a list of rows -> a list of lists",
         _json({"oneOf": [_ROW, {"type": "array", "items": _ROW}]}),
         _json(_ref("TFaaSRequest")),
     )
+    binary = {
+        "schema": {"type": "string", "format": "binary"},
+        "description": "the binary tensor data extension: the JSON request header, then the "
+        "tensors' bytes; the header's length in Inference-Header-Content-Length",
+    }
     infer = _op(
         "KServe V2 inference (binary tensor data extension supported)",
-        _json(_ref("V2Response")),
-        _json(_ref("V2Request")),
-        parameters=[_path_name()],
+        {
+            "content": {
+                "application/json": {"schema": _ref("V2Response")},
+                "application/octet-stream": binary,
+            }
+        },
+        {
+            "content": {
+                "application/json": {"schema": _ref("V2Request")},
+                "application/octet-stream": binary,
+            }
+        },
+        parameters=[
+            _path_name(),
+            {
+                "name": "Inference-Header-Content-Length",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        ],
     )
     infer_v = {**infer, "parameters": [_path_name(), _VERSION]}
     upload = _secured(
@@ -117,6 +163,8 @@ def openapi_document(version: str) -> dict:
     metadata = _op("V2 model metadata", _json(_ref("V2Metadata")), parameters=[_path_name()])
     model_ready = _op("V2 model readiness", parameters=[_path_name()])
     tfs_status = _op("TF Serving model status", parameters=[_path_name()])
+    config = _op("Triton model configuration", parameters=[_path_name()])
+    stats = _op("Triton statistics of a model (this worker's)", parameters=[_path_name()])
     paths = {
         "/json": {"post": predict},
         "/predict/json": {"post": predict},
@@ -164,9 +212,50 @@ def openapi_document(version: str) -> dict:
         "/v1/models/{name}/versions/{version}:predict": {
             "post": {**tfs_predict, "parameters": [_path_name(), _VERSION]}
         },
+        "/v1/models/{name}/versions/{version}/metadata": {
+            "get": _op("TF Serving model metadata", parameters=[_path_name(), _VERSION])
+        },
+        "/v1/models/{name}/labels/{label}": {
+            "get": {**tfs_status, "parameters": [_path_name(), _LABEL]}
+        },
+        "/v1/models/{name}/labels/{label}/metadata": {
+            "get": _op("TF Serving model metadata", parameters=[_path_name(), _LABEL])
+        },
+        "/v1/models/{name}/labels/{label}:predict": {
+            "post": {**tfs_predict, "parameters": [_path_name(), _LABEL]}
+        },
+        "/v2/models/{name}/config": {"get": config},
+        "/v2/models/{name}/versions/{version}/config": {
+            "get": {**config, "parameters": [_path_name(), _VERSION]}
+        },
+        "/v2/models/{name}/stats": {"get": stats},
+        "/v2/models/{name}/versions/{version}/stats": {
+            "get": {**stats, "parameters": [_path_name(), _VERSION]}
+        },
+        "/v2/models/stats": {"get": _op("Triton statistics of every model used so far")},
+        "/v2/repository/index": {
+            "post": {
+                **_op(
+                    "Triton repository index: every stored model and its state",
+                    _json({"type": "array", "items": {"type": "object"}}),
+                    _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+                ),
+            }
+        },
+        "/v2/repository/models/{name}/load": {
+            "post": _secured(_op("Load a stored model into memory", parameters=[_path_name()]))
+        },
+        "/v2/repository/models/{name}/unload": {
+            "post": _secured(
+                _op("Drop a model from this worker's memory", parameters=[_path_name()])
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
         "/": {"get": _op("Server index")},
     }
+    paths["/v2/repository/index"]["post"]["requestBody"]["required"] = False
+    if not token:
+        _unsecured(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -222,7 +311,9 @@ def _schemas() -> dict:
         },
         "TFaaSRequest": {
             "type": "object",
+            "anyOf": [{"required": ["values"]}, {"required": ["event"]}, {"required": ["events"]}],
             "properties": {
+                "name": {**_NAME, "description": "the model, as 'model' (some TFaaS docs)"},
                 "model": _NAME,
                 "keys": {"type": "array", "items": {"type": "string"}},
                 "values": _ROWS,
@@ -298,6 +389,7 @@ def _schemas() -> dict:
         },
         "TFServingRequest": {
             "type": "object",
+            "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
             "properties": {
                 "signature_name": {"type": "string"},
                 "instances": {"type": "array"},

@@ -3,13 +3,16 @@ rows, and a model's outputs into their replies.
 
 Pure functions over parsed JSON (dicts and lists) and NumPy arrays; no I/O. Every client
 mistake raises :class:`~rootml.exceptions.RequestError` (400) saying which field was wrong,
-what it held and what was expected. Raw physics values come in; ``null`` (JSON has no NaN)
-marks a missing object and becomes NaN, which the model's graph turns into padding.
+what it held and what was expected. Raw physics values come in; ``null`` or the ``NaN`` token
+(which tritonclient writes for FP32 data and TF Serving's REST API accepts for float tensors,
+with ``Infinity`` and ``-Infinity``) marks a missing object and becomes NaN, which the model's
+graph turns into padding.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -23,10 +26,13 @@ try:  # orjson is in the ``serve`` extra; the standard library is the fallback
     _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
     def loads(body: bytes | memoryview) -> Any:
-        """Parse a JSON body; a 400 saying where it is broken otherwise."""
+        """Parse a JSON body; a 400 saying where it is broken otherwise. orjson refuses the
+        ``NaN``/``Infinity`` tokens: a body that holds them is parsed by the standard library."""
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as err:
+            if _NON_FINITE.search(bytes(body)):
+                return _loads_non_finite(body)
             raise RequestError(400, f"the body is not valid JSON: {err}") from None
 
     def dumps(doc: Any) -> bytes:
@@ -35,10 +41,7 @@ try:  # orjson is in the ``serve`` extra; the standard library is the fallback
 except ImportError:  # pragma: no cover - exercised only without orjson
 
     def loads(body: bytes | memoryview) -> Any:
-        try:
-            return json.loads(bytes(body), parse_constant=_no_constant)
-        except (ValueError, RecursionError) as err:
-            raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        return _loads_non_finite(body)
 
     def dumps(doc: Any) -> bytes:
         return json.dumps(doc, default=_plain, allow_nan=False).encode()
@@ -49,8 +52,15 @@ except ImportError:  # pragma: no cover - exercised only without orjson
         raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON (send null for a missing value)")
+_NON_FINITE = re.compile(rb"NaN|Infinity")
+
+
+def _loads_non_finite(body: bytes | memoryview) -> Any:
+    """The standard library's parser, which reads ``NaN``, ``Infinity`` and ``-Infinity``."""
+    try:
+        return json.loads(bytes(body))
+    except (ValueError, RecursionError) as err:
+        raise RequestError(400, f"the body is not valid JSON: {err}") from None
 
 
 _NUMBER_TYPES = (int, float, bool)
@@ -268,7 +278,7 @@ def v2_reply(doc: dict, model: LoadedModel, out: np.ndarray, binary: bool) -> tu
 def tfserving_rows(doc: dict, model: LoadedModel) -> tuple[np.ndarray, str]:
     """Rows of a ``:predict`` body and the reply key (``predictions`` or ``outputs``)."""
     signature = doc.get("signature_name", "serving_default")
-    if signature != "serving_default":
+    if signature not in ("serving_default", ""):  # "" is the default, as the metadata says
         raise RequestError(400, f"signature {str(signature)[:64]!r} unknown: use serving_default")
     if ("instances" in doc) == ("inputs" in doc):
         raise RequestError(400, "send either 'instances' (row format) or 'inputs' (columnar)")

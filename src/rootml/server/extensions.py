@@ -1,0 +1,149 @@
+"""KServe V2 / Triton extensions that clients such as ``tritonclient`` call: the model
+configuration, the model repository (index, load, unload) and per-model statistics.
+
+- ``GET /v2/models/{m}/config``: Triton's model configuration (``get_model_config``): the
+  platform, and the one input and output with their Triton types and dims; ``max_batch_size``
+  is 0, so the dims carry the batch dimension (-1) as the metadata's shapes do.
+- ``POST /v2/repository/index``: every stored model with its version and state (``READY`` when
+  loaded in this worker, ``UNAVAILABLE`` when only on disk); ``{"ready": true}`` lists the
+  loaded ones only.
+- ``POST /v2/repository/models/{m}/load`` and ``.../unload``: load a stored model into memory
+  or drop it from this worker's cache (the stored bundle stays; the next request loads it
+  again). Both change server state and need the token when one is set.
+- ``GET /v2/models/{m}/stats`` (and ``/v2/models/stats`` for all): Triton's statistics
+  extension: inference and execution counts, success and failure counts and nanoseconds,
+  the time of the last inference. The counts are this worker process's since it started.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .auth import require_token
+from .bodies import JSONResponse, read_decoded
+from .protocols import loads, object_of
+
+
+@dataclass
+class Counter:
+    count: int = 0
+    ns: int = 0
+
+    def json(self) -> dict:
+        return {"count": self.count, "ns": self.ns}
+
+
+@dataclass
+class ModelStats:
+    """One model's inference counts in this worker (Triton's statistics fields)."""
+
+    inferences: int = 0  # rows
+    executions: int = 0  # calls of the model
+    last_ms: int = 0
+    success: Counter = field(default_factory=Counter)
+    fail: Counter = field(default_factory=Counter)
+
+    def record(self, rows: int, ns: int, ok: bool) -> None:
+        self.last_ms = int(time.time() * 1000)
+        if ok:
+            self.inferences += rows
+            self.executions += 1
+            self.success.count += 1
+            self.success.ns += ns
+        else:
+            self.fail.count += 1
+            self.fail.ns += ns
+
+    def json(self, name: str) -> dict:
+        zero = Counter().json()
+        return {
+            "name": name,
+            "version": "1",
+            "last_inference": self.last_ms,
+            "inference_count": self.inferences,
+            "execution_count": self.executions,
+            "inference_stats": {
+                "success": self.success.json(),
+                "fail": self.fail.json(),
+                "queue": zero,
+                "compute_input": zero,
+                "compute_infer": self.success.json(),
+                "compute_output": zero,
+            },
+            "batch_stats": [],
+        }
+
+
+TRITON_TYPES = {"FP32": "TYPE_FP32"}
+
+
+async def model_config(request: Request) -> Response:
+    model = await request.app.state.store.get(request.path_params["name"])
+    meta = model.metadata()
+
+    def tensor(doc: dict) -> dict:
+        return {
+            "name": doc["name"],
+            "data_type": TRITON_TYPES[doc["datatype"]],
+            "dims": doc["shape"],
+        }
+
+    return JSONResponse(
+        {
+            "name": model.name,
+            "platform": meta["platform"],
+            "backend": "onnxruntime" if model.backend == "onnx" else "tensorflow",
+            "max_batch_size": 0,
+            "input": [tensor(t) for t in meta["inputs"]],
+            "output": [tensor(t) for t in meta["outputs"]],
+            "parameters": {
+                key: {"string_value": str(value)}
+                for key, value in meta["parameters"].items()
+                if value is not None
+            },
+        }
+    )
+
+
+async def repository_index(request: Request) -> Response:
+    body = await read_decoded(request, request.app.state.config.max_request_bytes)
+    ready_only = bool(object_of(loads(body)).get("ready", False)) if body else False
+    store = request.app.state.store
+    loaded = set(store.cached())
+    listing = [
+        {"name": name, "version": "1", "state": "READY" if name in loaded else "UNAVAILABLE"}
+        for name in store.names()
+        if name in loaded or not ready_only
+    ]
+    return JSONResponse(listing)
+
+
+async def load(request: Request) -> Response:
+    require_token(request.app.state.token, request.headers.get("authorization"))
+    await request.app.state.store.get(request.path_params["name"])
+    return JSONResponse({})
+
+
+async def unload(request: Request) -> Response:
+    require_token(request.app.state.token, request.headers.get("authorization"))
+    store = request.app.state.store
+    name = request.path_params["name"]
+    if name not in store.names():
+        await store.get(name)  # the store's 404, with the closest names
+    store.forget(name)
+    return JSONResponse({})
+
+
+async def model_stats(request: Request) -> Response:
+    stats: dict[str, ModelStats] = request.app.state.stats
+    name = request.path_params.get("name")
+    if name is None:
+        names = sorted(stats)
+    else:
+        await request.app.state.store.get(name)  # 404 for an unknown model
+        names = [name]
+    return JSONResponse({"model_stats": [stats.get(n, ModelStats()).json(n) for n in names]})
