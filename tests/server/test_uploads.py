@@ -42,14 +42,35 @@ def test_raw_upload_then_json_matches_reference(client, bundles, compress, heade
 
 
 @pytest.mark.parametrize("field", ["model", "bundle"])
-def test_form_upload_with_name_field(client, bundles, field):
+def test_form_upload_with_name_field_renames(client, bundles, field):
+    """TFaaS clients expect the name they give to win over the tarball's folder and
+    params.json: it is written into the stored params.json."""
     files = {field: ("m.tar.gz", tarball(bundles["a"], "other"), "application/gzip")}
     reply = client.post("/upload", files=files, data={"name": "renamed"})
-    assert reply.status_code == 400  # params.json says 'other'
-    assert "params.json names the model 'other'" in reply.json()["error"]
-    files = {field: ("m.tar.gz", tarball(bundles["a"], "renamed"), "application/gzip")}
-    assert client.post("/upload", files=files, data={"name": "renamed"}).status_code == 200
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["name"] == "renamed"
     assert [m["name"] for m in client.get("/models").json()] == ["renamed"]
+    assert client.get("/params/renamed").json()["name"] == "renamed"
+    inputs, outputs = reference(bundles["a"])
+    np.testing.assert_allclose(predict(client, inputs, model="renamed"), outputs, atol=1e-5)
+
+
+def test_a_plain_tar_of_the_bundle_folder_uploads(client, bundles, tmp_path):
+    """``tar czf b.tgz -C run/train bundle``: the top folder is 'bundle'; without a given
+    name the model takes params.json's, with ``?name=`` that one."""
+    import subprocess
+
+    bundle = bundles["a"]
+    tgz = tmp_path / "b.tgz"
+    subprocess.run(["tar", "czf", str(tgz), "-C", str(bundle.parent), bundle.name], check=True)
+    stated = json.loads((bundle / "params.json").read_text())["name"]
+    reply = client.post("/upload", content=tgz.read_bytes())
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["name"] == stated
+    reply = client.post("/upload?name=mine", content=tgz.read_bytes())
+    assert reply.status_code == 200, reply.text
+    assert client.get("/params/mine").json()["name"] == "mine"
+    assert sorted(m["name"] for m in client.get("/models").json()) == sorted([stated, "mine"])
 
 
 def test_form_upload_base64_model_part_as_tfaas_python_client(client, bundles):

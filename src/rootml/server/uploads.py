@@ -9,16 +9,19 @@ only then unpacked into the store's staging folder and installed (see :mod:`.sto
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import anyio.to_thread
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..client import is_model_name
 from ..exceptions import RequestError
 from . import protocols
 from .archive import ArchiveLimits, check_model_name, decode_base64, extract_tarball, scan_tarball
@@ -129,7 +132,8 @@ async def _install(
         await anyio.to_thread.run_sync(
             lambda: extract_tarball(spool, staging, limits, gzipped=gzipped, rename=rename)
         )
-        model = await anyio.to_thread.run_sync(store.install, staging, summary.top)
+        name = await anyio.to_thread.run_sync(_settle_name, staging, rename, summary.top)
+        model = await anyio.to_thread.run_sync(store.install, staging, name)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -144,6 +148,27 @@ async def _install(
         "unpacked_bytes": summary.unpacked_bytes,
         "sha256": digest,
     }
+
+
+def _settle_name(staging: Path, given: str | None, top: str) -> str:
+    """The uploaded model's name, written into its params.json: the name the client gave (the
+    ``name`` form field or ``?name=``; TFaaS clients expect it to win), else the name
+    params.json gives when it is a valid one (so ``tar czf b.tgz -C run/train bundle`` is
+    model ``rootml_sample``, not ``bundle``), else the tarball's top folder."""
+    path = staging / "params.json"
+    try:
+        params = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return given or top  # loading the bundle says what is wrong with it
+    if not isinstance(params, dict):
+        return given or top
+    stated = params.get("name")
+    name = given or (stated if isinstance(stated, str) and is_model_name(stated) else top)
+    if stated != name:
+        log.info("upload: params.json named %r; stored as model %r", stated, name)
+        params["name"] = name
+        path.write_text(json.dumps(params, indent=1) + "\n", "utf-8")
+    return name
 
 
 async def delete(request: Request) -> Response:
