@@ -181,3 +181,33 @@ def test_tf_serving_spellings(served, bundles):
 def test_the_numbers_still_match_after_the_extensions(served, bundles):
     inputs, expected = reference(bundles["a"])
     np.testing.assert_allclose(predict(served, inputs), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_prometheus_metrics_label_only_handlers_and_served_models(served, bundles):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    inputs, _ = reference(bundles["a"])
+    predict(served, inputs[:5])
+    for path in ("/no/such/route/1", "/no/such/route/2", "/v2/models/not-a-model/ready"):
+        served.get(path)
+    reply = served.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    samples = [s for f in text_string_to_metric_families(reply.text) for s in f.samples]
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in samples}
+    assert values[("rootml_inference_rows_total", (("model", "m"),))] >= 5
+    assert values[("rootml_models_stored", ())] == 1
+    assert values[("rootml_uploads_total", (("outcome", "installed"),))] == 1
+    ok = (("code", "200"), ("handler", "predict_json"), ("method", "POST"))
+    assert values[("rootml_http_requests_total", ok)] >= 1
+    labels = {v for s in samples for v in s.labels.values()}
+    assert not {"/no/such/route/1", "not-a-model"} & labels  # nothing a client made up
+    assert (
+        values[
+            (
+                "rootml_http_requests_total",
+                (("code", "404"), ("handler", "none"), ("method", "GET")),
+            )
+        ]
+        == 2
+    )

@@ -37,6 +37,7 @@ from .bodies import JSONResponse, error_response, read_decoded, read_json
 from .config import ServerConfig
 from .extensions import ModelStats
 from .openapi import openapi_document
+from .prometheus import CountRequests, Metrics, metrics_route
 from .store import ModelStore
 from .uploads import delete, get_params, models, post_params, upload
 
@@ -60,7 +61,9 @@ async def _run(request: Request, model: LoadedModel, x: np.ndarray) -> np.ndarra
         ok = True
         return out
     finally:
-        stats.record(len(x), time.perf_counter_ns() - t0, ok)
+        ns = time.perf_counter_ns() - t0
+        stats.record(len(x), ns, ok)
+        request.app.state.metrics.inference(model.name, len(x), ns / 1e9, ok)
 
 
 async def _model_for(request: Request, doc: dict) -> LoadedModel:
@@ -403,6 +406,7 @@ def _routes() -> list[Route]:
         Route("/v2/repository/index", extensions.repository_index, methods=["POST"]),
         Route("/v2/repository/models/{name}/load", extensions.load, methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", extensions.unload, methods=["POST"]),
+        Route("/metrics", metrics_route, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/", index, methods=["GET"]),
     ]
@@ -445,10 +449,12 @@ def create_app(config: ServerConfig) -> Starlette:
     app.state.config = config
     app.state.counts = {}
     app.state.stats = {}
+    app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
     app.state.ready = False
     app.add_middleware(_CountRequests, counts=app.state.counts)
     # replies of 1 KiB or more are gzipped for clients that send Accept-Encoding: gzip
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(CountRequests, metrics=app.state.metrics)
     return app
 
 

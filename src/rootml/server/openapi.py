@@ -250,6 +250,12 @@ def openapi_document(version: str, *, token: bool = True) -> dict:
                 _op("Drop a model from this worker's memory", parameters=[_path_name()])
             )
         },
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics (text format): requests, latencies, models, uploads",
+                {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            )
+        },
         "/openapi.json": {"get": _op("This document")},
         "/": {"get": _op("Server index")},
     }

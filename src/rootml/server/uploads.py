@@ -50,8 +50,14 @@ async def upload(request: Request) -> Response:
     """TFaaS ``/upload``: a multipart form (tarball in a file field, optional ``name``) or the
     tarball as the body (gzip by ``Content-Encoding`` or by its magic bytes)."""
     _mutation(request)
-    async with request.app.state.upload_slots:
-        return await _upload(request)
+    outcome = "refused"
+    try:
+        async with request.app.state.upload_slots:
+            reply = await _upload(request)
+        outcome = "installed"
+        return reply
+    finally:
+        request.app.state.metrics.uploads.labels(outcome).inc()
 
 
 async def _upload(request: Request) -> Response:
