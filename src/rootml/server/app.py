@@ -352,18 +352,22 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 # ------------------------------------------------------------------ the application
 
 
-class _CountRequests:
-    """Counts requests by method for ``/status`` (TFaaS's getRequests/postRequests)."""
+class _GzipWhenAccepted:
+    """Starlette's GZipMiddleware (replies of 1 KiB or more), only for a request whose
+    Accept-Encoding names gzip: its pass-through path costs ~20 us per request, a tenth of
+    a small prediction's time."""
 
-    def __init__(self, app: Callable, counts: dict) -> None:
+    def __init__(self, app: Callable) -> None:
         self.app = app
-        self.counts = counts
+        self.gzip = GZipMiddleware(app, minimum_size=1024)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            method = scope["method"]
-            self.counts[method] = self.counts.get(method, 0) + 1
-        await self.app(scope, receive, send)
+        if scope["type"] == "http" and any(
+            key == b"accept-encoding" and b"gzip" in value for key, value in scope["headers"]
+        ):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _routes() -> list[Route]:
@@ -451,10 +455,8 @@ def create_app(config: ServerConfig) -> Starlette:
     app.state.stats = {}
     app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
     app.state.ready = False
-    app.add_middleware(_CountRequests, counts=app.state.counts)
-    # replies of 1 KiB or more are gzipped for clients that send Accept-Encoding: gzip
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
-    app.add_middleware(CountRequests, metrics=app.state.metrics)
+    app.add_middleware(_GzipWhenAccepted)
+    app.add_middleware(CountRequests, metrics=app.state.metrics, counts=app.state.counts)
     return app
 
 

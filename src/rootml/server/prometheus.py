@@ -80,16 +80,21 @@ def _store_call(store_of: Callable[[], object | None], method: str) -> list:
 
 
 class CountRequests:
-    """ASGI middleware: counts and times every request by the handler that answered it."""
+    """ASGI middleware: counts and times every request by the handler that answered it, and
+    by method in ``counts`` (``/status``'s TFaaS getRequests/postRequests)."""
 
-    def __init__(self, app: Callable, metrics: Metrics) -> None:
+    def __init__(self, app: Callable, metrics: Metrics, counts: dict) -> None:
         self.app = app
         self.metrics = metrics
+        self.counts = counts
+        self._children: dict[tuple, tuple] = {}  # labels -> (counter, histogram): no lookups
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        self.counts[method] = self.counts.get(method, 0) + 1
         t0 = time.perf_counter()
         code = 500
 
@@ -102,11 +107,17 @@ class CountRequests:
         try:
             await self.app(scope, receive, sending)
         finally:
-            endpoint = scope.get("endpoint")
-            handler = getattr(endpoint, "__name__", "none")
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.requests.labels(handler, method, str(code)).inc()
-            self.metrics.latency.labels(handler).observe(time.perf_counter() - t0)
+            handler = getattr(scope.get("endpoint"), "__name__", "none")
+            key = (handler, method, code)
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    self.metrics.requests.labels(handler, method, str(code)),
+                    self.metrics.latency.labels(handler),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - t0)
 
 
 async def metrics_route(request: Request) -> Response:
