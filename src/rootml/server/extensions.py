@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..exceptions import RequestError
 from .auth import require_token
 from .bodies import JSONResponse, read_decoded
 from .protocols import loads, object_of
@@ -111,7 +112,9 @@ async def model_config(request: Request) -> Response:
 
 async def repository_index(request: Request) -> Response:
     body = await read_decoded(request, request.app.state.config.max_request_bytes)
-    ready_only = bool(object_of(loads(body)).get("ready", False)) if body else False
+    ready_only = object_of(loads(body)).get("ready", False) if body else False
+    if not isinstance(ready_only, bool):
+        raise RequestError(400, f"'ready' must be true or false, got {str(ready_only)[:32]}")
     store = request.app.state.store
     loaded = set(store.cached())
     listing = [

@@ -12,10 +12,11 @@ from typing import Any
 
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"}
 _NUMBER_OR_NULL = {"anyOf": [{"type": "number"}, {"type": "null"}]}
-_ROW = {"type": "array", "items": _NUMBER_OR_NULL}
-_ROWS = {"oneOf": [_ROW, {"type": "array", "items": _ROW}]}
+_ROW = {"type": "array", "minItems": 1, "items": _NUMBER_OR_NULL}
+_ROWS = {"oneOf": [_ROW, {"type": "array", "minItems": 1, "items": _ROW}]}
 _EVENT = {
     "type": "object",
+    "minProperties": 1,
     "description": "branch name -> number (flat branch) or list of numbers (one per object)",
     "additionalProperties": {
         "oneOf": [_NUMBER_OR_NULL, {"type": "array", "items": _NUMBER_OR_NULL}]
@@ -37,6 +38,10 @@ def _op(summary: str, ok: dict | None = None, body: dict | None = None, **extra:
         "400": {"description": "the client's mistake", **_json(_ref("Error"))},
         "404": {"description": "no such model or route", **_json(_ref("Error"))},
         "413": {"description": "body over the limit", **_json(_ref("Error"))},
+        "415": {
+            "description": "a content type or encoding this route cannot read",
+            **_json(_ref("Error")),
+        },
     }
     op: dict[str, Any] = {"summary": summary, "responses": responses, **extra}
     if body is not None:
@@ -107,15 +112,7 @@ def openapi_document(version: str, *, token: bool = True) -> dict:
                 "application/octet-stream": binary,
             }
         },
-        parameters=[
-            _path_name(),
-            {
-                "name": "Inference-Header-Content-Length",
-                "in": "header",
-                "required": False,
-                "schema": {"type": "integer", "minimum": 0},
-            },
-        ],
+        parameters=[_path_name()],
     )
     infer_v = {**infer, "parameters": [_path_name(), _VERSION]}
     upload = _secured(
@@ -128,10 +125,15 @@ def openapi_document(version: str, *, token: bool = True) -> dict:
                     "multipart/form-data": {
                         "schema": {
                             "type": "object",
+                            "additionalProperties": False,
                             "properties": {
                                 "model": {"type": "string", "format": "binary"},
                                 "bundle": {"type": "string", "format": "binary"},
+                                "file": {"type": "string", "format": "binary"},
+                                "tarball": {"type": "string", "format": "binary"},
                                 "name": _NAME,
+                                "params": {"type": "string", "format": "binary"},
+                                "labels": {"type": "string", "format": "binary"},
                             },
                         }
                     },
@@ -142,18 +144,21 @@ def openapi_document(version: str, *, token: bool = True) -> dict:
     )
     delete_form = _secured(
         _op(
-            "Delete a model named by the form field 'model' (or ?model=)",
+            "Delete a model named by the form field 'model' (?model=NAME works too)",
             body={
                 "content": {
                     "multipart/form-data": {
-                        "schema": {"type": "object", "properties": {"model": _NAME}}
+                        "schema": {
+                            "type": "object",
+                            "required": ["model"],
+                            "additionalProperties": False,
+                            "properties": {"model": _NAME},
+                        }
                     }
                 }
             },
-            parameters=[{"name": "model", "in": "query", "required": False, "schema": _NAME}],
         )
     )
-    delete_form["requestBody"]["required"] = False
     tfs_predict = _op(
         "TF Serving REST predict ('instances' or 'inputs')",
         _json({"type": "object"}),
@@ -238,7 +243,14 @@ def openapi_document(version: str, *, token: bool = True) -> dict:
                 **_op(
                     "Triton repository index: every stored model and its state",
                     _json({"type": "array", "items": {"type": "object"}}),
-                    _json({"type": "object", "properties": {"ready": {"type": "boolean"}}}),
+                    _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "ready": {"type": "boolean"},
+                            },
+                        }
+                    ),
                 ),
             }
         },
@@ -324,7 +336,7 @@ def _schemas() -> dict:
                 "keys": {"type": "array", "items": {"type": "string"}},
                 "values": _ROWS,
                 "event": _EVENT,
-                "events": {"type": "array", "items": _EVENT},
+                "events": {"type": "array", "minItems": 1, "items": _EVENT},
             },
         },
         "Params": {
@@ -397,9 +409,26 @@ def _schemas() -> dict:
             "type": "object",
             "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
             "properties": {
-                "signature_name": {"type": "string"},
-                "instances": {"type": "array"},
-                "inputs": {},
+                "signature_name": {"type": "string", "enum": ["", "serving_default"]},
+                "instances": {
+                    "description": "rows (lists of numbers) or named events (branch -> value)",
+                    "oneOf": [
+                        {"type": "array", "minItems": 1, "items": _ROW},
+                        {"type": "array", "minItems": 1, "items": _EVENT},
+                    ],
+                },
+                "inputs": {
+                    "description": "the rows, or {input name: rows}",
+                    "oneOf": [
+                        {"type": "array", "minItems": 1, "items": _ROW},
+                        {
+                            "type": "object",
+                            "minProperties": 1,
+                            "maxProperties": 1,
+                            "additionalProperties": {"type": "array", "minItems": 1, "items": _ROW},
+                        },
+                    ],
+                },
             },
         },
     }

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 SPOOL_IN_MEMORY = 8 << 20
 FORM_FIELD_BYTES = 1 << 20
 TARBALL_FIELDS = ("bundle", "file", "tarball", "model")
+#: every field an upload form may have: the tarball's, the name, and TFaaS's params and labels
+#: (its client sends them beside the model; a bundle carries its own, so they are not read)
+FORM_FIELDS = (*TARBALL_FIELDS, "name", "params", "labels")
 SMALL_BODY = 1 << 20
 
 
@@ -68,6 +71,13 @@ async def _upload(request: Request) -> Response:
     if "multipart/form-data" in ctype:
         wrapped = Request(request.scope, limited(request.receive, limit))
         async with wrapped.form(max_files=8, max_fields=32, max_part_size=FORM_FIELD_BYTES) as form:
+            unknown = sorted(set(form) - set(FORM_FIELDS))
+            if unknown:
+                raise RequestError(
+                    400,
+                    f"the form has the unknown field {unknown[0][:64]!r}; an upload form takes "
+                    f"{', '.join(FORM_FIELDS)}",
+                )
             part = next(
                 (form[f] for f in TARBALL_FIELDS if isinstance(form.get(f), UploadFile)), None
             )
@@ -186,6 +196,11 @@ async def delete(request: Request) -> Response:
     if name is None and "form" in request.headers.get("content-type", ""):
         wrapped = Request(request.scope, limited(request.receive, SMALL_BODY))
         async with wrapped.form(max_files=0, max_fields=8, max_part_size=4096) as form:
+            unknown = sorted(set(form) - {"model"})
+            if unknown:
+                raise RequestError(
+                    400, f"the form has the unknown field {unknown[0][:64]!r}; send 'model' only"
+                )
             value = form.get("model")
             name = value if isinstance(value, str) else None
     if not name:
