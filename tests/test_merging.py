@@ -328,3 +328,16 @@ def test_job_batches_balance_events_and_skip_tiny_jobs():
     assert job_batches(small, 8) == ["0-39"]  # 40k events: one job, not 8 tiny ones
     with pytest.raises(LayoutError, match="number of preprocess jobs must be at least 1"):
         job_batches(chunks, 0)
+
+
+def test_auto_chunk_size_grows_for_narrow_rows_and_an_explicit_one_is_kept():
+    from rootml.merging import AUTO_CHUNK_BYTES, AUTO_CHUNK_EVENTS, auto_chunk, chunk_plan
+
+    assert auto_chunk("auto", 300) == AUTO_CHUNK_EVENTS  # wide rows: 10k events, 12 MB
+    two = auto_chunk("auto", 2)  # two 4-byte columns: a shard of 8 MiB, not of 80 kB
+    assert two == AUTO_CHUNK_BYTES // 8
+    assert len(chunk_plan([5_000_000, 5_000_000], two)) == 10  # not 1,000 shards
+    assert auto_chunk(10_000, 2) == 10_000  # what the user asked for is what they get
+    assert auto_chunk(-1, 2) == -1
+    with pytest.raises(ConfigError, match="or auto"):
+        Settings(chunk_size="big")

@@ -37,7 +37,7 @@ class Settings:
     exclude: tuple[str, ...] = ()
     redirector: str | None = None
     nevts: int = -1
-    chunk_size: int = 10_000
+    chunk_size: int | str = "auto"  # events per shard; "auto": rootml.merging.auto_chunk
     val_fraction: float = 0.16
     test_fraction: float = 0.2
     scaling: str = "minmax"
@@ -64,10 +64,12 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_fractions(self.val_fraction, self.test_fraction)
-        if self.chunk_size == 0 or self.chunk_size < -1:
+        if self.chunk_size != "auto" and (
+            not isinstance(self.chunk_size, int) or self.chunk_size == 0 or self.chunk_size < -1
+        ):
             raise ConfigError(
-                f"chunk_size must be a positive number of events or -1 (whole file), "
-                f"got {self.chunk_size}"
+                f"chunk_size must be a positive number of events, -1 (whole file) or auto, "
+                f"got {self.chunk_size!r}"
             )
         if self.nevts < -1 or self.nevts == 0:
             raise ConfigError(f"nevts must be -1 (all events) or positive, got {self.nevts}")

@@ -109,7 +109,11 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
     )
     g.add_argument("--pad-value", type=float)
     g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
-    g.add_argument("--chunk-size", type=int, help="events per shard (-1: one per file)")
+    g.add_argument(
+        "--chunk-size",
+        type=_chunk_size,
+        help="events per shard (-1: one per file; auto, the default: 10,000, more for narrow rows)",
+    )
     add_option(g, "--val-fraction", old="--val", type=float, help="validation fraction")
     add_option(g, "--test-fraction", old="--test", type=float, help="test fraction")
     g.add_argument("--seed", type=int)
@@ -161,3 +165,12 @@ def settings_from(args: argparse.Namespace):
     if getattr(args, "preproc", None):
         settings = with_preproc(settings, args.preproc)
     return inputs, settings
+
+
+def _chunk_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events or auto") from None
