@@ -106,6 +106,7 @@ def preprocess(
         desc="preprocess",
         disable=not sys.stderr.isatty(),
     )
+    row_bytes = layout["dim"] * 4
     for file_id, items in by_file.items():
         info = layout["files"][file_id]
         location = (paths or {}).get(info["basename"], info["url"])
@@ -125,7 +126,11 @@ def preprocess(
                 preprocessing=layout.get("preprocessing"),
             )
         ) as root:
-            for span in _spans(items, layout["dim"] * 4):
+            # a span does not cut a cluster in two (each half would decompress all of it),
+            # up to MAX_SPAN_BYTES of rows
+            cluster = getattr(root, "largest_cluster", lambda: 0)() * row_bytes
+            limit = min(max(SPAN_BYTES, cluster), MAX_SPAN_BYTES)
+            for span in _spans(items, row_bytes, limit):
                 lo, hi = span[0][0]["start"], span[-1][0]["stop"]
                 block = root.arrays(layout["read"], lo, hi) if len(span) > 1 else None
                 for chunk, target in span:
@@ -148,17 +153,21 @@ def preprocess(
 #: entries hold far more than a chunk (10M 4-byte entries in 10k-entry chunks: 1,000 reads
 #: of the same baskets)
 SPAN_BYTES = 32 * 2**20
+#: ... and at most this much, even to keep a cluster whole (memory stays bounded)
+MAX_SPAN_BYTES = 256 * 2**20
 
 
-def _spans(items: list[tuple[dict, Path]], row_bytes: int) -> list[list[tuple[dict, Path]]]:
+def _spans(
+    items: list[tuple[dict, Path]], row_bytes: int, limit: int = SPAN_BYTES
+) -> list[list[tuple[dict, Path]]]:
     """``items`` (chunk, target) of one file cut into runs of consecutive chunks of at most
-    :data:`SPAN_BYTES` of rows (a chunk bigger than that is a run of its own)."""
+    ``limit`` bytes of rows (a chunk bigger than that is a run of its own)."""
     spans: list[list[tuple[dict, Path]]] = []
     rows = 0
     for chunk, target in items:
         n = chunk["stop"] - chunk["start"]
         joins = spans and spans[-1][-1][0]["stop"] == chunk["start"]
-        if joins and (rows + n) * row_bytes <= SPAN_BYTES:
+        if joins and (rows + n) * row_bytes <= limit:
             spans[-1].append((chunk, target))
             rows += n
         else:

@@ -16,6 +16,7 @@ collection is. A collection's own top-level branch holds its object count: it is
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import zlib
@@ -138,6 +139,18 @@ class RootInput:
         if self._executor is not None:
             self._executor.shutdown(wait=False)
         self._file.close()
+
+    def largest_cluster(self) -> int:
+        """Entries in the file's largest cluster (TTree: the ranges where every branch's
+        baskets start together; RNTuple: its clusters): a read of any entry in one
+        decompresses all of it, so reads should not cut one in two. 0 when unknown."""
+        try:
+            if self.format == "TTree":
+                offsets = [int(o) for o in self._tree.common_entry_offsets()]
+                return max((b - a for a, b in itertools.pairwise(offsets)), default=0)
+            return max((int(c.num_entries) for c in self._tree.cluster_summaries), default=0)
+        except Exception:  # noqa: BLE001 (an optimisation: without it, reads are only slower)
+            return 0
 
     def _describe(self) -> dict[str, BranchInfo]:
         if self.format == "TTree":
