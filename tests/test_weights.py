@@ -298,3 +298,27 @@ def test_input_yml_declares_the_reweighting(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"increasing edges(.|\n)*in file .*edges\.yml"):
         load_input(tmp_path / "edges.yml")
+
+
+def test_score_histograms_are_weighted_with_the_events_weights():
+    """The report's score distributions count events by their weights (negative ones too)."""
+    from rootml import plots
+
+    edges = np.linspace(0, 1, 5)
+    values = np.array([0.1, 0.1, 0.6, 0.9])
+    weights = np.array([2.0, 1.0, -0.5, 1.5])
+    dens, err = plots._density(values, edges, weights)
+    np.testing.assert_allclose(dens * np.diff(edges), [3 / 4, 0, -0.5 / 4, 1.5 / 4])
+    np.testing.assert_allclose(err * np.diff(edges), [np.sqrt(5) / 4, 0, 0.5 / 4, 1.5 / 4])
+    plain, _ = plots._density(values, edges)
+    np.testing.assert_allclose(plain * np.diff(edges), [0.5, 0, 0.25, 0.25])
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=(200, 2))
+    p[:, 0] = 1 - p[:, 1]
+    y = rng.integers(0, 2, 200)
+    w = rng.uniform(0.1, 5.0, 200)
+    with plots.style():
+        unweighted = plots.plot_scores(p, y, p, y, ["b", "s"], None, plots.Text())
+        weighted = plots.plot_scores(p, y, p, y, ["b", "s"], None, plots.Text(), w, w)
+    assert weighted[:8] == b"\x89PNG\r\n\x1a\n"
+    assert weighted != unweighted

@@ -139,27 +139,39 @@ def plot_roc(metrics: Mapping[str, Any], names: list[str], text: Text) -> bytes:
     return _png(fig)
 
 
-def _density(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit-area histogram of ``values`` and its statistical error per bin."""
-    counts, _ = np.histogram(values, bins=edges)
-    norm = max(len(values), 1) * np.diff(edges)
-    return counts / norm, np.sqrt(counts) / norm
+def _density(
+    values: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-area histogram of ``values`` (weighted by ``weights`` when given: the sum of
+    weights per bin, its error the root of the sum of squared weights) and its error per bin."""
+    if weights is None:
+        counts, _ = np.histogram(values, bins=edges)
+        norm = max(len(values), 1) * np.diff(edges)
+        return counts / norm, np.sqrt(counts) / norm
+    sums, _ = np.histogram(values, bins=edges, weights=weights)
+    squares, _ = np.histogram(values, bins=edges, weights=np.square(weights))
+    total = float(np.sum(weights))
+    norm = (total if total != 0 else 1.0) * np.diff(edges)
+    return sums / norm, np.sqrt(squares) / abs(norm)
 
 
 def _score_panel(
     ax: Any,
     edges: np.ndarray,
-    groups: list[tuple[str, np.ndarray, np.ndarray | None, str]],
+    groups: list[tuple[str, tuple, tuple | None, str]],
     colors: list[Any],
+    weighted: bool = False,
 ) -> None:
-    """Filled test histograms and train points for each (label, test, train, ks) group."""
+    """Filled test histograms and train points for each (label, (test, w), (train, w), ks)
+    group; a None weight array is unweighted."""
     centres = (edges[1:] + edges[:-1]) / 2
-    for (label, test, train, ks_text), color in zip(groups, colors, strict=True):
-        dens, _ = _density(test, edges)
+    for (label, (test, test_w), train_pair, ks_text), color in zip(groups, colors, strict=True):
+        train, train_w = train_pair if train_pair is not None else (None, None)
+        dens, _ = _density(test, edges, test_w)
         ax.stairs(dens, edges, fill=True, alpha=0.3, color=color, label=f"{label} (test)")
         ax.stairs(dens, edges, color=color, lw=1.2)
         if train is not None and len(train):
-            tdens, terr = _density(train, edges)
+            tdens, terr = _density(train, edges, train_w)
             ax.errorbar(
                 centres,
                 tdens,
@@ -172,7 +184,7 @@ def _score_panel(
             )
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(bottom=0.0)
-    ax.set_ylabel("Density (unit area)")
+    ax.set_ylabel("Weighted density (unit area)" if weighted else "Density (unit area)")
     ax.legend(loc="upper center")
 
 
@@ -184,10 +196,19 @@ def plot_scores(
     names: list[str],
     ks: Mapping[str, Any] | None,
     text: Text,
+    test_w: np.ndarray | None = None,
+    train_w: np.ndarray | None = None,
 ) -> bytes:
+    """The score distributions per class, test filled and train as points; with event weights
+    (``test_w``, ``train_w``) the histograms are weighted, as the analysis counts events."""
     from matplotlib.figure import Figure
 
     k = len(names)
+    weighted = test_w is not None
+
+    def pick(values: np.ndarray, weights: np.ndarray | None, mask: np.ndarray, col: int):
+        return values[mask, col], (None if weights is None else weights[mask])
+
     edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
     per_class = (ks or {}).get("per_class", {})
 
@@ -195,20 +216,20 @@ def plot_scores(
         hit = per_class.get(name)
         return f", KS p = {hit['pvalue']:.3g}" if hit else ""
 
-    def train_of(col: int, mask_class: int, invert: bool = False) -> np.ndarray | None:
+    def train_of(col: int, mask_class: int, invert: bool = False) -> tuple | None:
         if train_p is None or train_y is None:
             return None
         mask = (train_y != mask_class) if invert else (train_y == mask_class)
-        return train_p[mask, col]
+        return pick(train_p, train_w, mask, col)
 
     if k == 2:
         fig = Figure(figsize=(7.2, 5.6), layout="constrained")
         ax = fig.add_subplot()
         groups = [
-            (text(n, 30), test_p[test_y == c, 1], train_of(1, c), ks_text(n))
+            (text(n, 30), pick(test_p, test_w, test_y == c, 1), train_of(1, c), ks_text(n))
             for c, n in enumerate(names)
         ]
-        _score_panel(ax, edges, groups, _colors(2))
+        _score_panel(ax, edges, groups, _colors(2), weighted)
         ax.set_xlabel(f"Score P({text(names[1], 30)})")
         ax.set_ylim(top=ax.get_ylim()[1] * 1.35)  # room for the legend
         return _png(fig)
@@ -219,10 +240,15 @@ def plot_scores(
     for c, name in enumerate(names):
         ax = axes[c]
         groups = [
-            (text(name, 24), test_p[test_y == c, c], train_of(c, c), ks_text(name)),
-            ("other classes", test_p[test_y != c, c], train_of(c, c, invert=True), ""),
+            (text(name, 24), pick(test_p, test_w, test_y == c, c), train_of(c, c), ks_text(name)),
+            (
+                "other classes",
+                pick(test_p, test_w, test_y != c, c),
+                train_of(c, c, invert=True),
+                "",
+            ),
         ]
-        _score_panel(ax, edges, groups, _colors(2))
+        _score_panel(ax, edges, groups, _colors(2), weighted)
         ax.set_xlabel(f"Score P({text(name, 24)})")
         ax.set_ylim(top=ax.get_ylim()[1] * 1.45)
     for ax in axes[k:]:

@@ -366,6 +366,8 @@ def write_report(
     ks: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None = None,
     drawn: Mapping[str, Callable[[], bytes]] | None = None,
+    test_w: Any | None = None,
+    train_w: Any | None = None,
 ) -> dict[str, Path]:
     """Draw the plots and write ``report.html`` into ``out_dir``; return the paths by name.
 
@@ -411,6 +413,12 @@ def write_report(
     if h is not None and list(h.classes) != names:
         raise DataError(f"the feature histograms are for classes {h.classes!r}, not {names!r}")
     panels = plots.history_series(history) if history else {}
+    tw = None if test_w is None else np.asarray(test_w, dtype=np.float64)
+    trw = None if train_w is None or train_p is None else np.asarray(train_w, dtype=np.float64)
+    if tw is not None and len(tw) != len(test_lab):
+        raise DataError(f"{len(tw)} test weights but {len(test_lab)} test labels")
+    if trw is not None and len(trw) != len(train_lab):
+        raise DataError(f"{len(trw)} training weights but {len(train_lab)} training labels")
 
     # the ROC curve and the confusion matrix are drawn in forked processes meanwhile
     confusion = np.asarray(metrics["confusion_matrix"], dtype=np.int64)
@@ -422,7 +430,9 @@ def write_report(
     text = plots.Text()
     pngs: dict[str, bytes] = {}
     with plots.style():
-        scores = plots.plot_scores(test_p, test_lab, train_p, train_lab, names, ks, text)
+        scores = plots.plot_scores(
+            test_p, test_lab, train_p, train_lab, names, ks, text, test_w=tw, train_w=trw
+        )
         if panels and "history" not in drawn:
             drawn["history"] = _drawn(plots.plot_history(panels, text))
         if h is not None and h.features and "features" not in drawn:

@@ -207,10 +207,13 @@ def evaluate(
         if "w" in rows:
             test.setdefault("w", []).append(rows["w"])
     test = {k: np.concatenate(v) for k, v in test.items()}
-    train_y, train_scores = [], []
+    train_y, train_scores, train_w = [], [], []
     for rows in split_rows(shards, TRAIN, limit=max_train):
         train_y.append(rows["y"])
         train_scores.append(score(rows["x"]))
+        if "w" in rows:
+            train_w.append(rows["w"])
+    train_w = np.concatenate(train_w) if "w" in test and train_w else None
     train_y = np.concatenate(train_y) if train_y else np.zeros(0, np.int32)
     train_scores = np.concatenate(train_scores) if train_scores else test["scores"][:0]
 
@@ -253,6 +256,8 @@ def evaluate(
         ks=ks,
         extra=extra,
         drawn=drawn,
+        test_w=test.get("w"),
+        train_w=train_w if train_w is not None and len(train_w) == len(train_y) else None,
     )
     _write_scores(out / "scores.h5", test, classes)
     write_metrics_json(out / "metrics.json", metrics)
