@@ -223,8 +223,12 @@ def test_the_layout_and_the_report_carry_each_files_cut_flow(files):
     flow = specs[0]["cutflow"]
     assert rows["cut flow s.root"] == (
         f"events {flow['events']:,} -> {flow['events passing']:,}; "
-        f"Jet objects {flow['Jet objects']:,} -> {flow['Jet objects passing']:,}"
+        f"Jet objects {flow['Jet objects']:,} -> {flow['Jet objects passing']:,}; "
+        f"HT > 100: {flow['passing HT > 100']:,} -> "
+        f"any(Jet_pt > 30): {flow['passing any(Jet_pt > 30)']:,}"
     )
+    assert flow["passing any(Jet_pt > 30)"] == flow["events passing"]
+    assert flow["events"] >= flow["passing HT > 100"] >= flow["events passing"]
 
 
 def test_a_branch_of_another_multiplicity_under_the_same_prefix_keeps_its_objects():
@@ -243,3 +247,25 @@ def test_the_bundles_params_name_the_derived_columns(files):
     assert params["new_variables"] == DERIVED["new_variables"]
     assert params["derived_features"] == ["ht_jets", "lead_pt", "ratio"]
     assert set(params["derived_features"]) <= set(params["features"])
+
+
+def test_the_cut_flow_counts_each_term_of_the_selection_in_order():
+    arrays = ak.Array(
+        {
+            "HT": np.array([50.0, 500.0, 700.0, 800.0]),
+            "nJet": np.array([1, 3, 4, 5]),
+            "Jet_pt": [[10.0], [60.0, 20.0, 5.0], [1.0, 2.0, 3.0, 4.0], [30.0, 40, 50, 60, 70]],
+        }
+    )
+    d = from_json({"selection": "nJet >= 3 & (HT > 600) and any(Jet_pt > 25)"})
+    done = apply(d, arrays, {"Jet_pt": "Jet"})
+    assert done.keep.tolist() == [False, False, False, True]
+    assert done.cutflow == {
+        "events": 4,
+        "passing nJet >= 3": 3,
+        "passing HT > 600": 2,
+        "passing any(Jet_pt > 25)": 1,
+        "events passing": 1,
+    }
+    one = apply(from_json({"selection": "HT > 600 | nJet > 4"}), arrays, {"Jet_pt": "Jet"})
+    assert one.cutflow == {"events": 4, "events passing": 2}  # not a conjunction: one cut

@@ -27,6 +27,7 @@ from .expressions import (
     Expression,
     Kind,
     check,
+    conjuncts,
     evaluate,
     order,
     parse,
@@ -169,7 +170,14 @@ def apply(
         columns[name] = evaluate(expr, columns, n)
     keep = None
     if select and derivation.selection is not None:
-        keep = np.asarray(evaluate(derivation.selection, columns, n), dtype=bool)
+        terms = conjuncts(derivation.selection)
+        if len(terms) == 1:
+            keep = np.asarray(evaluate(derivation.selection, columns, n), dtype=bool)
+        else:  # the cut flow term by term: the events passing each cut and those before it
+            keep = np.ones(n, dtype=bool)
+            for text, term in terms:
+                keep &= np.asarray(evaluate(term, columns, n), dtype=bool)
+                cutflow[f"passing {text}"] = int(keep.sum())
         cutflow["events passing"] = int(keep.sum())
     weights = None
     if derivation.weight is not None:

@@ -24,7 +24,7 @@ import ast
 import io
 import tokenize
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import awkward as ak
@@ -236,6 +236,29 @@ def _logical_words(text: str) -> tuple[str, list[int]]:
     pieces.append(body[last:])
     origin += range(lead + last, lead + len(body) + 1)
     return "".join(pieces), origin
+
+
+def conjuncts(expr: Expression) -> list[tuple[str, Expression]]:
+    """The terms of a selection joined by ``&``/``and`` at its top level, in order, each with
+    its text: ``"nJet >= 2 & (HT > 300)"`` is ``nJet >= 2`` then ``(HT > 300)``. Each term is
+    an expression of its own over the same source (messages point into the whole selection);
+    a selection that is not such a conjunction is one term."""
+    terms: list[_Node] = []
+    todo = [expr.tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, _Call) and node.func == "&":
+            todo.extend(reversed(node.args))
+        else:
+            terms.append(node)
+    out = []
+    for node in terms:
+        names: dict = {}
+        functions: dict = {}
+        _collect(node, names, functions)
+        term = replace(expr, names=tuple(names), functions=tuple(functions), tree=node)
+        out.append((expr.source[node.start : node.end].strip(), term))
+    return out
 
 
 def _collect(node: _Node, names: dict, functions: dict) -> None:

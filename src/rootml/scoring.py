@@ -313,6 +313,11 @@ def _cutflow_rows(layout: dict) -> dict[str, str]:
             for k, v in flow.items()
             if k.endswith(" objects") and k + " passing" in flow
         ]
+        terms = [
+            (k.removeprefix("passing "), v) for k, v in flow.items() if k.startswith("passing ")
+        ]
+        if terms:  # the selection's cuts one after the other
+            steps.append(" -> ".join(f"{text}: {v:,}" for text, v in terms))
         rows[f"cut flow {f['basename']}"] = "; ".join(steps)
     return rows
 
