@@ -79,3 +79,40 @@ def test_a_record_copy_gives_the_rows_of_the_root_file(copies, tmp_path, kind):
     assert layout["features"] == r_layout["features"]
     np.testing.assert_array_equal(entry, r_entry)
     np.testing.assert_allclose(x, r_x, atol=1e-6)
+
+
+def test_a_file_whose_name_says_no_format_reads_with_an_explicit_one(copies, tmp_path):
+    """HDFS-style part files: format json (input.yml's format, --format/--dtype) says what
+    the name does not; specs, the layout's file table and preprocess all use it."""
+    import shutil
+    import subprocess
+    import sys
+
+    from rootml.exceptions import InputFileError
+
+    parts = []
+    for i, src in enumerate(copies["json"]):
+        part = tmp_path / f"part-{i:05d}"
+        shutil.copy(src, part)
+        parts.append(part)
+    with pytest.raises(InputFileError):  # without the format it is taken for ROOT
+        file_specs(str(parts[0]), "events", selected=BRANCHES, identifiers=())
+    specs = [
+        file_specs(str(p), "events", selected=BRANCHES, identifiers=(), file_format="json")
+        for p in parts
+    ]
+    assert specs[0]["format"] == "json"
+    settings = Settings(tree="events", selected=tuple(BRANCHES), identifiers=(), chunk_size=400)
+    layout = merge(specs, settings, labels=["1", "0"])
+    assert {f["format"] for f in layout["files"]} == {"json"}
+    shards = preprocess(layout, range(len(layout["chunks"])), tmp_path / "shards")
+    _, _, want, _ = _rows(copies["json"], tmp_path / "named")
+    got = np.concatenate([h5py.File(s)["x"][:] for s in shards])
+    np.testing.assert_array_equal(got, want)
+    cli = subprocess.run(
+        [sys.executable, "-m", "rootml", "specs", str(parts[0]), "--dtype", "json",
+         "--branches", ",".join(BRANCHES), "--out", str(tmp_path / "s.json")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["format"] == "json"

@@ -20,6 +20,7 @@ import yaml
 
 from .exceptions import ConfigError, closest, format_closest
 from .schemas import validate
+from .sources import FORMATS
 from .storage import decode_text, read_bytes, read_text
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ class Settings:
     derived: Mapping[str, Any] = field(default_factory=dict)
     #: a record preprocessing hook's document (rootml.hooks): input.yml's ``preprocessing``
     preprocessing: Mapping[str, str] | None = None
+    #: the input files' format when their names do not say it (rootml.sources.FORMATS)
+    file_format: str | None = None
 
     def __post_init__(self) -> None:
         check_fractions(self.val_fraction, self.test_fraction)
@@ -70,6 +73,11 @@ class Settings:
             raise ConfigError(
                 f"chunk_size must be a positive number of events, -1 (whole file) or auto, "
                 f"got {self.chunk_size!r}"
+            )
+        if self.file_format is not None and self.file_format not in FORMATS:
+            raise ConfigError(
+                f"format {self.file_format!r} is unknown; use one of {', '.join(FORMATS)} (or "
+                "leave it out: the file names say it)"
             )
         if self.nevts < -1 or self.nevts == 0:
             raise ConfigError(f"nevts must be -1 (all events) or positive, got {self.nevts}")
@@ -420,6 +428,7 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
     data, feats, train = doc.get("data", {}), doc.get("features", {}), doc.get("training", {})
     simple = {
         "tree": doc.get("tree"),
+        "file_format": doc.get("format"),
         "seed": doc.get("seed"),
         "verbose": doc.get("verbose"),
         "nevts": data.get("nevts"),

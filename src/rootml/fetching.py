@@ -100,6 +100,7 @@ def fetch(
     backoff: float = 1.0,
     timeout: float = 30.0,
     progress: bool | None = None,
+    file_format: str | None = None,
 ) -> FetchRecord:
     """Make ``src`` available as a local file and record it in ``out_dir/fetch.json``.
 
@@ -107,6 +108,7 @@ def fetch(
     sleeping ``backoff * 2**k`` seconds between attempts); local files are verified in place.
     With ``tree``, the file must open and hold that TTree or RNTuple. With ``sha256``, its
     checksum must match. ``progress`` shows a bar on stderr (default: when it is a terminal).
+    ``file_format`` says the file's format when its name does not (``json``, ``root``, ...).
     """
     expected = _check_options(sha256, retries, backoff, timeout)
     source = resolve(src, redirector=redirector)
@@ -121,9 +123,12 @@ def fetch(
             backoff=backoff,
             timeout=timeout,
             progress=progress,
+            file_format=file_format,
         )
     else:
-        record = _verify_local(source, tree=tree, expected=expected, timeout=timeout)
+        record = _verify_local(
+            source, tree=tree, expected=expected, timeout=timeout, file_format=file_format
+        )
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / RECORD_NAME, record.to_json().encode())
     return record
@@ -148,11 +153,16 @@ def _check_options(sha256: str | None, retries: int, backoff: float, timeout: fl
 
 
 def _verify_local(
-    source: Source, *, tree: str | None, expected: str | None, timeout: float
+    source: Source,
+    *,
+    tree: str | None,
+    expected: str | None,
+    timeout: float,
+    file_format: str | None = None,
 ) -> FetchRecord:
     path = Path(source.url)
     if tree is not None:
-        with open_input(source, tree, timeout=timeout):
+        with open_input(source, tree, timeout=timeout, file_format=file_format):
             pass
     size, digest = 0, hashlib.sha256()
     with path.open("rb") as fh:
@@ -179,6 +189,7 @@ def _fetch_remote(
     backoff: float,
     timeout: float,
     progress: bool | None,
+    file_format: str | None = None,
 ) -> FetchRecord:
     name = source.basename
     if not name or name in (".", "..", RECORD_NAME):
@@ -225,7 +236,8 @@ def _fetch_remote(
     elapsed = max(time.monotonic() - started, 1e-9)
     try:
         if tree is not None:
-            with open_input(Source(source.original, str(dest.resolve()), "file"), tree):
+            local = Source(source.original, str(dest.resolve()), "file")
+            with open_input(local, tree, file_format=file_format):
                 pass
         record = FetchRecord(
             source.original, source.url, str(dest.resolve()), size, digest, copied=True

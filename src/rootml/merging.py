@@ -28,6 +28,7 @@ from .layout import layout_digest
 from .multiplicity import add_histogram, histogram_quantile
 from .reweighting import FLAT, factors
 from .schemas import validate
+from .sources import given_format
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,7 @@ def _file_table(
             "label": file_labels[i] if file_labels else None,
             "sha256": s["file"].get("sha256"),
             "size": s["file"].get("size"),
+            "format": given_format(s["format"]),
         }
         for i, s in enumerate(specs)
     ]

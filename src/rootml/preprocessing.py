@@ -124,6 +124,7 @@ def preprocess(
                 layout["tree"],
                 workers=workers,
                 preprocessing=layout.get("preprocessing"),
+                file_format=info.get("format"),
             )
         ) as root:
             # a span does not cut a cluster in two (each half would decompress all of it),

@@ -346,16 +346,20 @@ def open_input(
     timeout: float = 30.0,
     workers: int = 1,
     preprocessing: Mapping[str, str] | None = None,
+    file_format: str | None = None,
 ) -> RootInput:
     """Open ``tree`` in ``source``; fail early with a message naming the file.
 
     ``workers`` > 1 decompresses baskets on that many threads (zlib, lz4 and zstd release
     the GIL), which is how a 2-core machine reads at twice the single-thread speed.
     ``preprocessing``: a record hook's document (:mod:`rootml.hooks`), for record inputs only.
+    ``file_format`` (``root``, ``json``, ``csv``, ``parquet``, ``avro``) overrides what the
+    file's name says.
     """
     src = resolve(source) if isinstance(source, str) else source
-    if record_format(src.basename):
-        return _open_records(src, timeout, workers, preprocessing)
+    fmt = record_format(src.basename, file_format)
+    if fmt:
+        return _open_records(src, timeout, workers, preprocessing, fmt)
     if preprocessing:
         raise ConfigError(
             f"{preprocessing['file']} (preprocessing) applies to record inputs (JSON lines, "
@@ -413,7 +417,9 @@ def open_input(
         raise
 
 
-def _open_records(src: Source, timeout: float, workers: int, preprocessing: Mapping | None):
+def _open_records(
+    src: Source, timeout: float, workers: int, preprocessing: Mapping | None, fmt: str
+):
     """A JSON lines, CSV, Parquet or Avro file (rootml.records: the same interface as
     :class:`RootInput`); its readers are the ``records`` extra."""
     hook = load_hook(preprocessing) if preprocessing else None
@@ -421,11 +427,11 @@ def _open_records(src: Source, timeout: float, workers: int, preprocessing: Mapp
         from .records import open_records
     except ImportError as err:
         raise InputFileError(
-            f"cannot read a {record_format(src.basename)} file: {err};\n"
+            f"cannot read a {fmt} file: {err};\n"
             "install the record readers with: pip install 'rootml[records]'"
             f"\nin file {src.url}"
         ) from err
-    return open_records(src, timeout=timeout, workers=workers, preprocessing=hook)
+    return open_records(src, format=fmt, timeout=timeout, workers=workers, preprocessing=hook)
 
 
 def _trees(file) -> dict[str, str]:

@@ -54,6 +54,19 @@ def source_of(source: Source | str | PathLike) -> Source:
     return resolve(source)
 
 
+#: the first bytes of a gzip and a bzip2 stream
+MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bz2"}
+
+
+def _sniffed_compression(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(3)
+    except OSError:
+        return None  # opening it says what is wrong
+    return next((codec for magic, codec in MAGIC.items() if head.startswith(magic)), None)
+
+
 def detect_format(src: Source, format: str | None) -> tuple[str, str | None]:
     """``(format, compression)`` of a file, from ``format`` or else from its name."""
     name = src.basename.lower()
@@ -78,6 +91,8 @@ def detect_format(src: Source, format: str | None) -> tuple[str, str | None]:
                 f"(known endings: {known}, with .gz or .bz2 for JSON and CSV);\n"
                 f"rename the file or give format= one of {', '.join(FORMATS)}\nin file {src.url}"
             )
+    if compression is None and found in ("json", "csv") and not src.remote:
+        compression = _sniffed_compression(src.url)  # a name without .gz may hide gzip
     if compression and found in ("parquet", "avro"):
         raise InputFileError(
             f"a {found} file compresses its own blocks; {compression} around it is not read;\n"

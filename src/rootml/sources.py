@@ -27,12 +27,25 @@ RECORD_FORMATS = {
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2"}
 
 
-def record_format(name: str) -> str | None:
-    """The record format a file name says (``events.json.gz``: json), or None (ROOT)."""
+#: what ``format`` (input.yml; ``--format``, ``--dtype`` as MLaaS4HEP spells it) may say
+FORMATS = ("root", *RECORD_FORMATS)
+
+
+def record_format(name: str, given: str | None = None) -> str | None:
+    """The record format of a file: ``given`` when set (``root`` gives None), else what its
+    name says (``events.json.gz``: json), else None (ROOT)."""
+    if given:
+        return None if given == "root" else given
     stem = name.lower()
     for suffix in COMPRESSIONS:
         stem = stem.removesuffix(suffix)
     return next((f for f, ends in RECORD_FORMATS.items() if stem.endswith(ends)), None)
+
+
+def given_format(specs_format: str) -> str:
+    """The ``format`` to open a file with again, from what its specs recorded (``TTree`` or
+    ``RNTuple``: ``root``; a record format: itself)."""
+    return specs_format if specs_format in RECORD_FORMATS else "root"
 
 
 LFN_PREFIX = "/store/"

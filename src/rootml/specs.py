@@ -308,6 +308,7 @@ def file_specs(
     columns: str | Path | None = None,
     derived: Mapping | None = None,
     preprocessing: Mapping | None = None,
+    file_format: str | None = None,
 ) -> dict:
     """Open one file and build its specs document (validated against the shipped schema).
 
@@ -322,7 +323,13 @@ def file_specs(
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
         root = stack.enter_context(
-            open_input(source, tree, workers=workers, preprocessing=preprocessing)
+            open_input(
+                source,
+                tree,
+                workers=workers,
+                preprocessing=preprocessing,
+                file_format=file_format,
+            )
         )
         if root.entries == 0:
             raise DataError(

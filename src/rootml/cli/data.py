@@ -71,15 +71,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..fetching import fetch
 
-    tree, redirector = args.tree, args.redirector
+    tree, redirector, file_format = args.tree, args.redirector, args.file_format
     if args.input or args.params:
         _, settings = settings_from(args)
-        tree, redirector = settings.tree, settings.redirector
+        tree, redirector, file_format = settings.tree, settings.redirector, settings.file_format
     record = fetch(
         args.src,
         args.out,
         tree=tree,
         redirector=redirector,
+        file_format=file_format,
         sha256=args.sha256,
         retries=args.retries,
         timeout=args.timeout,
@@ -116,6 +117,7 @@ def cmd_specs(args: argparse.Namespace) -> int:
         columns=args.columns,
         derived=settings.derived,
         preprocessing=settings.preprocessing,
+        file_format=settings.file_format,
     )
     name = specs_filename(doc["file"]["basename"])
     out = Path(args.out or name)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from ..sources import FORMATS
+
 #: the namespace attribute where old spellings used on the command line are listed, so that
 #: the CLI warns about them once logging is set up
 DEPRECATED = "deprecated_spellings"
@@ -77,6 +79,13 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
         g.add_argument("--seed", type=int)
         return
     g.add_argument("--tree", help="TTree or RNTuple name (params.json 'branch')")
+    g.add_argument(
+        "--format",
+        "--dtype",
+        dest="file_format",
+        choices=FORMATS,
+        help="the input files' format when their names do not say it (MLaaS4HEP's --dtype)",
+    )
     g.add_argument("--redirector", help="XRootD prefix for LFNs (/store/...)")
     if scope == "source":
         return
@@ -139,6 +148,7 @@ def settings_from(args: argparse.Namespace):
         cap = int(cap)
     changes = {
         "tree": getattr(args, "tree", None),
+        "file_format": getattr(args, "file_format", None),
         "selected": _names(getattr(args, "branches", None)),
         "exclude": _names(getattr(args, "exclude", None)),
         "identifiers": _names(getattr(args, "identifiers", None)),

@@ -189,7 +189,7 @@ def prepare(
             f"in file {listed}"
         )
     listed = base / doc["files"] if isinstance(doc["files"], str) else where
-    _check_local_files(files, listed)
+    _check_local_files(files, listed, doc.get("format"))
     labels = doc["labels"]
     if not isinstance(labels, dict):
         labels = _entries(labels, base, "labels", where)
@@ -255,7 +255,7 @@ def prepare(
 ROOT_MAGIC = b"root"
 
 
-def _check_local_files(files: list[str], listed: Path) -> None:
+def _check_local_files(files: list[str], listed: Path, file_format: str | None = None) -> None:
     """Local input files exist, are files and are ROOT files: said in the first second, not by
     the fetch step later (remote files are checked when they are fetched)."""
     for name in files:
@@ -280,11 +280,12 @@ def _check_local_files(files: list[str], listed: Path) -> None:
             raise ConfigError(
                 f"cannot read input file {path}: {err.strerror}\nin {listed}"
             ) from None
-        if head != ROOT_MAGIC and not record_format(path.name):
+        if head != ROOT_MAGIC and not record_format(path.name, file_format):
             raise ConfigError(
                 f"input file {path} is not a ROOT file (it starts with {head!r}, not b'root'): "
                 "list ROOT files, or record files named by their format (.json, .jsonl, "
-                f".csv, .parquet, .avro)\nin {listed}"
+                ".csv, .parquet, .avro) or whose format input.yml's 'format' says\n"
+                f"in {listed}"
             )
 
 

@@ -798,7 +798,12 @@ def first_event(run_input: RunInput, layout: dict) -> dict:
     from ..sources import resolve
 
     source = resolve(run_input.files[0], redirector=run_input.settings.redirector)
-    tree = open_input(source, layout["tree"], preprocessing=layout.get("preprocessing"))
+    tree = open_input(
+        source,
+        layout["tree"],
+        preprocessing=layout.get("preprocessing"),
+        file_format=layout["files"][0].get("format"),
+    )
     label = layout["labels"].get("branch")
     return tree.arrays([b for b in layout["read"] if b != label], 0, 1).to_list()[0]
 
