@@ -104,6 +104,7 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
         "merge",
         "preprocess",
         "train",
+        "model_check",
         "features",
         "evaluate",
         "publish",
@@ -115,7 +116,8 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
     assert stages["specs"]["scatter"]["parameters"] == ["record"]
     assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
-    for name in ("check", "merge", "train", "features", "evaluate", "publish", "track"):
+    single = ("check", "merge", "train", "model_check", "features", "evaluate", "publish", "track")
+    for name in single:
         assert stages[name]["scheduler_type"] == "singlestep-stage"
     assert stages["provenance"]["scheduler_type"] == "singlestep-stage"
 
@@ -458,7 +460,7 @@ def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
     assert len(history["loss"]) == 10  # params.json's epochs, unchanged
 
 
-# valid Python that fails when imported: only the train step can find out (it needs Keras)
+# valid Python that fails when imported: only a step with Keras can find out (model_check)
 BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nraise ValueError('broken')\n"
 
 
@@ -467,8 +469,8 @@ BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nraise ValueError(
 def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     inputs = _one_file_input(tmp_path / "in", model=BROKEN_MODEL)
     workdir = tmp_path / "w"
-    # without the warm interpreters (as under Docker or on REANA) the train step is the first
-    # to import the model file
+    # every step a fresh interpreter (as under Docker or on REANA): the model_check step,
+    # beside preprocessing, is the first to import the model file
     result = _run(
         "--input",
         str(inputs),
@@ -480,16 +482,16 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 1
-    assert "step train failed" in result.stderr
+    assert "model.py cannot be trained" in result.stderr
     assert "importing the model file raised ValueError: broken" in result.stderr  # its log
     # named as the user's file: the run's private copy is overwritten on --resume
     assert str(tmp_path / "in" / "model.py") in result.stderr
     assert str(workdir / "model" / "model.py") not in result.stderr
-    assert "train.run.log" in result.stderr
     assert "rootml run --resume" in result.stderr
     assert not (workdir / "train" / "bundle").exists()  # no half-written bundle
     before = _steps(workdir)
-    assert before["train"]["status"] == "failed"
+    assert before["model_check"]["status"] == "failed"
+    assert before.get("train", {}).get("status") != "done"
     assert not any(n.startswith(("evaluate", "publish")) for n in before)
 
     # the physicist fixes model.py and resumes: only train and what follows run again
@@ -497,12 +499,15 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     after = _steps(workdir)
-    # (features, beside train, may have been stopped when train failed: then it runs again)
-    data_steps = [n for n in before if n != "train" and before[n]["status"] == "done"]
-    assert {"merge", "preprocess_0"} <= set(data_steps)
+    # (the failed check stopped the run: a preprocess job cut short runs again)
+    data_steps = [
+        n for n in before if n not in ("train", "features") and before[n]["status"] == "done"
+    ]
+    assert {"check", "specs_0", "merge"} <= set(data_steps)
     for name in data_steps:
         assert after[name]["started"] == before[name]["started"], f"{name} ran again"
-    assert after["train"]["started"] != before["train"]["started"]
+    assert after["model_check"]["started"] != before["model_check"]["started"]
+    assert after["model_check"]["status"] == "done"
     assert after["train"]["status"] == after["publish"]["status"] == "done"
     assert "reused from the earlier run" in result.stdout
     assert "test AUC" in result.stdout

@@ -200,9 +200,8 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
          "--workdir", str(workdir), *([] if warm else ["--no-warm"])],
         capture_output=True,
         text=True,
-        # in the warm train container the check always runs; without one, in a fresh
-        # container only for big plans (this one has 2,000 events)
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **({} if warm else {"ROOTML_DOCKER_CHECK_EVENTS": "0"})),
+        # the model_check step: in the warm train container, or a fresh one (--no-warm)
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         timeout=1200,
         check=False,
     )  # fmt: skip
@@ -212,3 +211,6 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
     assert "model.py cannot be trained" in result.stderr
     assert f"in file {sample / 'inputs' / 'model.py'}" in result.stderr  # the user's file
     assert "step train failed" not in result.stderr
+    checked = json.loads((workdir / "model_check" / "_rootml" / "step.json").read_text())
+    assert (checked["status"], checked["engine"]) == ("failed", "docker")
+    assert checked["image"].startswith("rootml/train:")

@@ -48,12 +48,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_check_model(args: argparse.Namespace) -> int:
     from ..layout import load_layout
     from ..modelfile import build_model
+    from ..storage import write_json
 
+    model = args.model
+    if model is None and args.input:
+        model = settings_from(args)[1].model
     layout = load_layout(args.layout)
-    checked = build_model(args.model, layout["dim"], len(layout["labels"]["classes"]))
-    print(
-        f"{args.model}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)"
-    )
+    checked = build_model(model, layout["dim"], len(layout["labels"]["classes"]))
+    what = model or "rootml's default network"
+    print(f"{what}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)")
+    if args.out:
+        write_json(
+            args.out,
+            {"model": model, "dim": layout["dim"], "target": checked.target, "ok": True},
+        )
     return 0
 
 
@@ -131,8 +139,10 @@ def add_commands(sub) -> None:
         help="import model.py, call model(idim) for the merged layout and check the model",
     )
     add_layout_option(p)
-    p.add_argument("--model", required=True, help="model.py defining model(idim)")
-    p.set_defaults(func=cmd_check_model)
+    p.add_argument("--model", help="model.py defining model(idim) (default: input.yml's)")
+    p.add_argument("--input", help="input.yml naming the model, when --model is not given")
+    p.add_argument("--out", help="also write the check's record (JSON) here")
+    p.set_defaults(params=None, func=cmd_check_model)
 
     p = sub.add_parser("evaluate", help="metrics, plots and an HTML report on the test split")
     p.add_argument("--bundle", required=True, help="bundle folder written by 'rootml train'")

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from .. import tracking
 from ..exceptions import WorkflowError
-from ..layout import LAYOUT_FILE
 from ..server.config import ServerConfig
 from ..server.launch import EmbeddedServer, free_port
 from ..storage import atomic_path
@@ -410,7 +409,7 @@ def _run(
             _lower_priority(proc.pid)
         preloaded = False
         early = _EarlySummary(workdir, run_input, server, keep_serving=options.serve)
-        model_check = _ModelCheck(workdir, pool, engine)
+        model_check = _ModelCheck(workdir)
         try:
             while proc.poll() is None:
                 progress.poll()
@@ -437,7 +436,7 @@ def _run(
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
     if proc.returncode != 0:
-        model_check.finish()  # train may have failed on the same model file: say it once
+        model_check.poll(progress)  # train may have failed on the same model file: say it once
     record = _run_record(workdir, run_input, engine, url, cmd, t0, proc.returncode)
     if model_check.error:
         raise WorkflowError(
@@ -472,104 +471,40 @@ def _run(
 
 
 class _ModelCheck:
-    """``rootml check-model`` once the merge step has written the layout: model.py imported
-    and ``model(idim)`` built and checked (as the train step will) beside preprocessing, so a
-    model file that raises, returns None or does not fit the labels stops the run before the
-    data path is done, not after it. Locally it runs on the warm model server; under Docker in
-    the warm train container (:mod:`.warmdocker`), or without one in a fresh train container
-    when the plan is big enough (:data:`DOCKER_CHECK_EVENTS`) for that container's TensorFlow
-    import (3-5 s of CPU beside the data steps) to pay."""
+    """Watches the ``model_check`` step (steps/steps.yml): model.py imported and
+    ``model(idim)`` built and checked, as the train step will, as soon as merge has written the
+    layout, beside preprocessing. When it fails the run stops at once (yadage is ended: the
+    data path need not finish) with the check's own message, said once even when training
+    failed on the same file meanwhile."""
 
-    def __init__(self, workdir: Path, pool: warm.Pool, engine) -> None:
+    STEP = "model_check"
+
+    def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.model = workdir / "model" / "model.py"
-        self.layout = workdir / "merge" / LAYOUT_FILE
-        self.log = workdir / "check-model.log"
-        self.pool = pool
-        self.engine = engine
-        self.proc: subprocess.Popen | None = None
-        self.decided = False  # whether and where to run is decided once, when it is due
         self.error = ""
 
-    def _command(self) -> tuple[list[str], dict] | None:
-        args = ["check-model", "--layout", str(self.layout), "--model", str(self.model)]
-        if "ROOTML_WARM_BIN" in self.pool.env:
-            launcher = Path(self.pool.env["ROOTML_WARM_BIN"]) / "rootml"
-            return [str(launcher), *args], dict(os.environ, **self.pool.env)
-        warm_exec = warmdocker.exec_command(self.pool, "train", self.workdir, args)
-        if warm_exec is not None:
-            return warm_exec, dict(os.environ)
-        image = next((i for i in self.engine.images if "/train:" in i), None)
-        if self.engine.name != "docker" or image is None or self._events() < _docker_events():
-            return None
-        flags = ["--rm", "--network", "none", "-e", "TF_CPP_MIN_LOG_LEVEL=2"]
-        flags += ["-v", f"{self.workdir}:{self.workdir}:ro", *docker.user_flags()]
-        return ["docker", "run", *flags, image, "rootml", *args], dict(os.environ)
-
-    def _events(self) -> int:
-        try:
-            chunks = json.loads(self.layout.read_text("utf-8"))["chunks"]
-        except (OSError, ValueError, KeyError):
-            return 0
-        return sum(c["stop"] - c["start"] for c in chunks)
-
-    def poll(self, progress: Progress | None) -> bool:
-        """Start the check when it is due; True once it has failed."""
-        if self.proc is None:
-            if self.decided or progress is None or not self._due(progress):
-                return False
-            self.decided = True
-            command = self._command()
-            if command is not None:
-                with open(self.log, "wb") as log:
-                    self.proc = subprocess.Popen(
-                        command[0],
-                        env=command[1],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+    def poll(self, progress: Progress) -> bool:
+        """True once the check has failed in this run (its message is in :attr:`error`)."""
+        if self.error or not self._failed(progress):
             return False
-        if self.error or self.proc.poll() in (None, 0):
-            return False
-        lines = self.log.read_text("utf-8", errors="replace").splitlines()
-        mark = next((i for i, line in enumerate(lines) if ": error: " in line), None)
-        if mark is None:
-            self.error = f"checking {self.model} failed; the end of {self.log}:\n" + "\n".join(
-                lines[-LOG_TAIL:]
-            )
-        else:
-            first = lines[mark].split(": error: ", 1)[1]
-            self.error = "model.py cannot be trained: " + "\n".join([first, *lines[mark + 1 :]])
+        self.error = self._message()
         return True
 
-    def finish(self, timeout: float = 120.0) -> None:
-        """Wait for a check still running (its message is the clearer one) and read it."""
-        if self.proc is None or self.error:
-            return
-        with suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-        if self.proc.poll() is not None:
-            self.poll(None)
+    def _failed(self, progress: Progress) -> bool:
+        status = progress.seen.get(self.STEP, (None, None))[1]
+        return status == "failed" and self.STEP not in progress.earlier
 
-    def _due(self, progress: Progress) -> bool:
-        """When this run merged the layout and will train on it (where it runs: _command)."""
-        return (
-            progress.done_here("merge")
-            and "train" not in progress.seen
-            and self.model.is_file()
-            and self.layout.is_file()
-        )
-
-
-#: under Docker the model check runs when the chunk plan holds at least this many events
-#: (environment variable ROOTML_DOCKER_CHECK_EVENTS); below, training starts soon enough
-DOCKER_CHECK_EVENTS = 1_000_000
-
-
-def _docker_events() -> int:
-    value = os.environ.get("ROOTML_DOCKER_CHECK_EVENTS", "")
-    return int(value) if value.isdigit() else DOCKER_CHECK_EVENTS
+    def _message(self) -> str:
+        steps = step_records(self.workdir)
+        log_path = Path(steps[self.STEP].record["log"]) if self.STEP in steps else None
+        lines = (_log_lines(log_path) or []) if log_path else []
+        mark = next((i for i, line in enumerate(lines) if ": error: " in line), None)
+        if mark is None:
+            return f"checking model.py failed; the end of {log_path}:\n" + "\n".join(
+                lines[-LOG_TAIL:]
+            )
+        first = lines[mark].split(": error: ", 1)[1]
+        return "model.py cannot be trained: " + "\n".join([first, *lines[mark + 1 :]])
 
 
 def _prepare_summary() -> None:

@@ -130,12 +130,3 @@ def containers(
         yield pool
     finally:
         pool.close()
-
-
-def exec_command(pool: warm.Pool, kind: str, workdir: Path, argv: list[str]) -> list[str] | None:
-    """``docker exec`` of ``rootml ARGV`` in the warm container of ``kind`` (its launcher and
-    server), in ``workdir``; None when no such container runs."""
-    name = pool.containers.get(kind)
-    if name is None or pool.procs[kind].poll() is not None:
-        return None
-    return ["docker", "exec", "-w", str(workdir), name, "rootml", *argv]
