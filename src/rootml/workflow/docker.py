@@ -49,14 +49,19 @@ def step_images(root: Path) -> list[str]:
     return [f"{env['image']}:{env['imagetag']}" for env in doc["environments"].values()]
 
 
-def image_id(image: str) -> str | None:
+def inspect(image: str, template: str) -> str | None:
+    """``docker image inspect --format TEMPLATE IMAGE``, or None when the image is missing."""
     result = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
+        ["docker", "image", "inspect", "--format", template, image],
         capture_output=True,
         text=True,
         check=False,
     )
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def image_id(image: str) -> str | None:
+    return inspect(image, "{{.Id}}")
 
 
 def build_images(root: Path, images: list[str], out=sys.stdout) -> None:

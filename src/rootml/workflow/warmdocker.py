@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import warm, warmclient
+from .docker import inspect
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,9 @@ def kind_of(image: str) -> str | None:
 
 def image_path(image: str) -> str | None:
     """The ``PATH`` an image's containers start with (its ``ENV``), None if unknown."""
-    done = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{json .Config.Env}}", image],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        return None
+    text = inspect(image, "{{json .Config.Env}}")
     try:
-        env = json.loads(done.stdout)
+        env = json.loads(text) if text is not None else None
     except ValueError:
         return None
     return next((e.split("=", 1)[1] for e in env or () if e.startswith("PATH=")), None)
