@@ -49,7 +49,7 @@ def test_schemathesis_finds_no_failure(tmp_path, bundles, token_file, with_token
             *(["--header", f"Authorization: Bearer {TOKEN}"] if with_token else []),
         ]  # fmt: skip
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=600, check=False,
+            command, capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
             env=dict(os.environ, SCHEMATHESIS_HOOKS=""),
         )  # fmt: skip
     tail = (done.stdout + done.stderr)[-6000:]

@@ -50,7 +50,9 @@ UPLOAD_SLOTS = 2  # uploads unpacked at once per worker; others wait (disk and m
 
 async def _run(request: Request, model: LoadedModel, x: np.ndarray) -> np.ndarray:
     """``model.run(x)``, on the event loop for small batches, counted for /v2/models/m/stats."""
-    stats = request.app.state.stats.setdefault(model.name, ModelStats())
+    stats = request.app.state.stats.get(model.name)
+    if stats is None:
+        stats = request.app.state.stats[model.name] = ModelStats()
     t0 = time.perf_counter_ns()
     ok = False
     try:
@@ -61,9 +63,7 @@ async def _run(request: Request, model: LoadedModel, x: np.ndarray) -> np.ndarra
         ok = True
         return out
     finally:
-        ns = time.perf_counter_ns() - t0
-        stats.record(len(x), ns, ok)
-        request.app.state.metrics.inference(model.name, len(x), ns / 1e9, ok)
+        stats.record(len(x), time.perf_counter_ns() - t0, ok)
 
 
 async def _model_for(request: Request, doc: dict) -> LoadedModel:
@@ -453,7 +453,7 @@ def create_app(config: ServerConfig) -> Starlette:
     app.state.config = config
     app.state.counts = {}
     app.state.stats = {}
-    app.state.metrics = Metrics(lambda: getattr(app.state, "store", None))
+    app.state.metrics = Metrics(lambda: getattr(app.state, "store", None), app.state.stats)
     app.state.ready = False
     app.add_middleware(_GzipWhenAccepted)
     app.add_middleware(CountRequests, metrics=app.state.metrics, counts=app.state.counts)

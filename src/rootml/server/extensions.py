@@ -17,6 +17,7 @@ configuration, the model repository (index, load, unload) and per-model statisti
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 
@@ -38,15 +39,38 @@ class Counter:
         return {"count": self.count, "ns": self.ns}
 
 
+#: upper bounds (seconds) of the model-call latency histogram /metrics exposes
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+
+
 @dataclass
 class ModelStats:
-    """One model's inference counts in this worker (Triton's statistics fields)."""
+    """One model's inference counts in this worker: Triton's statistics fields, and the
+    latency histogram (calls per :data:`LATENCY_BUCKETS` bound, the last for larger) that
+    ``/metrics`` exposes from the same record."""
 
     inferences: int = 0  # rows
     executions: int = 0  # calls of the model
     last_ms: int = 0
     success: Counter = field(default_factory=Counter)
     fail: Counter = field(default_factory=Counter)
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
     def record(self, rows: int, ns: int, ok: bool) -> None:
         self.last_ms = int(time.time() * 1000)
@@ -55,6 +79,7 @@ class ModelStats:
             self.executions += 1
             self.success.count += 1
             self.success.ns += ns
+            self.latency[bisect.bisect_left(LATENCY_BUCKETS, ns / 1e9)] += 1
         else:
             self.fail.count += 1
             self.fail.ns += ns

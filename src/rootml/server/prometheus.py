@@ -16,8 +16,9 @@ answered (as ``/status`` and the V2 statistics do).
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,20 +28,22 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
+
+from .extensions import LATENCY_BUCKETS
 
 #: the methods counted by name (a client may send any token as a method)
 METHODS = ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")
 
-#: request latencies of a server that answers in microseconds to seconds
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
 
 class Metrics:
-    """The app's metrics; :meth:`inference` is called by the prediction path."""
+    """The app's metrics. Requests are counted by :class:`CountRequests`; the per-model
+    inference figures are read at scrape time from the statistics the prediction path keeps
+    for ``/v2/models/m/stats`` (``stats``: model name -> ModelStats), not counted twice."""
 
-    def __init__(self, store_of: Callable[[], object | None]) -> None:
+    def __init__(self, store_of: Callable[[], object | None], stats: dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -48,30 +51,43 @@ class Metrics:
         )
         self.latency = Histogram(
             "rootml_http_request_duration_seconds", "HTTP request latency", ["handler"],
-            buckets=BUCKETS, registry=r,
-        )  # fmt: skip
-        self.inferences = Counter("rootml_inferences", "model calls", ["model"], registry=r)
-        self.rows = Counter("rootml_inference_rows", "rows scored", ["model"], registry=r)
-        self.errors = Counter(
-            "rootml_inference_errors", "failed model calls", ["model"], registry=r
-        )
-        self.infer_latency = Histogram(
-            "rootml_inference_duration_seconds", "model call latency", ["model"],
-            buckets=BUCKETS, registry=r,
+            buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.uploads = Counter("rootml_uploads", "uploads", ["outcome"], registry=r)
         stored = Gauge("rootml_models_stored", "models in the store", registry=r)
         loaded = Gauge("rootml_models_loaded", "models loaded in this worker", registry=r)
         stored.set_function(lambda: len(_store_call(store_of, "names")))
         loaded.set_function(lambda: len(_store_call(store_of, "cached")))
+        r.register(_Inferences(stats))
 
-    def inference(self, model: str, rows: int, seconds: float, ok: bool) -> None:
-        if ok:
-            self.inferences.labels(model).inc()
-            self.rows.labels(model).inc(rows)
-            self.infer_latency.labels(model).observe(seconds)
-        else:
-            self.errors.labels(model).inc()
+
+class _Inferences:
+    """The per-model figures of ``stats`` as Prometheus families (a custom collector)."""
+
+    def __init__(self, stats: dict) -> None:
+        self.stats = stats
+
+    def describe(self) -> list:
+        return []  # collected fresh at every scrape
+
+    def collect(self) -> Iterator:
+        calls = CounterMetricFamily("rootml_inferences", "model calls", labels=["model"])
+        rows = CounterMetricFamily("rootml_inference_rows", "rows scored", labels=["model"])
+        errors = CounterMetricFamily(
+            "rootml_inference_errors", "failed model calls", labels=["model"]
+        )
+        latency = HistogramMetricFamily(
+            "rootml_inference_duration_seconds", "model call latency", labels=["model"]
+        )
+        for name, s in sorted(self.stats.items()):
+            calls.add_metric([name], s.executions)
+            rows.add_metric([name], s.inferences)
+            errors.add_metric([name], s.fail.count)
+            cumulative = list(itertools.accumulate(s.latency))
+            buckets = [(str(b), c) for b, c in zip(LATENCY_BUCKETS, cumulative, strict=False)]
+            buckets.append(("+Inf", cumulative[-1]))
+            latency.add_metric([name], buckets, s.success.ns / 1e9)
+        yield from (calls, rows, errors, latency)
 
 
 def _store_call(store_of: Callable[[], object | None], method: str) -> list:
