@@ -5,19 +5,21 @@ interpreter has already imported what the command needs.
 Without them every step container started a fresh Python: the train step paid TensorFlow's
 import (3-5 s on 2 cores) and evaluate matplotlib, scipy and onnxruntime's (~2 s), costs the
 local engine's warm interpreters (:mod:`.warm`) pay once, while the data steps run. So
-``rootml run --engine docker`` starts, before yadage, one container per step image
-(``data``, ``train``, ``publish``) running :mod:`.warm`'s server for that image, with the
+``rootml run --engine docker`` starts, before yadage, warm containers of the step images
+(``data``, ``publish``, and two of ``train``: one with TensorFlow for training and the model
+check, one niced without it for ``features`` and ``evaluate``, so that their imports do not
+slow training), each running :mod:`.warm`'s server, with the
 mounts every step sees (the run's folder, the input files' folders read-only, the host
 network) and a private folder holding the servers' Unix sockets and a launcher. Each step's
-``docker run`` (packtivity's own Docker handler, unchanged) gets that folder mounted and first
+``docker run`` (the command line packtivity builds, :mod:`.plugin`) gets that folder mounted and first
 on ``PATH``: the step's script calls ``rootml`` as before; the launcher inside the step
 container finds its image in ``ROOTML_IMAGE`` (set by the image) and hands the command, its
 streams and environment to the warm container of that image; the command runs there and its
 exit status becomes the launcher's. When no warm container answers, the launcher starts a
 fresh ``python -m rootml`` in the step container, as before.
 
-The outputs are those of a fresh process (the tests compare a Docker run's model with the
-local engine's byte for byte). The containers are removed with the run; one whose ``rootml
+The outputs are those of a fresh process (a Docker run's ``model.onnx`` matched the local
+engine's byte for byte on the bundled sample and on the Rucio example). The containers are removed with the run; one whose ``rootml
 run`` is killed stops too (its ``docker run`` client gets SIGTERM and passes it on).
 """
 
