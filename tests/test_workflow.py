@@ -723,3 +723,33 @@ def test_a_run_killed_in_a_step_resumes_that_step_and_what_follows(uninterrupted
         assert after[name].status == "done"
         assert after[name].record["started"] != at_kill[name].record["started"]
     assert _outputs(workdir) == expected
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # packtivity imports pipes
+def test_yadages_step_cache_is_written_by_rename(tmp_path, monkeypatch):
+    """A run killed while yadage rewrote its cache left a cut file that no resume could read:
+    the plugin writes it beside and renames it into place."""
+    import json as _json
+    import types
+
+    from yadage.backends.caching import CacheBuilder
+
+    from rootml.workflow import plugin
+
+    assert CacheBuilder.todisk is plugin._cache_todisk
+    path = tmp_path / "cache.json"
+    path.write_text('{"old": 1}')
+
+    cache = types.SimpleNamespace(cachefile=str(path), cache={"step": {"result": "x"}})
+
+    renames = []
+    real_replace = type(path).replace
+    monkeypatch.setattr(
+        type(path),
+        "replace",
+        lambda self, target: renames.append(target) or real_replace(self, target),
+    )
+    plugin._cache_todisk(cache)
+    assert [str(t) for t in renames] == [str(path)]
+    assert _json.loads(path.read_text()) == {"step": {"result": "x"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.json"]

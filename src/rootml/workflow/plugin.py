@@ -23,9 +23,10 @@ The override happens at import time in the process that imports this module; yad
 ``multiproc`` backend forks its workers afterwards (Python's default on Linux), so they see it.
 
 It also makes yadage's step cache (``yadage-run -c checksums``, what ``rootml run --resume``
-uses) usable: yadage keys a cached step by its state, whose upstream folders come in the
-iteration order of a set of random node ids, so a step with two upstream stages got a new key
-on every run and was never found again. The key here lists those folders sorted.
+uses) usable and writes it atomically (a kill mid-write left a cut file). yadage keys a
+cached step by its state, whose upstream folders come in the iteration order of a set of
+random node ids, so a step with two upstream stages got a new key on every run and was never
+found again. The key here lists those folders sorted.
 
 And it keeps yadage's own bookkeeping from eating a core: yadage parses the same few JSONPath
 expressions thousands of times a run, and jsonpath_rw builds a new PLY parser (its LALR tables)
@@ -227,8 +228,21 @@ def _filehash(filepath: str, hashfunc) -> str:
 
 
 _filehash.original = _filehash_by_reading
+
+
+def _cache_todisk(self) -> None:
+    """yadage's step cache written atomically: yadage rewrites the file in place after every
+    finished step, so a run killed while it writes left an empty or cut file, and the resume
+    failed reading it ("Expecting value: line 1 column 1")."""
+    path = Path(self.cachefile)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(self.cache, indent=4, sort_keys=True), "utf-8")
+    tmp.replace(path)
+
+
 checksumdir._filehash = _filehash
 CacheBuilder.cacheid = stable_cacheid
+CacheBuilder.todisk = _cache_todisk
 TypedLeafs._TypedLeafs__normalize = _normalize
 if not hasattr(jsonpath_rw.parse, "cache_info"):  # imported twice: wrap once
     jsonpath_rw.parse = functools.lru_cache(maxsize=4096)(jsonpath_rw.parse)
