@@ -22,10 +22,11 @@ from bench_padding import ROOTML, samples
 SAMPLES = ["bundled", "fourfile", "jagged"]
 
 
-def input_yml(folder: Path, files, labels, params: dict, net: str, cap: str) -> Path:
+def input_yml(folder: Path, files, labels, params: dict, net: str, settings: dict) -> Path:
+    """input.yml for one of bench_padding's samples, with ``settings`` in its features."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(net)
-    features = {"identifiers": params["identifier"], "jagged_cap": cap}
+    features = {"identifiers": params["identifier"], **settings}
     if params.get("selected_branches"):
         features["selected"] = params["selected_branches"]
     doc = {
@@ -65,7 +66,8 @@ def main() -> None:
     try:
         for name, (files, labels, params, net) in samples(base, args.samples).items():
             for cap in args.caps:
-                path = input_yml(base / f"in-{name}-{cap}", files, labels, params, net, cap)
+                folder = base / f"in-{name}-{cap}"
+                path = input_yml(folder, files, labels, params, net, {"jagged_cap": cap})
                 auc, dim, caps = run(path, base / f"run-{name}-{cap}")
                 table[(name, cap)] = (auc, dim)
                 print(f"{name:<9} cap {cap:>6}: test AUC {auc:.4f}, {dim} features, caps {caps}",

@@ -41,7 +41,7 @@ def _settings(**kw):
 
 
 def test_binary_layout_columns_and_scaling(specs3):
-    doc = merge(specs3[:2], _settings(), labels=["1", "0"])
+    doc = merge(specs3[:2], _settings(scaling="minmax"), labels=["1", "0"])
     assert doc["labels"] == {
         "source": "file",
         "branch": None,
@@ -61,6 +61,60 @@ def test_binary_layout_columns_and_scaling(specs3):
     assert doc["pad_value"] == pytest.approx(-0.01)
     assert doc["clip"] == [0.0, 1.0]
     assert not set(IDS) & set(doc["read"])
+
+
+def _pooled_cdf(paths, branch):
+    import uproot
+
+    values = np.concatenate(
+        [ak.to_numpy(ak.flatten(uproot.open(p)["events"][branch].array(), axis=None))
+         for p in paths]
+    )  # fmt: skip
+    return lambda x: (np.count_nonzero(values < x) / values.size,
+                      np.count_nonzero(values <= x) / values.size)  # fmt: skip
+
+
+def test_quantile_scaling_maps_the_merged_tails_of_all_files_to_the_range(tmp_path):
+    """The default scaling puts each branch's 0.1 % and 99.9 % quantiles over all files
+    (mixed from the files' specs) at 0 and 1: one outlier event does not squeeze the rest."""
+    met = np.random.default_rng(5).gamma(2.0, 15.0, 30_000).astype(np.float32)
+    met[17] = 1e6  # one broken event
+    paths = [
+        write_events(tmp_path / "a.root", 30_000, seed=1, signal=True, MET=met),
+        write_events(tmp_path / "b.root", 20_000, seed=2),
+    ]
+    specs = [file_specs(str(p), "events", identifiers=IDS) for p in paths]
+    doc = merge(specs, _settings(), labels=["1", "0"])
+    assert doc["scaling"] == "quantile"
+    assert doc["clip"] == [0.0, 1.0]
+    for branch in ("MET", "Jet_pt", "HT"):
+        col = next(c for c in doc["inputs"] if c["branch"] == branch)
+        cdf = _pooled_cdf(paths, branch)
+        lo, hi = col["shift"], col["shift"] + 1 / col["scale"]
+        for x, p in ((lo, 0.001), (hi, 0.999)):  # a quantile of values with atoms (HT = 0)
+            below, upto = cdf(x)
+            assert below - 0.0015 <= p <= upto + 0.0015, (branch, p)
+    minmax = merge(specs, _settings(scaling="minmax"), labels=["1", "0"])
+    met_q = next(c for c in doc["inputs"] if c["branch"] == "MET")
+    met_m = next(c for c in minmax["inputs"] if c["branch"] == "MET")
+    assert 1 / met_m["scale"] > 1e6 - 1
+    assert 1 / met_q["scale"] < 200
+    # few distinct integers (a count, a flag) keep their exact range
+    for branch in ("nPV", "trigger"):
+        col = next(c for c in doc["inputs"] if c["branch"] == branch)
+        lo = min(s["branches"][branch]["min"] for s in specs)
+        hi = max(s["branches"][branch]["max"] for s in specs)
+        assert (col["shift"], col["scale"]) == (lo, pytest.approx(1 / (hi - lo))), branch
+
+
+def test_quantile_scaling_falls_back_to_min_max_for_specs_without_quantiles(specs3):
+    old = json.loads(json.dumps(specs3[:2]))
+    for s in old:
+        for b in s["branches"].values():
+            b.pop("quantiles", None)
+    doc = merge(old, _settings(), labels=["1", "0"])
+    minmax = merge(specs3[:2], _settings(scaling="minmax"), labels=["1", "0"])
+    assert doc["inputs"] == minmax["inputs"]
 
 
 def test_multiclass_and_string_labels(specs3):

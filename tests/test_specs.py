@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rootfiles import event_arrays, write_events, write_rntuple
 from rootml.exceptions import BranchError, DataError
 from rootml.multiplicity import histogram_quantile, multiplicity_summary
 from rootml.schemas import validate
-from rootml.specs import Moments, file_specs
+from rootml.specs import SAMPLE_SIZE, Moments, file_specs
 
 IDS = ("run", "event", "luminosityBlock")
 
@@ -89,6 +90,32 @@ def test_moments_merge_equals_one_pass(blocks):
         assert out["max"] == everything.max()
     else:
         assert out["mean"] is None
+
+
+def test_value_sample_quantiles_are_exact_for_few_values_and_bounded_for_many():
+    rng = np.random.default_rng(3)
+    few = rng.normal(size=5000)
+    m = Moments()
+    for block in np.array_split(few, 7):
+        m.add(block)
+    q = m.to_json()["quantiles"]
+    assert q["sampled"] == few.size
+    assert q["values"] == pytest.approx(np.quantile(few.astype(np.float32), q["probs"]), abs=1e-6)
+    many = rng.exponential(size=2_000_000)
+    runs = []
+    for _ in range(2):
+        m = Moments()
+        for block in np.array_split(many, 23):
+            m.add(block)
+        runs.append(m.to_json()["quantiles"])
+    assert runs[0] == runs[1]  # the same stream gives the same sample
+    q = runs[0]
+    assert SAMPLE_SIZE <= q["sampled"] <= 2 * SAMPLE_SIZE
+    assert (q["values"][0], q["values"][-1]) == (many.min(), many.max())
+    ordered = np.sort(many)
+    for p, v in zip(q["probs"][1:-1], q["values"][1:-1], strict=True):
+        got = np.searchsorted(ordered, v) / many.size
+        assert got == pytest.approx(p, abs=4 * math.sqrt(p * (1 - p) / SAMPLE_SIZE) + 1e-4), p
 
 
 def test_nan_and_inf_are_counted_not_averaged(tmp_path):

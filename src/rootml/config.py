@@ -41,7 +41,7 @@ class Settings:
     chunk_size: int | str = "auto"  # events per shard; "auto": rootml.merging.auto_chunk
     val_fraction: float = 0.16
     test_fraction: float = 0.2
-    scaling: str = "minmax"
+    scaling: str = "quantile"  # merging.QUANTILE_RANGE to [0, 1]; "minmax"; "standard"
     jagged_cap: int | str = "auto"  # merging.auto_cap
     jagged_caps: Mapping[str, int | str] = field(default_factory=dict)
     counts: bool | str = "auto"  # True, False, or "auto": where no counter branch is a feature

@@ -42,6 +42,8 @@ SPLIT_KEY = "splitmix64(sha256(seed:basename)[:8] + entry)"
 #: equals a real value, yet close, which trains better than far (benchmarks/bench_padding.py;
 #: the table in docs/padding.md: min-max test AUC 0.780 at -1, 0.833 at -0.01)
 PAD_MARGIN = 0.01
+#: the quantiles the default "quantile" scaling maps to 0 and 1 (values beyond are clipped)
+QUANTILE_RANGE = (0.001, 0.999)
 
 
 def merge(
@@ -67,7 +69,7 @@ def merge(
     names = _without_empty(names, merged, settings.empty_branches)
     _check_nan_policy(specs, names, settings.nan_policy)
     classes, file_labels = _labels(specs, labels, label_branch)
-    lo, hi = (0.0, 1.0) if settings.scaling == "minmax" else (-settings.clip, settings.clip)
+    lo, hi = (0.0, 1.0) if settings.scaling != "standard" else (-settings.clip, settings.clip)
     pad = _padding(settings, lo, hi)
     inputs, features = _input_columns(names, merged, settings)
     extras, extra_features = _extra_columns(inputs, merged, settings, hi - lo)
@@ -414,10 +416,13 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
     count, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
     hist = np.zeros(0, dtype=np.int64)
+    quantiles, discrete = [], True
     for s in specs:
         b = s["branches"][name]
         n = b["count"]
         if n:
+            quantiles.append((n, b.get("quantiles")))
+            discrete = discrete and b.get("unique") is not None
             b_m2 = (b["std"] ** 2) * n
             total = count + n
             delta = b["mean"] - mean
@@ -438,6 +443,7 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
         "std": math.sqrt(m2 / count),
         "min": lo,
         "max": hi,
+        "range": _quantile_range(quantiles, lo, hi, discrete),
     }
     if ref["kind"] == "jagged":
         nonzero = np.flatnonzero(hist)
@@ -538,13 +544,34 @@ def _need_two(classes: Sequence[str], where: str) -> None:
         )
 
 
+def _quantile_range(
+    quantiles: Sequence[tuple[int, dict | None]], lo: float, hi: float, discrete: bool
+) -> tuple[float, float]:
+    """The merged 0.1 % and 99.9 % quantiles (:data:`QUANTILE_RANGE`) of a branch's values
+    over all files: the files' quantile functions mixed by their counts of values. A branch
+    with few distinct integer values (a flag, a charge, a small count), or files written
+    before the specs kept quantiles, keep the exact min and max."""
+    if discrete or not quantiles or any(q is None for _, q in quantiles):
+        return lo, hi
+    grid = np.unique(np.concatenate([q["values"] for _, q in quantiles]))
+    cdf = np.zeros(grid.size)
+    for n, q in quantiles:
+        cdf += n * np.interp(grid, q["values"], q["probs"], left=0.0, right=1.0)
+    cdf /= sum(n for n, _ in quantiles)
+    q_lo, q_hi = (float(v) for v in np.interp(QUANTILE_RANGE, cdf, grid))
+    return (q_lo, q_hi) if q_hi > q_lo else (lo, hi)
+
+
 def _scaling(name: str, m: dict, kind: str) -> tuple[float, float]:
-    if kind == "minmax":
-        span = m["max"] - m["min"]
-        return float(m["min"]), (1.0 / span if span > 0 else 1.0)
+    if kind in ("minmax", "quantile"):
+        low, high = (m["min"], m["max"]) if kind == "minmax" else m["range"]
+        span = high - low
+        return float(low), (1.0 / span if span > 0 else 1.0)
     if kind == "standard":
         return float(m["mean"]), (1.0 / m["std"] if m["std"] > 0 else 1.0)
-    raise ConfigError(f"unknown scaling {kind!r} for branch {name!r}; use 'minmax' or 'standard'")
+    raise ConfigError(
+        f"unknown scaling {kind!r} for branch {name!r}; use 'quantile', 'minmax' or 'standard'"
+    )
 
 
 def _cap(name: str, m: dict, settings: Settings) -> int:

@@ -456,7 +456,7 @@ features:
   identifiers: [run, event, luminosityBlock]
   selected: []
   exclude: []
-  scaling: minmax
+  scaling: quantile
   jagged_cap: max
   counts: auto
   masks: false

@@ -40,14 +40,99 @@ log = logging.getLogger(__name__)
 
 SCHEMA_ID = "https://rootml.invalid/schemas/file-specs/1"
 MAX_UNIQUE = 64  # distinct values kept for integer/bool branches
+#: probabilities at which specs records each branch's quantiles (merge mixes them across files)
+QUANTILE_PROBS = (
+    0.0,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    0.95,
+    0.98,
+    0.99,
+    0.995,
+    0.998,
+    0.999,
+    1.0,
+)
+SAMPLE_SIZE = 8192  # values kept per branch for the quantiles: between this and twice this
 
 
 # ------------------------------------------------------------------ pure accumulators
 
 
+class ValueSample:
+    """A uniform sample of a stream of values, of bounded size, for quantiles.
+
+    Every value is kept with the same probability ``rate`` (Bernoulli, drawn by geometric
+    skips: the work is proportional to the values kept); when the stream outgrows twice
+    :data:`SAMPLE_SIZE` the rate halves and what was kept is thinned to match. A fixed seed
+    and the reading order make it the same sample on every run; a file of fewer values than
+    that keeps them all (exact quantiles).
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.rate = 1.0
+        self.seen = 0
+        self.parts: list[np.ndarray] = []
+
+    def add(self, values: np.ndarray) -> None:
+        n = values.size
+        rate = self.rate
+        while (self.seen + n) * rate > 2 * SAMPLE_SIZE:
+            rate /= 2
+        if rate < self.rate:
+            kept = self.values()
+            self.parts = [kept[self._picks(kept.size, rate / self.rate)]]
+            self.rate = rate
+        part = values if rate == 1.0 else values[self._picks(n, rate)]
+        self.parts.append(part.astype(np.float32))
+        self.seen += n
+
+    def _picks(self, n: int, rate: float) -> np.ndarray:
+        """Indices of ``range(n)``, each present with probability ``rate``, ascending."""
+        expected = n * rate
+        gaps = self.rng.geometric(rate, size=int(expected + 6 * math.sqrt(expected) + 16))
+        idx = np.cumsum(gaps) - 1
+        while idx[-1] < n - 1:  # a rare shortfall: draw on from where it stopped
+            more = np.cumsum(self.rng.geometric(rate, size=idx.size)) + idx[-1]
+            idx = np.concatenate([idx, more])
+        return idx[idx < n]
+
+    def values(self) -> np.ndarray:
+        if len(self.parts) > 1:
+            self.parts = [np.concatenate(self.parts)]
+        return self.parts[0] if self.parts else np.zeros(0, dtype=np.float32)
+
+    def quantiles(self, lo: float, hi: float) -> dict:
+        """The sample's quantiles at :data:`QUANTILE_PROBS`, with the exact ``lo``/``hi``
+        at 0 and 1, and how many values they came from."""
+        q = np.quantile(self.values().astype(np.float64), QUANTILE_PROBS)
+        q = np.clip(q, lo, hi)
+        q[0], q[-1] = lo, hi
+        return {
+            "probs": list(QUANTILE_PROBS),
+            "values": [float(v) for v in q],
+            "sampled": int(self.values().size),
+        }
+
+
 @dataclass
 class Moments:
-    """Running count/min/max/mean/M2 over finite values plus NaN/inf counts."""
+    """Running count/min/max/mean/M2 over finite values plus NaN/inf counts, and a sample
+    for quantiles."""
 
     count: int = 0
     mean: float = 0.0
@@ -57,6 +142,7 @@ class Moments:
     nan: int = 0
     inf: int = 0
     unique: set | None = field(default_factory=set)
+    sample: ValueSample = field(default_factory=ValueSample)
 
     def add(self, values: np.ndarray) -> None:
         if values.dtype.kind == "b":
@@ -90,6 +176,7 @@ class Moments:
         self.count = total
         self.lo = min(self.lo, float(lo))
         self.hi = max(self.hi, float(hi))
+        self.sample.add(values)
 
     def to_json(self) -> dict:
         have = self.count > 0
@@ -102,6 +189,7 @@ class Moments:
             "nan": self.nan,
             "inf": self.inf,
             "unique": sorted(self.unique) if self.unique is not None else None,
+            "quantiles": self.sample.quantiles(self.lo, self.hi) if have else None,
         }
 
 

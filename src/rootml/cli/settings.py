@@ -100,7 +100,7 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
     g.add_argument("--identifiers", help="comma list of identifier branches, never features")
     if scope == "branches":
         return
-    g.add_argument("--scaling", choices=["minmax", "standard"])
+    g.add_argument("--scaling", choices=["quantile", "minmax", "standard"])
     g.add_argument(
         "--jagged-cap", help="auto (default), max, a quantile such as p99 or p99.9, or an integer"
     )
