@@ -10,12 +10,18 @@ percentile); ``--narrow`` trains one on 42 (the width of TFaaS's published bench
    the body): requests/s and p50/p99 latency (targets: >= 3,000 req/s, p99 <= 20 ms);
 2. KServe V2 ``infer`` with 10,000-row batches, with the binary tensor extension and with
    plain JSON: rows/s (target >= 1M rows/s);
-3. the same single row through onnxruntime in this process: calls/s, and the ratio of
-   served requests/s to it (the server's overhead figure).
+3. KServe V2 over gRPC (``--grpc-port``), the same batches as ``raw_input_contents``, the
+   same number of client threads as (2): rows/s, and its ratio to the HTTP binary figure;
+4. the same single row through onnxruntime in this process: calls/s, and the ratio of
+   served requests/s to it (the server's overhead figure);
+5. a SavedModel-only bundle as a Go TFaaS user has it (a Keras network of the same width,
+   exported, params.json, no model.onnx): the upload's time (it is converted to ONNX there)
+   and single-row ``/json`` with wrk, as in (1).
 
 Usage::
 
     python benchmarks/bench_serve.py [--bundle DIR] [--narrow] [--workers 2] [--seconds 10]
+                                     [--no-savedmodel]
 
 ``wrk`` comes from Debian: ``apt-get install -y wrk``. Only 127.0.0.1 is contacted; every
 loop is bounded in time.
@@ -89,10 +95,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(store: Path, port: int, workers: int) -> subprocess.Popen:
+def start_server(store: Path, port: int, workers: int, grpc_port: int) -> subprocess.Popen:
     cmd = [
         sys.executable, "-m", "rootml", "-q", "serve", "--models", str(store),
         "--host", HOST, "--port", str(port), "--workers", str(workers),
+        "--grpc-port", str(grpc_port),
     ]  # fmt: skip
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 60
@@ -187,6 +194,44 @@ def v2_binary(port: int, rows: np.ndarray, seconds: float, clients: int) -> floa
     return sum(done) / (time.monotonic() - started)
 
 
+def v2_grpc(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
+    """Rows/s of ModelInfer calls with ``rows`` as raw_input_contents, ``clients`` threads
+    each on its own channel (the messages of rootml.server.kserve_grpc)."""
+    import grpc
+
+    from rootml.server.kserve_grpc import SERVICE, messages
+
+    m = messages()
+    request = m.ModelInferRequest(model_name=NAME)
+    request.inputs.add(name="inputs_input", datatype="FP32", shape=list(rows.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype="<f4").tobytes())
+    body = request.SerializeToString()
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        with grpc.insecure_channel(
+            f"{HOST}:{port}", options=[("grpc.max_receive_message_length", -1)]
+        ) as channel:
+            call = channel.unary_unary(
+                f"/{SERVICE}/ModelInfer",
+                request_serializer=lambda raw: raw,  # serialised once, above
+                response_deserializer=m.ModelInferResponse.FromString,
+            )
+            while time.monotonic() < stop:
+                reply = call(body, timeout=60)
+                assert len(reply.raw_output_contents[0]) == 4 * len(rows)
+                done[i] += len(rows)
+
+    started = time.monotonic()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.monotonic() - started)
+
+
 def v2_json(port: int, rows: np.ndarray, requests: int) -> float:
     body = json.dumps(
         {
@@ -209,6 +254,22 @@ def v2_json(port: int, rows: np.ndarray, requests: int) -> float:
         assert reply.status == 200, reply.status
     conn.close()
     return requests * len(rows) / (time.monotonic() - started)
+
+
+def savedmodel_only(tmp: Path, dim: int) -> Path:
+    """A Go-TFaaS-style upload: Keras's SavedModel export of a Dense(16) -> Dense(1) network
+    taking ``dim`` inputs, a params.json naming it, no model.onnx."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    net = keras.Sequential(
+        [keras.Input(shape=(dim,)), keras.layers.Dense(16, activation="relu"),
+         keras.layers.Dense(1, activation="sigmoid")]
+    )  # fmt: skip
+    folder = tmp / "tfaas_savedmodel"
+    net.export(str(folder), verbose=False)
+    (folder / "params.json").write_text(json.dumps({"name": "tfaas_savedmodel"}))
+    return folder
 
 
 def in_process(bundle: Path, row: np.ndarray, seconds: float) -> float:
@@ -242,6 +303,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=10_000, help="V2 rows per request")
+    parser.add_argument(
+        "--no-savedmodel", action="store_true", help="skip the SavedModel-only case (5)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk (Debian's package)")
@@ -262,8 +326,8 @@ def main() -> None:
         )
         batch = pool[rng.integers(0, len(pool), args.batch)]
 
-        port = free_port()
-        server = start_server(tmp / "store", port, args.workers)
+        port, grpc_port = free_port(), free_port()
+        server = start_server(tmp / "store", port, args.workers, grpc_port)
         try:
             url = f"http://{HOST}:{port}"
             tarball = tmp / "bundle.tar.gz"
@@ -275,7 +339,23 @@ def main() -> None:
             served = run_wrk(f"{url}/json", body, args.seconds, args.connections, args.wrk_threads)
             v2_binary(port, batch, 2, 2)  # warm-up
             binary_rows = v2_binary(port, batch, args.seconds, 2)
+            v2_grpc(grpc_port, batch, 2, 2)  # warm-up
+            grpc_rows = v2_grpc(grpc_port, batch, args.seconds, 2)
             json_rows = v2_json(port, batch, 3)
+            saved = None
+            if not args.no_savedmodel:
+                folder = savedmodel_only(tmp, len(features))
+                packed = tmp / "savedmodel.tar.gz"
+                subprocess.run(["tar", "czf", str(packed), "-C", str(tmp), folder.name], check=True)
+                t0 = time.perf_counter()
+                receipt = Client(url).upload(packed)
+                upload_s = time.perf_counter() - t0
+                body = json.dumps({"values": row, "model": "tfaas_savedmodel"})
+                run_wrk(f"{url}/json", body, 2, args.connections, args.wrk_threads)  # warm-up
+                saved = run_wrk(
+                    f"{url}/json", body, args.seconds, args.connections, args.wrk_threads
+                )
+                saved.update(upload_s=upload_s, backend=receipt.get("backend"))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -295,6 +375,18 @@ def main() -> None:
         f"V2 infer, {args.batch}-row batches: binary tensors {binary_rows:,.0f} rows/s "
         f"(target >= 1,000,000), JSON data {json_rows:,.0f} rows/s"
     )
+    print(
+        f"V2 gRPC ModelInfer, {args.batch}-row batches (raw_input_contents, 2 client threads): "
+        f"{grpc_rows:,.0f} rows/s, {grpc_rows / binary_rows:.2f}x the HTTP binary figure"
+    )
+    if saved is not None:
+        print(
+            f"SavedModel-only bundle (no model.onnx), /json single row, same wrk: "
+            f"{saved['requests_per_s']:,.0f} req/s, p50 {saved['p50_ms']:.2f} ms, p99 "
+            f"{saved['p99_ms']:.2f} ms, non-2xx {saved['non_2xx']}; served by "
+            f"{saved['backend']}, upload (with its conversion) {saved['upload_s']:.1f} s   "
+            "(targets >= 3,000 req/s, p99 <= 20 ms)"
+        )
     print(f"onnxruntime in-process, same row: {calls:,.0f} calls/s")
     print(
         f"overhead figure: served req/s / in-process calls/s = "

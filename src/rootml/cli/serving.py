@@ -16,6 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             models=Path(args.models),
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port,
             token_file=Path(args.token_file) if args.token_file else None,
             workers=args.workers,
             cache_size=args.cache_size,
@@ -68,10 +69,18 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     """Add this module's subcommands to the ``rootml`` parser."""
-    p = sub.add_parser("serve", help="serve bundles over HTTP (TFaaS, KServe V2, TF Serving)")
+    p = sub.add_parser(
+        "serve", help="serve bundles over HTTP (TFaaS, KServe V2, TF Serving) and gRPC (KServe V2)"
+    )
     p.add_argument("--models", required=True, help="model store folder (created if missing)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8083)
+    p.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve KServe V2 over gRPC (inference.GRPCInferenceService) on this port, on "
+        "the same host (e.g. 8081, Triton's; off unless given)",
+    )
     p.add_argument(
         "--token-file", help="file holding the bearer token required for uploads and deletes"
     )

@@ -35,7 +35,6 @@ from .auth import CHALLENGE, load_token
 from .backends import LoadedModel, import_backends
 from .bodies import JSONResponse, error_response, read_decoded, read_json
 from .config import ServerConfig
-from .extensions import ModelStats
 from .openapi import openapi_document
 from .prometheus import CountRequests, Metrics, metrics_route
 from .store import ModelStore
@@ -44,26 +43,13 @@ from .uploads import delete, get_params, models, post_params, upload
 log = logging.getLogger(__name__)
 
 UPLOAD_SLOTS = 2  # uploads unpacked at once per worker; others wait (disk and memory bound)
+GRPC_GRACE_S = 10  # in-flight gRPC calls get this long to finish when the server stops
 
 # ------------------------------------------------------------------ prediction
 
 
 async def _run(request: Request, model: LoadedModel, x: np.ndarray) -> np.ndarray:
-    """``model.run(x)``, on the event loop for small batches, counted for /v2/models/m/stats."""
-    stats = request.app.state.stats.get(model.name)
-    if stats is None:
-        stats = request.app.state.stats[model.name] = ModelStats()
-    t0 = time.perf_counter_ns()
-    ok = False
-    try:
-        if len(x) <= model.inline_rows:
-            out = model.run(x)
-        else:
-            out = await anyio.to_thread.run_sync(model.run, x)
-        ok = True
-        return out
-    finally:
-        stats.record(len(x), time.perf_counter_ns() - t0, ok)
+    return await extensions.run_counted(request.app.state.stats, model, x)
 
 
 async def _model_for(request: Request, doc: dict) -> LoadedModel:
@@ -135,23 +121,10 @@ async def tfserving_predict(request: Request) -> Response:
     return JSONResponse({key: await _run(request, model, x)})
 
 
-#: TF Serving version labels: this server's one version answers to these
-LABELS = ("stable", "latest")
-
-
 def _check_version(request: Request) -> None:
-    version = request.path_params.get("version", "1")
-    if version != "1":
-        raise RequestError(
-            404, f"version {version[:32]!r} not found: this server keeps one version, '1'"
-        )
-    label = request.path_params.get("label")
-    if label is not None and label not in LABELS:
-        raise RequestError(
-            404,
-            f"version label {label[:32]!r} not found: this server's one version '1' has the "
-            f"labels {' and '.join(LABELS)}",
-        )
+    protocols.check_version(
+        request.path_params.get("version", "1"), request.path_params.get("label")
+    )
 
 
 _TFSERVING_METHODS = (":predict", ":classify", ":regress")
@@ -430,6 +403,13 @@ def create_app(config: ServerConfig) -> Starlette:
         app.state.started = time.time()
         threading.Thread(target=import_backends, name="import-backends", daemon=True).start()
         await store.preload()
+        grpc_server = None
+        if config.grpc_port is not None:
+            from . import kserve_grpc
+
+            grpc_server = await kserve_grpc.start(
+                app.state, config.host, config.grpc_port, config.max_request_bytes
+            )
         app.state.ready = True
         log.info(
             "serving %d models from %s (%s)",
@@ -437,7 +417,11 @@ def create_app(config: ServerConfig) -> Starlette:
             store.root,
             "token required for changes" if app.state.token else "no token",
         )
-        yield
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_GRACE_S)
 
     app = Starlette(
         routes=_routes(),

@@ -158,7 +158,15 @@ def _onnx_backend(path: Path, threads: int) -> dict:
 
 def _tensorflow_backend(path: Path, params: dict) -> dict:
     log.info("%s has no model.onnx: serving its SavedModel through TensorFlow", path)
-    import tensorflow as tf  # only for bundles without model.onnx
+    try:
+        import tensorflow as tf  # only for bundles without model.onnx
+    except ImportError:
+        raise RequestError(
+            400,
+            "the bundle has no model.onnx and this server has no TensorFlow to convert or "
+            "serve its SavedModel: add model.onnx (rootml train writes one), or run the server "
+            "where rootml[train] is installed",
+        ) from None
 
     try:
         loaded = tf.saved_model.load(str(path))

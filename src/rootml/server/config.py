@@ -19,6 +19,7 @@ class ServerConfig:
     models: Path
     host: str = "127.0.0.1"
     port: int = 8083
+    grpc_port: int | None = None  # KServe V2 over gRPC on this port (0: a free one); None: off
     token_file: Path | None = None
     workers: int = 1
     cache_size: int = 10  # loaded models kept per worker (TFaaS's cacheLimit)
@@ -37,6 +38,12 @@ class ServerConfig:
             raise ConfigError("workers, cache size and threads must be at least 1")
         if not 0 <= self.port < 65536:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port < 65536:
+            raise ConfigError(f"the gRPC port must be 0-65535, got {self.grpc_port}")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ConfigError(
+                f"the gRPC port and the HTTP port are both {self.port}: give them different ones"
+            )
         if self.max_request_bytes < 1024 or self.max_upload_bytes < 1024:
             raise ConfigError("the request and upload limits must be at least 1 KiB")
 

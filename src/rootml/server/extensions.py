@@ -20,7 +20,9 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -28,6 +30,12 @@ from ..exceptions import RequestError
 from .auth import require_token
 from .bodies import JSONResponse, read_decoded
 from .protocols import loads, object_of
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .backends import LoadedModel
+    from .store import ModelStore
 
 
 @dataclass
@@ -107,8 +115,27 @@ class ModelStats:
 TRITON_TYPES = {"FP32": "TYPE_FP32"}
 
 
-async def model_config(request: Request) -> Response:
-    model = await request.app.state.store.get(request.path_params["name"])
+async def run_counted(stats: dict[str, ModelStats], model: LoadedModel, x: np.ndarray):
+    """``model.run(x)``, on the event loop for small batches, else in a thread; counted in
+    ``stats`` (the /v2/models/m/stats and /metrics figures) for HTTP and gRPC alike."""
+    record = stats.get(model.name)
+    if record is None:
+        record = stats[model.name] = ModelStats()
+    t0 = time.perf_counter_ns()
+    ok = False
+    try:
+        if len(x) <= model.inline_rows:
+            out = model.run(x)
+        else:
+            out = await anyio.to_thread.run_sync(model.run, x)
+        ok = True
+        return out
+    finally:
+        record.record(len(x), time.perf_counter_ns() - t0, ok)
+
+
+def config_of(model: LoadedModel) -> dict:
+    """Triton's model configuration of ``model`` (``get_model_config``)."""
     meta = model.metadata()
 
     def tensor(doc: dict) -> dict:
@@ -118,21 +145,46 @@ async def model_config(request: Request) -> Response:
             "dims": doc["shape"],
         }
 
-    return JSONResponse(
-        {
-            "name": model.name,
-            "platform": meta["platform"],
-            "backend": "onnxruntime" if model.backend == "onnx" else "tensorflow",
-            "max_batch_size": 0,
-            "input": [tensor(t) for t in meta["inputs"]],
-            "output": [tensor(t) for t in meta["outputs"]],
-            "parameters": {
-                key: {"string_value": str(value)}
-                for key, value in meta["parameters"].items()
-                if value is not None
-            },
-        }
-    )
+    return {
+        "name": model.name,
+        "platform": meta["platform"],
+        "backend": "onnxruntime" if model.backend == "onnx" else "tensorflow",
+        "max_batch_size": 0,
+        "input": [tensor(t) for t in meta["inputs"]],
+        "output": [tensor(t) for t in meta["outputs"]],
+        "parameters": {
+            key: {"string_value": str(value)}
+            for key, value in meta["parameters"].items()
+            if value is not None
+        },
+    }
+
+
+def index_of(store: ModelStore, ready_only: bool) -> list[dict]:
+    """The repository index: every stored model, or the loaded ones only."""
+    loaded = set(store.cached())
+    return [
+        {"name": name, "version": "1", "state": "READY" if name in loaded else "UNAVAILABLE"}
+        for name in store.names()
+        if name in loaded or not ready_only
+    ]
+
+
+async def unload_model(store: ModelStore, name: str) -> None:
+    """Drop ``name`` from this worker's cache (404 with the closest names if unknown)."""
+    if name not in store.names():
+        await store.get(name)
+    store.forget(name)
+
+
+def stats_of(stats: dict[str, ModelStats], names: list[str] | None) -> list[dict]:
+    """Triton's statistics of ``names`` (every model run so far when None)."""
+    return [stats.get(n, ModelStats()).json(n) for n in (sorted(stats) if names is None else names)]
+
+
+async def model_config(request: Request) -> Response:
+    model = await request.app.state.store.get(request.path_params["name"])
+    return JSONResponse(config_of(model))
 
 
 async def repository_index(request: Request) -> Response:
@@ -140,14 +192,7 @@ async def repository_index(request: Request) -> Response:
     ready_only = object_of(loads(body)).get("ready", False) if body else False
     if not isinstance(ready_only, bool):
         raise RequestError(400, f"'ready' must be true or false, got {str(ready_only)[:32]}")
-    store = request.app.state.store
-    loaded = set(store.cached())
-    listing = [
-        {"name": name, "version": "1", "state": "READY" if name in loaded else "UNAVAILABLE"}
-        for name in store.names()
-        if name in loaded or not ready_only
-    ]
-    return JSONResponse(listing)
+    return JSONResponse(index_of(request.app.state.store, ready_only))
 
 
 async def load(request: Request) -> Response:
@@ -158,20 +203,14 @@ async def load(request: Request) -> Response:
 
 async def unload(request: Request) -> Response:
     require_token(request.app.state.token, request.headers.get("authorization"))
-    store = request.app.state.store
-    name = request.path_params["name"]
-    if name not in store.names():
-        await store.get(name)  # the store's 404, with the closest names
-    store.forget(name)
+    await unload_model(request.app.state.store, request.path_params["name"])
     return JSONResponse({})
 
 
 async def model_stats(request: Request) -> Response:
-    stats: dict[str, ModelStats] = request.app.state.stats
     name = request.path_params.get("name")
-    if name is None:
-        names = sorted(stats)
-    else:
+    names = None
+    if name is not None:
         await request.app.state.store.get(name)  # 404 for an unknown model
         names = [name]
-    return JSONResponse({"model_stats": [stats.get(n, ModelStats()).json(n) for n in names]})
+    return JSONResponse({"model_stats": stats_of(request.app.state.stats, names)})

@@ -47,9 +47,10 @@ def serve(config: ServerConfig) -> None:
     if not os.access(config.models, os.W_OK):
         raise ConfigError(f"the model store {config.models} is not writable")
     log.info(
-        "rootml serve: http://%s:%d, models in %s, %d worker(s)",
+        "rootml serve: http://%s:%d%s, models in %s, %d worker(s)",
         config.host,
         config.port,
+        f" and gRPC on port {config.grpc_port}" if config.grpc_port is not None else "",
         config.models,
         config.workers,
     )
@@ -118,11 +119,16 @@ class EmbeddedServer:
         nice: int = 0,
         timeout: float = 60.0,
     ) -> None:
-        self.config = replace(config, workers=1, port=free_port(config.host, config.port))
+        grpc_port = None if config.grpc_port is None else free_port(config.host, config.grpc_port)
+        self.config = replace(
+            config, workers=1, port=free_port(config.host, config.port), grpc_port=grpc_port
+        )
         self.log_path = log_path
         self.nice = nice
         self.timeout = timeout
         self.url = f"http://{self.config.host}:{self.config.port}"
+        #: host:port of the gRPC endpoint (``config.grpc_port`` set), as gRPC clients take it
+        self.grpc_target = f"{self.config.host}:{grpc_port}" if grpc_port is not None else None
         self.proc: subprocess.Popen | None = None
         self.stopping = False  # asked to stop: its exit is no longer an error
 

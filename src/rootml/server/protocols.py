@@ -272,6 +272,25 @@ def v2_reply(doc: dict, model: LoadedModel, out: np.ndarray, binary: bool) -> tu
     return reply, tail
 
 
+#: TF Serving version labels: this server's one version answers to these
+LABELS = ("stable", "latest")
+
+
+def check_version(version: str, label: str | None = None) -> None:
+    """404 unless ``version`` is this server's one version "1" (and ``label`` one of
+    :data:`LABELS`), for the HTTP routes and gRPC alike."""
+    if version != "1":
+        raise RequestError(
+            404, f"version {version[:32]!r} not found: this server keeps one version, '1'"
+        )
+    if label is not None and label not in LABELS:
+        raise RequestError(
+            404,
+            f"version label {label[:32]!r} not found: this server's one version '1' has the "
+            f"labels {' and '.join(LABELS)}",
+        )
+
+
 # ------------------------------------------------------------------ TF Serving REST
 
 

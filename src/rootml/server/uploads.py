@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from ..client import is_model_name
 from ..exceptions import RequestError
-from . import protocols
+from . import convert, protocols
 from .archive import ArchiveLimits, check_model_name, decode_base64, extract_tarball, scan_tarball
 from .auth import require_token
 from .bodies import JSONResponse, chunks, limited, read_json
@@ -89,6 +89,8 @@ async def _upload(request: Request) -> Response:
                 )
             rename = form.get("name") or None
             source = part.file
+            if isinstance(form.get("params"), UploadFile) and not _is_archive(source):
+                return await _upload_frozen_graph(request, form, rename, started)
             spool = None
             if request.headers.get("content-encoding", "").lower() == "base64":
                 spool = _spool()
@@ -124,6 +126,67 @@ async def _upload(request: Request) -> Response:
     return JSONResponse(result)
 
 
+def _is_archive(handle) -> bool:
+    """A gzip, bzip2 or xz stream or a tar archive (by magic bytes), not a bare GraphDef."""
+    handle.seek(0)
+    head = handle.read(512)
+    handle.seek(0)
+    return (
+        head[:2] == b"\x1f\x8b"
+        or head[:3] == b"BZh"
+        or head[:6] == b"\xfd7zXZ\x00"
+        or (head[257:262] == b"ustar")
+    )
+
+
+async def _upload_frozen_graph(request: Request, form, rename: object, started: float) -> Response:
+    """TFaaS's classic upload: ``-F name=... -F params=@params.json -F model=@model.pb
+    -F labels=@labels.txt`` with a TF1 frozen GraphDef: converted to ONNX (or refused)."""
+    store: ModelStore = request.app.state.store
+    params = await anyio.to_thread.run_sync(form["params"].file.read)
+    try:
+        doc = json.loads(params)
+    except ValueError as err:
+        raise RequestError(400, f"the form's params file is not valid JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise RequestError(400, "the form's params file must hold a JSON object")
+    name = check_model_name(rename or doc.get("name") or "", "the 'name' field")
+    doc["name"] = name
+    staging = store.staging()
+    staging.mkdir(parents=True)
+    try:
+        graph = form["model"] if isinstance(form.get("model"), UploadFile) else None
+        if graph is None:
+            raise RequestError(400, "the form's frozen graph goes in the file field 'model'")
+        digest = await anyio.to_thread.run_sync(
+            _copy_to, graph.file, staging / convert.FROZEN_GRAPH
+        )
+        (staging / "params.json").write_text(json.dumps(doc, indent=1) + "\n", "utf-8")
+        labels = form.get("labels")
+        if isinstance(labels, UploadFile):
+            await anyio.to_thread.run_sync(_copy_to, labels.file, staging / "labels.txt")
+        files = len(list(staging.iterdir()))
+        size = sum(p.stat().st_size for p in staging.iterdir())
+        model = await _convert_and_install(store, staging, name)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    result = _installed(store, model, files, size, digest)
+    log.info("upload: frozen graph %s converted in %.2f s", name, time.perf_counter() - started)
+    return JSONResponse(result)
+
+
+def _copy_to(handle, path: Path) -> str:
+    """Write ``handle`` to ``path``; its sha256."""
+    handle.seek(0)
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
 def _sha256(handle) -> str:
     handle.seek(0)
     digest = hashlib.sha256()
@@ -149,21 +212,47 @@ async def _install(
             lambda: extract_tarball(spool, staging, limits, gzipped=gzipped, rename=rename)
         )
         name = await anyio.to_thread.run_sync(_settle_name, staging, rename, summary.top)
-        model = await anyio.to_thread.run_sync(store.install, staging, name)
+        model = await _convert_and_install(store, staging, name)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    return _installed(store, model, summary.files, summary.unpacked_bytes, digest)
+
+
+def _installed(store: ModelStore, model, files: int, unpacked: int, digest: str) -> dict:
     store.forget(model.name)
     store.remember(model)
-    return {
+    out = {
         "name": model.name,
         "version": model.version.rsplit(".", 1)[-1],
         "backend": model.backend,
         "features": model.dim,
-        "files": summary.files,
-        "unpacked_bytes": summary.unpacked_bytes,
+        "files": files,
+        "unpacked_bytes": unpacked,
         "sha256": digest,
     }
+    record = model.path / convert.RECORD
+    if record.exists():
+        out["converted"] = json.loads(record.read_text("utf-8"))
+    return out
+
+
+async def _convert_and_install(store: ModelStore, staging: Path, name: str):
+    """Install ``staging`` as ``name``, after converting a model without ``model.onnx`` to it
+    when the conversion is exact (:mod:`.convert`); a SavedModel that does not convert is
+    served through TensorFlow, a frozen graph that does not is refused."""
+    kind = convert.needs_conversion(staging)
+    if kind is not None:
+        try:
+            record = await anyio.to_thread.run_sync(convert.convert_in_child, staging)
+            log.info("upload: model %s converted to ONNX (%s)", name, record)
+        except convert.NotConverted as err:
+            if kind == "frozen_graph":
+                raise RequestError(
+                    400, f"the frozen graph of model {name!r} cannot be served: {err}"
+                ) from None
+            log.warning("upload: model %s is served through TensorFlow: %s", name, err)
+    return await anyio.to_thread.run_sync(store.install, staging, name)
 
 
 def _settle_name(staging: Path, given: str | None, top: str) -> str:
