@@ -149,6 +149,17 @@ def run_wrk(url: str, body: str, seconds: int, connections: int, threads: int) -
     }
 
 
+def in_threads(client, clients: int) -> float:
+    """Run ``client(i)`` in ``clients`` threads at once; the seconds until all are done."""
+    started = time.monotonic()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.monotonic() - started
+
+
 def v2_binary(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
     data = np.ascontiguousarray(rows, dtype="<f4").tobytes()
     head = json.dumps(
@@ -185,13 +196,7 @@ def v2_binary(port: int, rows: np.ndarray, seconds: float, clients: int) -> floa
             done[i] += len(rows)
         conn.close()
 
-    started = time.monotonic()
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(done) / (time.monotonic() - started)
+    return sum(done) / in_threads(client, clients)
 
 
 def v2_grpc(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
@@ -223,13 +228,7 @@ def v2_grpc(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
                 assert len(reply.raw_output_contents[0]) == 4 * len(rows)
                 done[i] += len(rows)
 
-    started = time.monotonic()
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(done) / (time.monotonic() - started)
+    return sum(done) / in_threads(client, clients)
 
 
 def v2_json(port: int, rows: np.ndarray, requests: int) -> float:
