@@ -152,3 +152,35 @@ def test_compare_flags_shape_nan_and_size_differences():
     assert rows.dtype == np.float32
     assert np.isnan(rows).any(axis=1).sum() == 16
     assert not np.isnan(check_rows(7, nan=False)).any()
+
+
+def test_without_tensorflow_a_savedmodel_only_upload_is_refused_with_what_to_do(external, tmp_path):
+    """The rootml/serve image has no TensorFlow: the conversion cannot run and nothing can
+    serve the SavedModel, which the upload says (400), instead of a 500."""
+    import subprocess
+    import sys
+
+    folder, _, _ = external
+    shim = tmp_path / "shim" / "tensorflow"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('no TensorFlow in this image')\n")
+    packed = tmp_path / "ext.tgz"
+    packed.write_bytes(_tar(folder, "ext"))
+    code = f"""
+import sys
+from starlette.testclient import TestClient
+from rootml.server import ServerConfig
+from rootml.server.app import create_app
+with TestClient(create_app(ServerConfig(models={str(tmp_path / "store")!r}))) as client:
+    reply = client.post("/upload", content=open({str(packed)!r}, "rb").read())
+    print(reply.status_code, reply.json()["error"])
+    sys.exit(0 if reply.status_code == 400 else 1)
+"""
+    env = {**__import__("os").environ, "PYTHONPATH": str(shim.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert "no TensorFlow to convert or serve" in proc.stdout
+    assert "model.onnx" in proc.stdout
