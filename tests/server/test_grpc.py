@@ -234,3 +234,19 @@ def test_statistics_index_and_the_token_on_load_and_unload(tmp_path_factory, bun
         assert _status(err.value) == "StatusCode.NOT_FOUND"
         client.load_model("m", headers=auth)
         assert client.is_model_ready("m")
+
+
+def test_a_grpc_port_in_use_stops_the_server_with_a_message(tmp_path):
+    import socket
+
+    from rootml.exceptions import RootmlError
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        with (
+            pytest.raises(RootmlError, match=f"cannot listen for gRPC on 127.0.0.1:{taken}"),
+            make_client(tmp_path, grpc_port=taken),
+        ):
+            pass

@@ -408,7 +408,11 @@ def create_app(config: ServerConfig) -> Starlette:
             from . import kserve_grpc
 
             grpc_server = await kserve_grpc.start(
-                app.state, config.host, config.grpc_port, config.max_request_bytes
+                app.state,
+                config.host,
+                config.grpc_port,
+                config.max_request_bytes,
+                shared=config.workers > 1,
             )
         app.state.ready = True
         log.info(

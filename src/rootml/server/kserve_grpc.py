@@ -452,22 +452,30 @@ def generic_handler(service: InferenceService):
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-async def start(state: Any, host: str, port: int, max_message_bytes: int):
+async def start(state: Any, host: str, port: int, max_message_bytes: int, shared: bool):
     """A started ``grpc.aio`` server on ``host:port`` in this event loop; ``.stop(grace)`` it.
-    Several worker processes share the port (SO_REUSEPORT, gRPC's default on Linux)."""
+    With ``shared`` (several worker processes) the workers share the port (SO_REUSEPORT);
+    without, a port another server holds is an error, not a silent split of the traffic."""
     import grpc
 
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 1),
+            ("grpc.so_reuseport", 1 if shared else 0),
         ]
     )
     server.add_generic_rpc_handlers((generic_handler(InferenceService(state)),))
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    if server.add_insecure_port(address) == 0:
-        raise RootmlError(f"cannot listen for gRPC on {address}: is the port in use?")
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise RootmlError(
+            f"cannot listen for gRPC on {address}: the port is in use or not allowed; "
+            "choose another --grpc-port"
+        )
     await server.start()
     log.info("rootml serve: KServe V2 gRPC on %s", address)
     return server
