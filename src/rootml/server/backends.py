@@ -156,17 +156,118 @@ def _onnx_backend(path: Path, threads: int) -> dict:
     }
 
 
-def _tensorflow_backend(path: Path, params: dict) -> dict:
-    log.info("%s has no model.onnx: serving its SavedModel through TensorFlow", path)
+class BatchedCalls:
+    """Concurrent calls of ``fn`` (rows in, rows out) folded into one call per batch.
+
+    TensorFlow spends a few hundred microseconds per call whatever its size, so a server that
+    calls it once per single-row request is slow and its latency grows with the queue. Each
+    caller (a worker thread of the server) puts its rows in a queue and waits; one thread runs
+    whatever is waiting, up to ``max_rows``, as one call and hands every caller its share. No
+    timer: while one batch runs the next gathers, so a lone request waits for nobody. The
+    thread ends after ``idle_s`` without calls (an unloaded model is not kept alive by it).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], max_rows: int = 4096,
+                 idle_s: float = 30.0) -> None:  # fmt: skip
+        import queue
+        import threading
+
+        self.fn, self.max_rows, self.idle_s = fn, max_rows, idle_s
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import threading
+
+        call = {"x": x, "done": threading.Event()}
+        self.pending.put(call)
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._serve, name="tf-batches", daemon=True)
+                self.thread.start()
+        call["done"].wait()
+        if "error" in call:
+            raise call["error"]
+        return call["out"]
+
+    def _serve(self) -> None:
+        import queue
+
+        while True:
+            try:
+                calls = [self.pending.get(timeout=self.idle_s)]
+            except queue.Empty:
+                with self.lock:
+                    if self.pending.empty():
+                        self.thread = None
+                        return
+                continue
+            rows = len(calls[0]["x"])
+            while rows < self.max_rows:
+                try:
+                    calls.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+                rows += len(calls[-1]["x"])
+            self._run(calls)
+
+    def _run(self, calls: list[dict]) -> None:
+        try:
+            out = self.fn(
+                np.concatenate([c["x"] for c in calls]) if len(calls) > 1 else calls[0]["x"]
+            )
+            start = 0
+            for c in calls:
+                c["out"] = out[start : start + len(c["x"])]
+                start += len(c["x"])
+        except Exception as err:  # noqa: BLE001  # every waiting caller gets the error
+            for c in calls:
+                c["error"] = err
+        for c in calls:
+            c["done"].set()
+
+
+def _import_tensorflow():
     try:
         import tensorflow as tf  # only for bundles without model.onnx
     except ImportError:
         raise RequestError(
             400,
             "the bundle has no model.onnx and this server has no TensorFlow to convert or "
-            "serve its SavedModel: add model.onnx (rootml train writes one), or run the server "
+            "serve its model: add model.onnx (rootml train writes one), or run the server "
             "where rootml[train] is installed",
         ) from None
+    return tf
+
+
+def _frozen_graph_backend(path: Path, params: dict) -> dict:
+    """TFaaS's TF1 frozen graph (``model.pb``, ``inputNode``/``outputNode`` in params.json)
+    through TensorFlow: for a graph whose ONNX conversion is not exact."""
+    from .convert import NotConverted, frozen_graph
+
+    log.info("%s is a frozen graph: serving it through TensorFlow", path)
+    _import_tensorflow()
+    try:
+        _, (in_tensor, out_tensor), run, dim, keep = frozen_graph(path, params)
+    except NotConverted as err:
+        raise RequestError(400, f"the frozen graph cannot be served: {err}") from None
+    probe = run(np.zeros((1, dim), np.float32))
+    run.keep_alive = keep  # type: ignore[attr-defined]
+    return {
+        "backend": "tensorflow",
+        "input_name": in_tensor.split(":")[0],
+        "output_name": out_tensor.split(":")[0],
+        "dim": dim,
+        "outputs": int(probe.shape[-1]) if probe.ndim == 2 else -1,
+        "run": BatchedCalls(run),
+        "inline_rows": 0,
+    }
+
+
+def _tensorflow_backend(path: Path, params: dict) -> dict:
+    log.info("%s has no model.onnx: serving its SavedModel through TensorFlow", path)
+    tf = _import_tensorflow()
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -194,7 +295,7 @@ def _tensorflow_backend(path: Path, params: dict) -> dict:
         "output_name": out_name,
         "dim": int(specs[in_name].shape[1]),
         "outputs": int(width) if width is not None else -1,
-        "run": run,
+        "run": BatchedCalls(run),
         "inline_rows": 0,
     }
 
@@ -238,9 +339,13 @@ def load_model(path: Path, name: str, version: str, threads: int = 1) -> LoadedM
         backend = _onnx_backend(path, threads)
     elif (path / "saved_model.pb").exists():
         backend = _tensorflow_backend(path, params)
+    elif (path / "model.pb").exists():
+        backend = _frozen_graph_backend(path, params)
     else:
         raise RequestError(
-            400, f"model {name!r} has neither model.onnx nor saved_model.pb; upload a bundle"
+            400,
+            f"model {name!r} has none of model.onnx, saved_model.pb or a frozen model.pb; "
+            "upload a bundle",
         )
     features = params.get("features")
     if layout is not None:

@@ -8,9 +8,10 @@ overhead each; onnxruntime does the same work in microseconds. So an upload with
 there, and only for such uploads), and the conversion is kept only when it is exact: the
 converted graph and TensorFlow give the same outputs, within 1e-5, on generated rows (normal,
 uniform on [0, 1], zeros, large values, and for a rootml bundle NaN entries). ``conversion.json`` in the stored model records what
-was checked. A SavedModel whose conversion is not exact (or when TensorFlow or tf2onnx is not
-installed beside the server) is served through TensorFlow instead; a frozen graph has no other
-way to be served and its upload is refused, with the reason.
+was checked. A model whose conversion is not exact is served through TensorFlow instead, with
+concurrent requests batched (:class:`.backends.BatchedCalls`); one that TensorFlow cannot load
+either (a frozen graph without its nodes in params.json, not a GraphDef) is refused with the
+reason.
 
     python -m rootml.server.convert FOLDER      # what the upload runs; exit 0: model.onnx written
 """
@@ -130,7 +131,7 @@ def _saved_model(folder: Path):
     return serve, tensor, run, int(spec.shape[1]), loaded
 
 
-def _frozen_graph(folder: Path, params: dict):
+def frozen_graph(folder: Path, params: dict):
     """TFaaS's frozen GraphDef: the input and output nodes params.json names."""
     import tensorflow as tf
 
@@ -182,7 +183,7 @@ def convert(folder: Path) -> dict:
         serve, tensor, run, dim, _keep = _saved_model(folder)
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=[tensor], opset=OPSET)
     else:
-        graph_def, (in_tensor, out_tensor), run, dim, _keep = _frozen_graph(folder, params)
+        graph_def, (in_tensor, out_tensor), run, dim, _keep = frozen_graph(folder, params)
         proto, _ = tf2onnx.convert.from_graph_def(
             graph_def, input_names=[in_tensor], output_names=[out_tensor], opset=OPSET
         )

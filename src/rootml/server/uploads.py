@@ -239,19 +239,14 @@ def _installed(store: ModelStore, model, files: int, unpacked: int, digest: str)
 
 async def _convert_and_install(store: ModelStore, staging: Path, name: str):
     """Install ``staging`` as ``name``, after converting a model without ``model.onnx`` to it
-    when the conversion is exact (:mod:`.convert`); a SavedModel that does not convert is
-    served through TensorFlow, a frozen graph that does not is refused."""
-    kind = convert.needs_conversion(staging)
-    if kind is not None:
+    when the conversion is exact (:mod:`.convert`); one that does not convert is served
+    through TensorFlow if TensorFlow can load it, else refused with the reason."""
+    if convert.needs_conversion(staging) is not None:
         try:
             record = await anyio.to_thread.run_sync(convert.convert_in_child, staging)
             log.info("upload: model %s converted to ONNX (%s)", name, record)
         except convert.NotConverted as err:
-            if kind == "frozen_graph":
-                raise RequestError(
-                    400, f"the frozen graph of model {name!r} cannot be served: {err}"
-                ) from None
-            log.warning("upload: model %s is served through TensorFlow: %s", name, err)
+            log.warning("upload: model %s is not converted to ONNX: %s", name, err)
     return await anyio.to_thread.run_sync(store.install, staging, name)
 
 
