@@ -209,6 +209,11 @@ def test_weighted_training_and_evaluation(files, tmp_path):
         options=TrainOptions(**{**options.__dict__, "in_memory_bytes": 0}),
     )
     assert evaluate(streamed, paths, tmp_path / "r2")["weighted"]["auc_weighted"] > 0.6
+    params = json.loads((bundle / "params.json").read_text())
+    assert params["weighting"] == {  # the bundle names how its training events were weighted
+        "file_weights": {f["basename"]: f["weight"] for f in layout["files"]},
+        "event_weight": layout["derived"]["weight"],
+    }
     metrics = evaluate(bundle, paths, tmp_path / "report")
     weighted = metrics["weighted"]
     assert weighted["auc_weighted"] > 0.6  # it learned despite weights of 1e-4

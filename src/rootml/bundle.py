@@ -210,7 +210,30 @@ def tfaas_params(layout: dict, name: str, description: str) -> dict:
         # the raw vector's columns computed from branches (a named event sends the branches)
         params["derived_features"] = [f for f in layout["features"] if f.split("[", 1)[0] in new]
         params["new_variables"] = dict(new)
+    weighting = _weighting(layout)
+    if weighting:
+        params["weighting"] = weighting
     return params
+
+
+def _weighting(layout: dict) -> dict | None:
+    """How the training events were weighted, from the layout: per-file normalisations, the
+    per-event weight expression, the kinematic reweighting (None: unweighted)."""
+    if not layout.get("weighted"):
+        return None
+    derived = layout.get("derived") or {}
+    out: dict = {}
+    files = [f.get("weight") for f in layout["files"]]
+    if any(w is not None for w in files):
+        out["file_weights"] = {
+            f["basename"]: w for f, w in zip(layout["files"], files, strict=True)
+        }
+    if derived.get("weight"):
+        out["event_weight"] = derived["weight"]
+    reweight = derived.get("reweight")
+    if reweight:
+        out["reweight"] = {"variables": reweight["variables"], "target": reweight.get("target")}
+    return out
 
 
 def _check_onnx(path: Path, model, layout: dict, reference_x: np.ndarray) -> dict:
