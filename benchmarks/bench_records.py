@@ -7,12 +7,24 @@ reading the JSON with a Python ``preprocessing(rec)`` like MLaaS4HEP's Rucio exa
 per record, a flat dict out). Prints records/s, MB/s of file bytes and of decoded values, and
 the ratios.
 
-    python benchmarks/bench_records.py --records 1000000 --files 10
+Then the stages themselves, side by side with MLaaS4HEP's JSON reader on the same files:
+rootml's specs (staging the columns, as the workflow does) + merge + preprocess to shards,
+without a user function (the numeric fields by their dotted names) and with the Rucio
+example's ``preprocessing(rec)`` (``rootml sample --kind rucio``'s preproc.py); and
+MLaaS4HEP's ``JsonReader`` with that same function (without one its reader cannot flatten
+the nested records), every chunk iterated as its workflow does, in its own interpreter
+(``--peer-dir``/``--peer-python``, set up per ../shared/notes/peer-setup.md; skipped with
+the set-up instructions when missing).
+
+    python benchmarks/bench_records.py --records 1000000 --files 10 \
+        [--peer-dir /tmp/peer/mlaas4hep --peer-python /tmp/peer/venv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +32,41 @@ from pathlib import Path
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from rootml.config import Settings
+from rootml.hooks import hook_document
+from rootml.merging import merge
+from rootml.preprocessing import preprocess
 from rootml.reading import UNSUPPORTED
 from rootml.records import open_records
-from rootml.rucio_sample import write_rucio_sample
+from rootml.rucio_sample import PREPROC_PY, write_rucio_sample
+from rootml.specs import file_specs
+
+PEER_READ = """
+import importlib.util, json, math, sys, time
+sys.path.insert(0, sys.argv[1])
+from MLaaS4HEP.reader import JsonReader
+spec = importlib.util.spec_from_file_location("preproc", sys.argv[2])
+hook = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hook)
+
+
+class Record(dict):  # its reader compares a list with dict.keys() (always unequal on Python
+    def keys(self):  # 3) and then fails to json.dumps the dict_keys: give it a list
+        return list(super().keys())
+
+
+def preproc(rec):
+    return Record(hook.preprocessing(rec))
+
+
+chunk, records, t0 = int(sys.argv[3]), 0, time.perf_counter()
+for path in sys.argv[4:]:
+    reader = JsonReader(path, "activity", chunk_size=chunk, preproc=preproc)
+    for _ in range(math.ceil(reader.nrows / chunk)):
+        for _row, _label in reader.next():
+            records += 1
+print(json.dumps({"seconds": time.perf_counter() - t0, "records": records}))
+"""
 
 
 def preprocessing(rec: dict) -> dict | None:
@@ -54,12 +98,62 @@ def read_all(paths: list[Path], step: int, **options) -> tuple[float, int, int]:
     return time.perf_counter() - start, records, nbytes
 
 
+def peer_safe(code: str) -> str:
+    """The example's hook without its ``return None`` for failed transfers: MLaaS4HEP's
+    reader calls ``.keys()`` on what the hook returns (None crashes it), so both tools read
+    every record here."""
+    cut = '    if data.get("event_type") == "transfer-failed":\n        return None  # a failed transfer says nothing about how long a good one takes\n'
+    if cut not in code:
+        raise SystemExit("rootml.rucio_sample.PREPROC_PY changed: update peer_safe")
+    return code.replace(cut, "")
+
+
+def stages(paths: list[Path], work: Path, hook: Path | None) -> tuple[float, int]:
+    """Seconds and events for specs (staging columns) + merge + preprocess of ``paths``."""
+    start = time.perf_counter()
+    doc = hook_document(hook) if hook else None
+    staged = [work / f"columns{i}" for i in range(len(paths))]
+    specs = [
+        file_specs(str(p), "events", identifiers=(), columns=c, preprocessing=doc,
+                   label_branch="activity" if hook else None)
+        for p, c in zip(paths, staged, strict=True)
+    ]  # fmt: skip
+    settings = Settings(tree="events", identifiers=())
+    if hook:
+        layout = merge(specs, settings, labels=None, label_branch="activity")
+    else:
+        layout = merge(specs, settings, labels=[str(i % 2) for i in range(len(paths))])
+    preprocess(layout, range(len(layout["chunks"])), work / "shards",
+               columns=[str(c) for c in staged])  # fmt: skip
+    return time.perf_counter() - start, sum(f["entries"] for f in layout["files"])
+
+
+def peer_read(args, paths: list[Path], hook: Path) -> tuple[float, int] | None:
+    """MLaaS4HEP's JsonReader over ``paths`` with ``hook``, in its interpreter; or None."""
+    peer_src = Path(args.peer_dir or "/nonexistent") / "src" / "python"
+    if not (peer_src / "MLaaS4HEP" / "reader.py").is_file() or not args.peer_python:
+        print(
+            "MLaaS4HEP not found: set it up per ../shared/notes/peer-setup.md and pass "
+            "--peer-dir DIR (its checkout, with src/python/MLaaS4HEP) --peer-python PYTHON"
+        )
+        return None
+    cmd = [args.peer_python, "-c", PEER_READ, str(peer_src), str(hook), str(args.step),
+           *map(str, paths)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"MLaaS4HEP's reader failed: {done.stderr.strip()[-800:]}")
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return got["seconds"], got["records"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--step", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--peer-dir", help="MLaaS4HEP checkout (branch uproot4)")
+    parser.add_argument("--peer-python", help="the interpreter of MLaaS4HEP's virtualenv")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -96,6 +190,28 @@ def main() -> None:
             "json.gz with preprocessing(rec) / without: "
             f"{runs['json.gz + preprocessing(rec)'][0] / runs['json.gz'][0]:.1f}"
         )
+        hook = Path(tmp) / "preproc.py"
+        hook.write_text(peer_safe(PREPROC_PY))
+        side = {
+            "rootml specs+merge+preprocess, no user function": stages(
+                json_paths, Path(tmp) / "plain", None
+            ),
+            "rootml specs+merge+preprocess, preprocessing(rec)": stages(
+                json_paths, Path(tmp) / "hooked", hook
+            ),
+        }
+        peer = peer_read(args, json_paths, hook)
+        if peer is not None:
+            side["MLaaS4HEP JsonReader, preprocessing(rec)"] = peer
+        print("\nthe stages, side by side on the same .json.gz files:")
+        for name, (seconds, records) in side.items():
+            print(
+                f"{name:52s} {seconds:7.2f} s  {records / seconds:10,.0f} records/s  "
+                f"{size['json.gz'] / seconds / 1e6:6.1f} MB/s of file  ({records:,} records)"
+            )
+        if peer is not None:
+            for name in list(side)[:2]:
+                print(f"speed of {name} / MLaaS4HEP's reader: {peer[0] / side[name][0]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class RootInput:
         self.tree_name = tree_name
         self.format = "RNTuple" if "RNTuple" in type(tree).__name__ else "TTree"
         self.entries = int(tree.num_entries)
+        self.known_entries = self.entries  # the records' reader knows it only after a read
         self.branches = self._describe()
         self._executor = ThreadPoolExecutor(workers) if workers > 1 else None
 

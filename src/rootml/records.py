@@ -116,6 +116,14 @@ class RecordInput:
                 self._entries = sum(table.num_rows for _, table in self._chunks(0))
         return self._entries
 
+    @property
+    def known_entries(self) -> int | None:
+        """:attr:`entries` when it costs no read of the file (a footer, a finished read),
+        else None: a progress bar does not read the file twice to know its length."""
+        if self._entries is None and self._hook is None and self.format in ("parquet", "avro"):
+            return self.entries
+        return self._entries
+
     def __enter__(self) -> Self:
         return self
 

@@ -318,7 +318,7 @@ def scan(
     cutflow: dict[str, int] = {}
     histogram = None
     bar = tqdm(
-        total=root.entries,
+        total=root.known_entries,
         unit="events",
         desc=f"specs {root.source.basename}",
         disable=not sys.stderr.isatty(),
@@ -419,7 +419,7 @@ def file_specs(
                 file_format=file_format,
             )
         )
-        if root.entries == 0:
+        if root.known_entries == 0:  # records: known at open when the file holds none
             raise DataError(
                 f"{root.format} {tree!r} has no entries; remove the file from files.txt\n"
                 f"in file {root.path}"
