@@ -26,8 +26,9 @@ IMAGES: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "data": (("xrootd", "records"), {}),
     "train": (("train",), {}),
     "publish": ((), {}),
-    # httpx2 is Starlette's TestClient transport: rootml serve never imports it
-    "serve": (("serve",), {"httpx2": "test client only"}),
+    # httpx2 is Starlette's TestClient transport: rootml serve never imports it; TensorFlow
+    # and tf2onnx (convert) run only in the child that converts an upload without model.onnx
+    "serve": (("serve", "convert"), {"httpx2": "test client only"}),
 }
 # never in an image, whatever pulls them in
 NEVER = {canonicalize_name(n) for n in ("rootml", "pytest", "hypothesis", "ruff", "scikit-learn")}

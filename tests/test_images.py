@@ -342,5 +342,35 @@ def test_serve_and_publish_images_talk_over_loopback(built, tmp_path):
             "run", "--rm", "--network", "host", "-u", "1000:0",
             f"rootml/publish:{version_of('publish')}", "rootml", "models", "--url", url,
         )  # fmt: skip
+        # a Go TFaaS user's SavedModel (no model.onnx), made and uploaded inside the image:
+        # the image's server converts it to ONNX at upload (TensorFlow and tf2onnx are there)
+        made = docker("exec", cid, "python", "-c", SAVEDMODEL_UPLOAD, url).stdout
+        reply, row, expected = json.loads(made.strip().splitlines()[-1])
+        assert reply["backend"] == "onnx", reply
+        assert reply["converted"]["exact"] is True
+        body = json.dumps({"model": "ext", "values": row}).encode()
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/json", data=body),
+                                    timeout=30) as response:  # fmt: skip
+            got = json.loads(response.read())
+        assert got == pytest.approx(expected, abs=1e-5)
     finally:
         docker("rm", "-f", cid, check=False)
+
+
+SAVEDMODEL_UPLOAD = """
+import io, json, sys, tarfile, tempfile, urllib.request
+import keras, numpy as np
+keras.utils.set_random_seed(1)
+net = keras.Sequential([keras.Input(shape=(4,)), keras.layers.Dense(8, activation="relu"),
+                        keras.layers.Dense(1, activation="sigmoid")])
+folder = tempfile.mkdtemp() + "/ext"
+net.export(folder, verbose=False)
+open(folder + "/params.json", "w").write(json.dumps({"name": "ext"}))
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    tar.add(folder, arcname="ext")
+request = urllib.request.Request(sys.argv[1] + "/upload", data=buf.getvalue())
+reply = json.loads(urllib.request.urlopen(request, timeout=300).read())
+row = [0.5, -1.0, 2.0, 0.1]
+print(json.dumps([reply, row, net(np.array([row], np.float32)).numpy()[0].tolist()]))
+"""

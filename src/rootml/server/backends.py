@@ -236,7 +236,7 @@ def _import_tensorflow():
             400,
             "the bundle has no model.onnx and this server has no TensorFlow to convert or "
             "serve its model: add model.onnx (rootml train writes one), or run the server "
-            "where rootml[train] is installed",
+            "where rootml[convert] is installed (the rootml/serve image has it)",
         ) from None
     return tf
 

@@ -220,7 +220,9 @@ def main() -> None:
         sys.stderr.write(f"{err}\n")  # the last line is the reason the upload gives
         raise SystemExit(1) from None
     except ImportError as err:
-        sys.stderr.write(f"TensorFlow and tf2onnx are needed to convert it: {err}\n")
+        sys.stderr.write(
+            f"TensorFlow and tf2onnx (rootml[convert]) are needed to convert it: {err}\n"
+        )
         raise SystemExit(1) from None
 
 
