@@ -73,10 +73,10 @@ check_image() {  # name -> 0 when the image does what the workflow needs of it
                       python -c "import rootml.training, rootml.metrics, rootml.scoring, rootml.bundle"' ;;
         publish) extra='python -c "import rootml.publishing"
                         no_tf' ;;
-        serve) extra='python -c "import starlette, uvicorn, multipart, onnxruntime, orjson, httptools, uvloop"
-                      python -c "import rootml.server.app"
-                      rootml serve --help >/dev/null
-                      no_tf' ;;
+        serve) extra='python -c "import starlette, uvicorn, multipart, onnxruntime, orjson, httptools, uvloop, grpc"
+                      python -c "import rootml.server.app, sys; sys.exit(\"tensorflow\" in sys.modules)"
+                      python -c "import tensorflow, tf2onnx, onnx"
+                      rootml serve --help >/dev/null' ;;
     esac
     # as REANA runs a step: uid 1000, gid 0, `bash -c`, base64; HOME and WORKDIR writable; offline.
     # One simple command a line: `set -e` does not stop inside an && list.

@@ -121,12 +121,13 @@ def test_requirements_pin_what_the_image_needs(name):
         assert key in pins, f"docker-images/{name}/requirements.txt lacks {req}"
         pinned = next(iter(pins[key].specifier)).version
         assert pinned in req.specifier, f"{name} pins {key}=={pinned}, rootml requires {req}"
-    if name != "train":
+    if name not in ("train", "serve"):  # serve converts uploads without model.onnx
         assert not {"tensorflow", "tensorflow-cpu", "keras"} & set(pins), name
     if name == "data":
         assert {"xrootd", "fsspec-xrootd", "uproot", "awkward", "h5py"} <= set(pins)
     if name == "serve":
         assert "httpx2" not in pins  # Starlette's TestClient transport; the server never uses it
+        assert {"tf2onnx", "onnx", "grpcio"} <= set(pins)
 
 
 # Registry addresses, index options and CA bundles belong to the host's pip configuration,
