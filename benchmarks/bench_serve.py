@@ -198,7 +198,8 @@ def v2_binary(port: int, rows: np.ndarray, seconds: float, clients: int) -> floa
             done[i] += len(rows)
         conn.close()
 
-    return sum(done) / in_threads(client, clients)
+    elapsed = in_threads(client, clients)  # before sum(done): the threads fill it
+    return sum(done) / elapsed
 
 
 def v2_grpc(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
@@ -230,7 +231,8 @@ def v2_grpc(port: int, rows: np.ndarray, seconds: float, clients: int) -> float:
                 assert len(reply.raw_output_contents[0]) == 4 * len(rows)
                 done[i] += len(rows)
 
-    return sum(done) / in_threads(client, clients)
+    elapsed = in_threads(client, clients)  # before sum(done): the threads fill it
+    return sum(done) / elapsed
 
 
 def v2_json(port: int, rows: np.ndarray, requests: int) -> float:

@@ -123,3 +123,34 @@ def test_a_frozen_graph_that_is_not_converted_is_served_through_tensorflow(tmp_p
     logits = rows @ w
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(model.run(rows), expected, rtol=1e-5)
+
+
+def test_batched_calls_from_the_event_loop_fold_too():
+    import asyncio
+    import time
+
+    from rootml.server.backends import BatchedCalls
+
+    sizes = []
+
+    def slow_negate(x):
+        sizes.append(len(x))
+        time.sleep(0.005)
+        return -x
+
+    batched = BatchedCalls(slow_negate, idle_s=0.2)
+
+    async def many():
+        xs = [np.full((1, 3), i, np.float32) for i in range(40)]
+        return xs, await asyncio.gather(*(batched.acall(x) for x in xs))
+
+    xs, outs = asyncio.run(many())
+    for x, out in zip(xs, outs, strict=True):
+        np.testing.assert_array_equal(out, -x)
+    assert len(sizes) < 40
+
+    def broken(x):
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        asyncio.run(BatchedCalls(broken).acall(np.ones((1, 2), np.float32)))

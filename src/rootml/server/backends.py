@@ -9,6 +9,7 @@ TensorFlow, which is imported only then. Never ``Model.predict``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -181,15 +182,30 @@ class BatchedCalls:
         import threading
 
         call = {"x": x, "done": threading.Event()}
+        self._submit(call)
+        call["done"].wait()
+        if "error" in call:
+            raise call["error"]
+        return call["out"]
+
+    async def acall(self, x: np.ndarray) -> np.ndarray:
+        """The same from the event loop: no worker thread waits, the batch thread resolves a
+        future of this loop (one thread hop per request instead of two)."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        call = {"x": x, "future": loop.create_future(), "loop": loop}
+        self._submit(call)
+        return await call["future"]
+
+    def _submit(self, call: dict) -> None:
+        import threading
+
         self.pending.put(call)
         with self.lock:
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._serve, name="tf-batches", daemon=True)
                 self.thread.start()
-        call["done"].wait()
-        if "error" in call:
-            raise call["error"]
-        return call["out"]
 
     def _serve(self) -> None:
         import queue
@@ -225,7 +241,21 @@ class BatchedCalls:
             for c in calls:
                 c["error"] = err
         for c in calls:
-            c["done"].set()
+            if "future" in c:
+                c["loop"].call_soon_threadsafe(_settle, c)
+            else:
+                c["done"].set()
+
+
+def _settle(call: dict) -> None:
+    """Resolve an :meth:`BatchedCalls.acall` future (on its loop; a cancelled one is left)."""
+    future = call["future"]
+    if future.done():
+        return
+    if "error" in call:
+        future.set_exception(call["error"])
+    else:
+        future.set_result(call["out"])
 
 
 def _import_tensorflow():
@@ -238,6 +268,11 @@ def _import_tensorflow():
             "serve its model: add model.onnx (rootml train writes one), or run the server "
             "where rootml[convert] is installed (the rootml/serve image has it)",
         ) from None
+    with contextlib.suppress(RuntimeError):  # once TensorFlow has started, it keeps its pools
+        # one thread each: the server's workers share the cores, and TensorFlow's spinning
+        # pools beside them gave latency spikes of a few hundred ms
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
     return tf
 
 

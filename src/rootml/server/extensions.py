@@ -124,7 +124,10 @@ async def run_counted(stats: dict[str, ModelStats], model: LoadedModel, x: np.nd
     t0 = time.perf_counter_ns()
     ok = False
     try:
-        if len(x) <= model.inline_rows:
+        batched = getattr(model.run, "acall", None)  # TensorFlow: concurrent calls batched
+        if batched is not None:
+            out = await batched(x)
+        elif len(x) <= model.inline_rows:
             out = model.run(x)
         else:
             out = await anyio.to_thread.run_sync(model.run, x)
