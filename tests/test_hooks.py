@@ -16,7 +16,7 @@ from rootfiles import write_events
 
 from rootml.config import Settings, with_preproc
 from rootml.exceptions import ConfigError
-from rootml.hooks import hook_document
+from rootml.hooks import hook_document, load_hook
 from rootml.merging import merge
 from rootml.preprocessing import preprocess
 from rootml.rucio_sample import write_rucio_sample
@@ -188,3 +188,27 @@ def test_the_rucio_example_runs_from_its_mlaas4hep_folder(tmp_path):
     params = json.loads((workdir / "train" / "bundle" / "params.json").read_text())
     assert "file_size" in json.dumps(params)
     assert Path(workdir / "init" / "preproc.py").read_text() == (folder / "preproc.py").read_text()
+
+
+def test_records_only_pythons_json_reads_still_reach_the_hook(tmp_path):
+    """orjson parses the records for a hook; a line it refuses (a NaN token, an integer
+    beyond 64 bits) is read by Python's json as before, and the hook sees the same values."""
+    from rootml.records import open_records
+
+    lines = [
+        '{"a": 1.5, "b": 2}',
+        '{"a": NaN, "b": 3}',
+        '{"a": 2.5, "b": 123456789012345678901234567890}',
+    ]
+    path = tmp_path / "r.json"
+    path.write_text("\n".join(lines * 2) + "\n")
+    hook = tmp_path / "hook.py"
+    hook.write_text(
+        "import math\n"
+        "def preprocessing(rec):\n"
+        "    return {'a': -1.0 if math.isnan(rec['a']) else rec['a'], 'big': float(rec['b'] > 2**64)}\n"
+    )
+    with open_records(path, preprocessing=load_hook(hook_document(hook))) as reader:
+        arrays = reader.arrays(["a", "big"])
+    assert arrays["a"].tolist() == [1.5, -1.0, 2.5] * 2
+    assert arrays["big"].tolist() == [0.0, 0.0, 1.0] * 2
