@@ -346,8 +346,12 @@ def test_bad_input_files_and_a_model_that_does_not_compile_are_said_before_any_s
         ({"files": ["notes.txt"]}, ["notes.txt is not a ROOT file", "b'not '"]),
         ({"files": []}, ["'files'", "should be non-empty"]),
         ({"model": "bad.py"}, ["syntax error in the model file at line 2", "bad.py"]),
+        ({"model": "nomodel.py"}, ["must define a function model(idim)", "found: net"]),
+        ({"model": "noarg.py"}, ["model() at line 3 must take the input width", "noarg.py"]),
     ]
     (tmp_path / "in" / "bad.py").write_text("def model(idim):\n    return (\n")
+    (tmp_path / "in" / "nomodel.py").write_text("import keras\n\ndef net(idim):\n    pass\n")
+    (tmp_path / "in" / "noarg.py").write_text("import keras\n\ndef model():\n    pass\n")
     for change, messages in cases:
         bad = tmp_path / "in" / "bad.yml"
         bad.write_text(yaml.safe_dump({**doc, **change}))

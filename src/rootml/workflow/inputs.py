@@ -17,6 +17,7 @@ The result is validated with the same loader the steps use before anything runs.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,11 +291,49 @@ def _check_local_files(files: list[str], listed: Path, file_format: str | None =
 
 
 def _check_syntax(path: Path) -> None:
-    """model.py compiles: a syntax error is said now, not by training after preprocessing."""
+    """model.py compiles and defines ``model`` taking the input width: said now, not by
+    training after preprocessing (what needs TensorFlow to find, an import that raises or a
+    model that is not compiled, the workflow's model_check step says once merge is done)."""
     try:
-        compile(read_text(path, "model"), str(path), "exec")
+        tree = compile(read_text(path, "model"), str(path), "exec", flags=ast.PyCF_ONLY_AST)
     except SyntaxError as err:
         raise ConfigError(syntax_message(err, path)) from None
+    bound = {}  # top-level name -> the statement that binds it last
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound[node.name] = node
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                bound[alias.asname or alias.name.split(".")[0]] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound.update({t.id: node for t in targets if isinstance(t, ast.Name)})
+    if "model" not in bound and not any(
+        isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body
+    ):
+        found = sorted(k for k, v in bound.items() if isinstance(v, ast.FunctionDef))
+        raise ConfigError(
+            "the model file must define a function model(idim) returning a compiled Keras "
+            f"model (as MLaaS4HEP calls it); found: {', '.join(found) or 'no functions'}\n"
+            f"in file {path}"
+        )
+    node = bound.get("model")
+    if isinstance(node, ast.FunctionDef):
+        args = node.args
+        positional = [*args.posonlyargs, *args.args]
+        required_kw = [
+            a for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None
+        ]
+        if (
+            (not positional and args.vararg is None)
+            or required_kw
+            or (len(positional) - len(args.defaults) > 1)
+        ):
+            raise ConfigError(
+                f"model{ast.unparse(args).join('()')} at line {node.lineno} must take the "
+                "input width as its one argument, model(idim): rootml (like MLaaS4HEP) calls "
+                f"model(number_of_features)\nin file {path}"
+            )
 
 
 def user_paths(text: str, copies: dict[str, str]) -> str:
