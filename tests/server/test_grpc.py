@@ -161,6 +161,18 @@ def test_typed_contents_and_the_stream(grpc_server, bundles):
     np.testing.assert_allclose(results[2][0].as_numpy(output), expected[:4], rtol=1e-6, atol=1e-7)
 
 
+def test_bytes_that_are_not_the_message_are_invalid_argument(grpc_server):
+    import grpc
+
+    _, _, server = grpc_server
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/ModelInfer")  # raw bytes in and out
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\xff\xff\xff\xff garbage", timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest" in err.value.details()
+
+
 def _status(err) -> str:
     return str(err.status())
 

@@ -339,6 +339,9 @@ class InferenceService:
         """One response per request, in order; a request's mistake is its response's
         ``error_message`` (as Triton streams them) and the stream goes on."""
         async for req in requests:
+            if isinstance(req, _Undecodable):
+                yield self.m.ModelStreamInferResponse(error_message=req.reason)
+                continue
             try:
                 reply = await self.ModelInfer(req, ctx)
             except RootmlError as err:
@@ -419,6 +422,8 @@ def _handler(method: Callable[..., Awaitable], name: str) -> Callable:
     import grpc
 
     async def call(req, ctx):
+        if isinstance(req, _Undecodable):
+            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, req.reason)
         try:
             return await method(req, ctx)
         except RequestError as err:
@@ -433,12 +438,30 @@ def _handler(method: Callable[..., Awaitable], name: str) -> Callable:
     return call
 
 
+class _Undecodable:
+    """What the deserializer hands the handler for bytes that are not the request message
+    (gRPC would answer INTERNAL for a deserializer that raises: it is the client's mistake)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _decoder(cls: type, name: str) -> Callable[[bytes], Any]:
+    def decode(data: bytes):
+        try:
+            return cls.FromString(data)
+        except Exception as err:  # noqa: BLE001  # protobuf's DecodeError, RuntimeWarning, ...
+            return _Undecodable(f"the request is not a valid {name} message: {err}")
+
+    return decode
+
+
 def generic_handler(service: InferenceService):
     import grpc
 
     handlers = {}
     for name, (request, response, stream) in METHODS.items():
-        decode = getattr(service.m, request).FromString
+        decode = _decoder(getattr(service.m, request), request)
         encode = getattr(service.m, response).SerializeToString
         method = getattr(service, name)
         if stream:
