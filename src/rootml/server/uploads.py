@@ -172,7 +172,12 @@ async def _upload_frozen_graph(request: Request, form, rename: object, started: 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     result = _installed(store, model, files, size, digest)
-    log.info("upload: frozen graph %s converted in %.2f s", name, time.perf_counter() - started)
+    log.info(
+        "upload: frozen graph %s installed (%s) in %.2f s",
+        name,
+        result["backend"],
+        time.perf_counter() - started,
+    )
     return JSONResponse(result)
 
 
