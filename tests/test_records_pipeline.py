@@ -116,3 +116,44 @@ def test_a_file_whose_name_says_no_format_reads_with_an_explicit_one(copies, tmp
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert json.loads((tmp_path / "s.json").read_text())["format"] == "json"
+
+
+def test_a_served_record_gives_the_row_its_file_gave(tmp_path):
+    """``{"record": {...}}`` on /json: the nested record as its JSON-lines file held it, the
+    fields the model does not read ignored, gives the raw row the file's reader gives; a
+    model trained through a preprocessing(rec) hook refuses records (the server runs no
+    uploaded code) and says what to send instead."""
+    from rootml.exceptions import RequestError
+    from rootml.reading import open_input
+    from rootml.rucio_sample import write_rucio_sample
+    from rootml.server.backends import LoadedModel
+    from rootml.server.protocols import tfaas_rows
+    from rootml.transform import raw_rows
+
+    files = write_rucio_sample(tmp_path / "r", files=2, records_per_file=400, seed=9)
+    specs = [file_specs(str(f), "events", identifiers=()) for f in files]
+    layout = merge(specs, Settings(tree="events", identifiers=()), labels=["0", "1"])
+    model = LoadedModel(
+        name="rucio", version="1", path=tmp_path, params={}, layout=layout,
+        backend="onnx", input_name="x", output_name="y", dim=layout["dim"], outputs=1,
+        run=lambda x: x, features=layout["features"],
+    )  # fmt: skip
+    with gzip.open(files[0], "rt") as handle:
+        records = [json.loads(next(handle)) for _ in range(5)]
+    with open_input(str(files[0]), "events") as reader:
+        expected = raw_rows(reader.arrays(layout["read"], 0, 5), layout)
+    one, single = tfaas_rows({"record": records[0]}, model)
+    assert single
+    np.testing.assert_array_equal(one, expected[:1])
+    many, single = tfaas_rows({"records": records}, model)
+    assert not single
+    np.testing.assert_array_equal(many, expected)
+    incomplete = json.loads(json.dumps(records[0]))
+    del incomplete["data"]["bytes"]
+    with pytest.raises(Exception, match=r"lacks branch 'data\.bytes'"):
+        tfaas_rows({"record": incomplete}, model)
+    hooked = LoadedModel(**{**model.__dict__, "layout": {**layout, "preprocessing": {"file": "p"}}})
+    with pytest.raises(
+        RequestError, match="preprocessing\\(rec\\) hook, which the server does not run"
+    ):
+        tfaas_rows({"record": records[0]}, hooked)

@@ -254,7 +254,7 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
     and shorter ones padded, exactly as in training."""
     import awkward as ak
 
-    names, kinds = _event_branches(layout)
+    names, kinds = event_branches(layout)
     columns: dict[str, list] = {n: [] for n in names}
     for i, event in enumerate(events):
         if not isinstance(event, dict):
@@ -292,7 +292,7 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
     return raw_rows(arrays, layout)
 
 
-def _event_branches(layout: dict) -> tuple[list[str], dict[str, str]]:
+def event_branches(layout: dict) -> tuple[list[str], dict[str, str]]:
     """The branches a named event must give (features on disk, and what the object selections
     and new variables read; not what only the event selection reads), and each one's kind."""
     names = [n for n in layout["read"] if n != layout["labels"]["branch"]]

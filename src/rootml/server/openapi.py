@@ -14,6 +14,12 @@ _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"}
 _NUMBER_OR_NULL = {"anyOf": [{"type": "number"}, {"type": "null"}]}
 _ROW = {"type": "array", "minItems": 1, "items": _NUMBER_OR_NULL}
 _ROWS = {"oneOf": [_ROW, {"type": "array", "minItems": 1, "items": _ROW}]}
+_RECORD = {
+    "type": "object",
+    "minProperties": 1,
+    "description": "a record as the model's record files held it (nested objects; fields "
+    "the model does not read are ignored)",
+}
 _EVENT = {
     "type": "object",
     "minProperties": 1,
@@ -329,7 +335,13 @@ def _schemas() -> dict:
         },
         "TFaaSRequest": {
             "type": "object",
-            "anyOf": [{"required": ["values"]}, {"required": ["event"]}, {"required": ["events"]}],
+            "anyOf": [
+                {"required": ["values"]},
+                {"required": ["event"]},
+                {"required": ["events"]},
+                {"required": ["record"]},
+                {"required": ["records"]},
+            ],
             "properties": {
                 "name": {**_NAME, "description": "the model, as 'model' (some TFaaS docs)"},
                 "model": _NAME,
@@ -337,6 +349,8 @@ def _schemas() -> dict:
                 "values": _ROWS,
                 "event": _EVENT,
                 "events": {"type": "array", "minItems": 1, "items": _EVENT},
+                "record": _RECORD,
+                "records": {"type": "array", "minItems": 1, "items": _RECORD},
             },
         },
         "Params": {

@@ -11,6 +11,7 @@ graph turns into padding.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Any
@@ -153,15 +154,90 @@ def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
         raise RequestError(400, f"'{what}' cannot be read as branch values: {err}") from None
 
 
+def _dotted(record: Any, prefix: str, out: dict) -> None:
+    """``record``'s leaves under their dotted names, as the record readers name fields; a list
+    of objects is a collection: ``{"jets": [{"pt": 1}, {"pt": 2}]}`` gives ``jets.pt: [1, 2]``."""
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _dotted(value, f"{name}.", out)
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            leaves: dict[str, list] = {}
+            for item in value:
+                flat: dict = {}
+                _dotted(item, "", flat)
+                for leaf, v in flat.items():
+                    leaves.setdefault(leaf, []).append(v)
+            for leaf, values in leaves.items():
+                out[f"{name}.{leaf}"] = values
+        else:
+            out[name] = value
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _iso_seconds(value: Any) -> Any:
+    """An ISO 8601 string as the record readers turn it into a number (float seconds since the
+    epoch, a naive time taken as UTC, whole seconds and the fraction added as they add them);
+    anything else as it is (the event check names what is not a number)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    delta = moment - _EPOCH
+    return float(delta.days * 86400 + delta.seconds) + delta.microseconds / 1e6
+
+
+def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
+    """Raw rows from records as the model's record files held them (nested objects, the
+    fields it was not trained on ignored), through :func:`event_rows`."""
+    from ..transform import event_branches
+
+    what = "'record'" if single else "'records'"
+    if model.layout is None:
+        raise RequestError(
+            400, f"model {model.name!r} has no layout.json, so it takes 'values', not records"
+        )
+    if model.layout.get("preprocessing"):
+        raise RequestError(
+            400,
+            f"model {model.name!r} was trained through a preprocessing(rec) hook, which the "
+            "server does not run (uploaded code is never executed): apply it on your side and "
+            "send its output fields as 'event'/'events'",
+        )
+    items = [records] if single else records
+    if not isinstance(items, list) or not items or not all(isinstance(r, dict) for r in items):
+        raise RequestError(400, f"{what} must be an object (or a non-empty list of them)")
+    wanted = set(event_branches(model.layout)[0])
+    events = []
+    for record in items:
+        flat: dict = {}
+        _dotted(record, "", flat)
+        events.append({k: _iso_seconds(v) for k, v in flat.items() if k in wanted})
+    return event_rows(events, model, False)
+
+
 def tfaas_rows(doc: dict, model: LoadedModel) -> tuple[np.ndarray, bool]:
-    """Rows of a ``/json`` body: ``values`` (+ optional ``keys``), ``event`` or ``events``."""
+    """Rows of a ``/json`` body: ``values`` (+ optional ``keys``), ``event``/``events`` (by
+    branch name) or ``record``/``records`` (nested records, as a record file holds them)."""
+    if "record" in doc:
+        return record_rows(doc["record"], model, True), True
+    if "records" in doc:
+        return record_rows(doc["records"], model, False), False
     if "event" in doc:
         return event_rows(doc["event"], model, True), True
     if "events" in doc:
         return event_rows(doc["events"], model, False), False
     if "values" not in doc:
         raise RequestError(
-            400, "the body needs 'values' (with optional 'keys'), 'event' or 'events'"
+            400,
+            "the body needs 'values' (with optional 'keys'), 'event'/'events' or "
+            "'record'/'records'",
         )
     x, single = rows(doc["values"])
     order = model.order(doc.get("keys"))
