@@ -115,6 +115,16 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
+def is_archive(raw: BinaryIO) -> bool:
+    """Whether ``raw`` starts as a tarball or a compressed stream (this module's magic bytes,
+    or tar's ``ustar`` at offset 257), not as, say, a bare TensorFlow GraphDef."""
+    raw.seek(0)
+    head = raw.read(512)
+    raw.seek(0)
+    magics = (GZIP_MAGIC, *_OTHER_MAGIC)
+    return any(head.startswith(m) for m in magics) or head[257:262] == b"ustar"
+
+
 def _open_stream(raw: BinaryIO, limits: ArchiveLimits, gzipped: bool | None) -> _CappedReader:
     raw.seek(0)
     head = raw.read(6)

@@ -300,10 +300,11 @@ def _frozen_graph_backend(path: Path, params: dict) -> dict:
     }
 
 
-def _tensorflow_backend(path: Path, params: dict) -> dict:
-    log.info("%s has no model.onnx: serving its SavedModel through TensorFlow", path)
+def serving_signature(path: Path, params: dict):
+    """The SavedModel's ``serving_default``: ``(loaded, signature, input name, output key,
+    dim, width)``; one float input ``[batch, features]`` (params.json's ``input_name`` picks
+    it among several), the output ``scores`` if there is one, else the first by name."""
     tf = _import_tensorflow()
-
     try:
         loaded = tf.saved_model.load(str(path))
         signature = loaded.signatures["serving_default"]
@@ -319,6 +320,14 @@ def _tensorflow_backend(path: Path, params: dict) -> dict:
     keys = sorted(signature.structured_outputs)
     out_name = OUTPUT_KEY if OUTPUT_KEY in keys else keys[0]
     width = signature.structured_outputs[out_name].shape[-1]
+    dim = int(specs[in_name].shape[1])
+    return loaded, signature, in_name, out_name, dim, int(width) if width is not None else -1
+
+
+def _tensorflow_backend(path: Path, params: dict) -> dict:
+    log.info("%s has no model.onnx: serving its SavedModel through TensorFlow", path)
+    tf = _import_tensorflow()
+    loaded, signature, in_name, out_name, dim, width = serving_signature(path, params)
 
     def run(x: np.ndarray) -> np.ndarray:
         return signature(**{in_name: tf.constant(x)})[out_name].numpy()
@@ -328,8 +337,8 @@ def _tensorflow_backend(path: Path, params: dict) -> dict:
         "backend": "tensorflow",
         "input_name": in_name,
         "output_name": out_name,
-        "dim": int(specs[in_name].shape[1]),
-        "outputs": int(width) if width is not None else -1,
+        "dim": dim,
+        "outputs": width,
         "run": BatchedCalls(run),
         "inline_rows": 0,
     }

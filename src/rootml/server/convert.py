@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import RequestError
+
 log = logging.getLogger(__name__)
 
 RECORD = "conversion.json"
@@ -103,23 +105,15 @@ def compare(reference: np.ndarray, converted: np.ndarray) -> float:
 # ------------------------------------------------------------------ in the child process
 
 
-def _saved_model(folder: Path):
-    """The SavedModel's serving function, its input name and width."""
+def _saved_model(folder: Path, params: dict):
+    """The SavedModel's serving function (:func:`.backends.serving_signature`) as a
+    tf.function of one input, for tf2onnx; its input spec, a runner and the width."""
     import tensorflow as tf
 
-    from .backends import OUTPUT_KEY
+    from .backends import serving_signature
 
-    loaded = tf.saved_model.load(str(folder))
-    signature = loaded.signatures["serving_default"]
-    specs = signature.structured_input_signature[1]
-    if len(specs) != 1:
-        raise NotConverted("the SavedModel's serving_default takes more than one input")
-    in_name, spec = next(iter(specs.items()))
-    if spec.shape.rank != 2 or spec.shape[1] is None:
-        raise NotConverted("the SavedModel's serving_default must take [batch, features]")
-    keys = sorted(signature.structured_outputs)
-    out_name = OUTPUT_KEY if OUTPUT_KEY in keys else keys[0]
-    tensor = tf.TensorSpec([None, int(spec.shape[1])], tf.float32, name=in_name)
+    loaded, signature, in_name, out_name, dim, _ = serving_signature(folder, params)
+    tensor = tf.TensorSpec([None, dim], tf.float32, name=in_name)
 
     @tf.function(input_signature=[tensor], autograph=False)
     def serve(x):
@@ -128,7 +122,7 @@ def _saved_model(folder: Path):
     def run(x: np.ndarray) -> np.ndarray:
         return serve(tf.constant(x))[out_name].numpy()
 
-    return serve, tensor, run, int(spec.shape[1]), loaded
+    return serve, tensor, run, dim, loaded
 
 
 def frozen_graph(folder: Path, params: dict):
@@ -180,7 +174,7 @@ def convert(folder: Path) -> dict:
         raise NotConverted("nothing to convert: no saved_model.pb or model.pb without model.onnx")
     params = json.loads((folder / "params.json").read_text("utf-8"))
     if kind == "saved_model":
-        serve, tensor, run, dim, _keep = _saved_model(folder)
+        serve, tensor, run, dim, _keep = _saved_model(folder, params)
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=[tensor], opset=OPSET)
     else:
         graph_def, (in_tensor, out_tensor), run, dim, _keep = frozen_graph(folder, params)
@@ -216,7 +210,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     try:
         convert(Path(sys.argv[1]))
-    except NotConverted as err:
+    except (NotConverted, RequestError) as err:  # RequestError: the SavedModel's checks
         sys.stderr.write(f"{err}\n")  # the last line is the reason the upload gives
         raise SystemExit(1) from None
     except ImportError as err:

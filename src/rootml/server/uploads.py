@@ -24,7 +24,14 @@ from starlette.responses import Response
 from ..client import is_model_name
 from ..exceptions import RequestError
 from . import convert, protocols
-from .archive import ArchiveLimits, check_model_name, decode_base64, extract_tarball, scan_tarball
+from .archive import (
+    ArchiveLimits,
+    check_model_name,
+    decode_base64,
+    extract_tarball,
+    is_archive,
+    scan_tarball,
+)
 from .auth import require_token
 from .bodies import JSONResponse, chunks, limited, read_json
 from .config import ServerConfig
@@ -89,7 +96,7 @@ async def _upload(request: Request) -> Response:
                 )
             rename = form.get("name") or None
             source = part.file
-            if isinstance(form.get("params"), UploadFile) and not _is_archive(source):
+            if isinstance(form.get("params"), UploadFile) and not is_archive(source):
                 return await _upload_frozen_graph(request, form, rename, started)
             spool = None
             if request.headers.get("content-encoding", "").lower() == "base64":
@@ -124,19 +131,6 @@ async def _upload(request: Request) -> Response:
         time.perf_counter() - started,
     )
     return JSONResponse(result)
-
-
-def _is_archive(handle) -> bool:
-    """A gzip, bzip2 or xz stream or a tar archive (by magic bytes), not a bare GraphDef."""
-    handle.seek(0)
-    head = handle.read(512)
-    handle.seek(0)
-    return (
-        head[:2] == b"\x1f\x8b"
-        or head[:3] == b"BZh"
-        or head[:6] == b"\xfd7zXZ\x00"
-        or (head[257:262] == b"ustar")
-    )
 
 
 async def _upload_frozen_graph(request: Request, form, rename: object, started: float) -> Response:
