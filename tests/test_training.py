@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,10 +13,12 @@ from trained import FAST, edited_shard, make_data, plan_of
 
 from rootml.bundle import load_bundle
 from rootml.exceptions import DataError, ModelError
-from rootml.modelfile import build_model
+from rootml.modelfile import build_model, probe_model
 from rootml.sample import make_sample
 from rootml.training import TrainOptions, train
 from rootml.transform import TEST
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = [
     pytest.mark.tensorflow,
@@ -131,6 +134,33 @@ BAD_MODELS = [
         "does not match a classification",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("text", "outcome"),
+    [
+        ("import nonexistent_pkg_xyz\n", "importing the model file raised ModuleNotFoundError"),
+        ("def model(idim):\n    return None\n", "must return a keras Model, got NoneType"),
+        (BAD_MODELS[6][0], "not compiled"),
+        (BAD_MODELS[7][0], True),  # a fixed width: built at the probe's, refused with the layout's
+        ("def model(idim):\n    assert idim == 20\n", False),  # the width's doing: said later
+        ((ROOT / "inputs" / "model.py").read_text(), True),
+    ],
+    ids=["import", "none", "uncompiled", "fixed-width", "width-assert", "bundled"],
+)
+def test_the_probe_says_what_fails_at_any_width_and_leaves_the_width_to_the_layout(
+    tmp_path, text, outcome
+):
+    """The workflow's model_probe step (rootml check-model without --layout), run before any
+    file is read."""
+    path = tmp_path / "model.py"
+    path.write_text(text)
+    if isinstance(outcome, bool):
+        assert probe_model(path) is outcome
+    else:
+        with pytest.raises(ModelError, match=outcome) as err:
+            probe_model(path)
+        assert str(path) in str(err.value)
 
 
 @pytest.mark.parametrize(("text", "match"), BAD_MODELS, ids=[m[:24] for _, m in BAD_MODELS])

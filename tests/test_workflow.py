@@ -99,12 +99,13 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     stages = {s["name"]: s["scheduler"] for s in WORKFLOW["stages"]}
     assert [s["name"] for s in WORKFLOW["stages"]] == [
         "check",
+        "model_probe",
         "fetch",
         "specs",
         "merge",
+        "model_check",  # before preprocess: yadage submits it first, ahead of the data jobs
         "preprocess",
         "train",
-        "model_check",
         "features",
         "evaluate",
         "publish",
@@ -116,8 +117,8 @@ def test_scatter_stages_scatter_over_lists_from_upstream():
     assert stages["fetch"]["scatter"]["parameters"] == ["files", "checksums"]
     assert stages["specs"]["scatter"]["parameters"] == ["record"]
     assert stages["preprocess"]["scatter"]["parameters"] == ["batch"]
-    single = ("check", "merge", "train", "model_check", "features", "evaluate", "publish", "track")
-    for name in single:
+    single = ("check", "model_probe", "merge", "train", "model_check", "features", "evaluate")
+    for name in (*single, "publish", "track"):
         assert stages[name]["scheduler_type"] == "singlestep-stage"
     assert stages["provenance"]["scheduler_type"] == "singlestep-stage"
 
@@ -348,10 +349,15 @@ def test_bad_input_files_and_a_model_that_does_not_compile_are_said_before_any_s
         ({"model": "bad.py"}, ["syntax error in the model file at line 2", "bad.py"]),
         ({"model": "nomodel.py"}, ["must define a function model(idim)", "found: net"]),
         ({"model": "noarg.py"}, ["model() at line 3 must take the input width", "noarg.py"]),
+        ({"model": "noreturn.py"}, ["model(idim) at line 3 returns nothing", "'return model'"]),
     ]
     (tmp_path / "in" / "bad.py").write_text("def model(idim):\n    return (\n")
     (tmp_path / "in" / "nomodel.py").write_text("import keras\n\ndef net(idim):\n    pass\n")
     (tmp_path / "in" / "noarg.py").write_text("import keras\n\ndef model():\n    pass\n")
+    (tmp_path / "in" / "noreturn.py").write_text(
+        "import keras\n\ndef model(idim):\n    def inner():\n        return 1\n"
+        "    net = keras.Sequential()\n    return\n"
+    )
     for change, messages in cases:
         bad = tmp_path / "in" / "bad.yml"
         bad.write_text(yaml.safe_dump({**doc, **change}))
@@ -464,17 +470,24 @@ def test_run_three_files_from_an_mlaas4hep_folder(tmp_path):
     assert len(history["loss"]) == 10  # params.json's epochs, unchanged
 
 
-# valid Python that fails when imported: only a step with Keras can find out (model_check)
+# a compiled model with a fixed input width: built by the probe, refused with the layout's width
+FIXED_WIDTH_MODEL = (
+    "import keras\n\ndef model(idim):\n"
+    "    net = keras.Sequential([keras.Input((10,)), keras.layers.Dense(1, activation='sigmoid')])\n"
+    "    net.compile('adam', 'binary_crossentropy')\n    return net\n"
+)
+
+# valid Python that fails when imported: only a step with Keras can find out (model_probe)
 BROKEN_MODEL = (ROOT / "inputs" / "model.py").read_text() + "\nraise ValueError('broken')\n"
 
 
 @pytest.mark.tensorflow
 @pytest.mark.slow
 def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
-    inputs = _one_file_input(tmp_path / "in", model=BROKEN_MODEL)
+    inputs = _one_file_input(tmp_path / "in", model=FIXED_WIDTH_MODEL)
     workdir = tmp_path / "w"
-    # every step a fresh interpreter (as under Docker or on REANA): the model_check step,
-    # beside preprocessing, is the first to import the model file
+    # every step a fresh interpreter (as under Docker or on REANA): the model_probe step
+    # passes (the model builds at any width), model_check, with the layout's width, fails
     result = _run(
         "--input",
         str(inputs),
@@ -487,13 +500,14 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     )
     assert result.returncode == 1
     assert "model.py cannot be trained" in result.stderr
-    assert "importing the model file raised ValueError: broken" in result.stderr  # its log
+    assert "the model takes 10 inputs but the feature layout has" in result.stderr  # its log
     # named as the user's file: the run's private copy is overwritten on --resume
     assert str(tmp_path / "in" / "model.py") in result.stderr
     assert str(workdir / "model" / "model.py") not in result.stderr
     assert "rootml run --resume" in result.stderr
     assert not (workdir / "train" / "bundle").exists()  # no half-written bundle
     before = _steps(workdir)
+    assert before["model_probe"]["status"] == "done"
     assert before["model_check"]["status"] == "failed"
     assert before.get("train", {}).get("status") != "done"
     assert not any(n.startswith(("evaluate", "publish")) for n in before)
@@ -503,15 +517,21 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     result = _run("--resume", "--workdir", str(workdir), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     after = _steps(workdir)
-    # (the failed check stopped the run: a preprocess job cut short runs again)
+    # (the failed check stopped the run: a job cut short runs again)
+    stopped = before["model_check"]["finished"]
     data_steps = [
-        n for n in before if n not in ("train", "features") and before[n]["status"] == "done"
+        n
+        for n in before
+        if n not in ("train", "features", "model_probe")  # the model changed: probed again
+        and before[n]["status"] == "done"
+        and _seconds_between(before[n]["finished"], stopped) > 1.0
     ]
     assert {"check", "specs_0", "merge"} <= set(data_steps)
     for name in data_steps:
         assert after[name]["started"] == before[name]["started"], f"{name} ran again"
-    assert after["model_check"]["started"] != before["model_check"]["started"]
-    assert after["model_check"]["status"] == "done"
+    for name in ("model_probe", "model_check"):
+        assert after[name]["started"] != before[name]["started"]
+        assert after[name]["status"] == "done"
     assert after["train"]["status"] == after["publish"]["status"] == "done"
     assert "reused from the earlier run" in result.stdout
     assert "test AUC" in result.stdout
@@ -527,8 +547,10 @@ def test_failed_step_is_reported_and_resume_reruns_only_what_failed(tmp_path):
     assert "test AUC" in result.stdout
 
 
+# returns None only when called (a model file with no return at all is refused before any step)
 NONE_MODEL = (
     "import keras\n\ndef model(idim):\n    net = keras.Sequential([keras.Input((idim,))])\n"
+    "    return None if idim else net\n"
 )
 
 
@@ -553,13 +575,23 @@ def test_a_model_file_that_cannot_train_stops_the_run_before_training(tmp_path, 
     assert f"in file {tmp_path / 'in' / 'model.py'}" in result.stderr  # the user's file
     assert str(workdir / "model" / "model.py") not in result.stderr
     assert "rootml run --resume" in result.stderr
-    steps = _steps(workdir)
-    assert steps["merge"]["status"] == "done"
-    # found by the model server beside preprocessing (on inputs this small, train may have
-    # started meanwhile: the check's message is the one given, once)
+    # found by the model_probe step, beside reading the files, before any preprocessing
+    assert _steps(workdir)["model_probe"]["status"] == "failed"
     assert result.stderr.count(message) == 1
     assert "step train failed" not in result.stderr
     assert not (workdir / "train" / "bundle").exists()
+    # the steps running when the run stopped were ended with it: nothing writes afterwards
+    # (yadage's pool workers outlived a terminated yadage and finished their steps)
+    left = _tree_state(workdir)
+    time.sleep(3)
+    now = _tree_state(workdir)
+    assert now == left, {
+        k: (left.get(k), now.get(k)) for k in set(now) | set(left) if left.get(k) != now.get(k)
+    }
+
+
+def _tree_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
 
 
 @pytest.mark.parametrize(

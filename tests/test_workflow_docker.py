@@ -181,7 +181,7 @@ def test_run_in_docker_end_to_end(images, served_from_image, tmp_path):
 
 
 @pytest.mark.parametrize("warm", [True, False], ids=["warm-container", "fresh-container"])
-def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_preprocessing(
+def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_as_it_starts(
     images, tmp_path, warm
 ):
     sample = tmp_path / "example"
@@ -190,7 +190,9 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
         check=True,
         capture_output=True,
     )
-    (sample / "inputs" / "model.py").write_text("import keras\n\ndef model(idim):\n    pass\n")
+    (sample / "inputs" / "model.py").write_text(
+        "import keras\n\ndef model(idim):\n    return None if idim else keras.Sequential()\n"
+    )
     doc = yaml.safe_load((sample / "inputs" / "input.yml").read_text())
     doc["model"] = "model.py"
     (sample / "inputs" / "input.yml").write_text(yaml.safe_dump(doc))
@@ -200,7 +202,7 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
          "--workdir", str(workdir), *([] if warm else ["--no-warm"])],
         capture_output=True,
         text=True,
-        # the model_check step: in the warm train container, or a fresh one (--no-warm)
+        # the model_probe step: in the warm train container, or a fresh one (--no-warm)
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         timeout=1200,
         check=False,
@@ -211,6 +213,6 @@ def test_a_broken_model_file_stops_a_docker_run_from_the_train_image_beside_prep
     assert "model.py cannot be trained" in result.stderr
     assert f"in file {sample / 'inputs' / 'model.py'}" in result.stderr  # the user's file
     assert "step train failed" not in result.stderr
-    checked = json.loads((workdir / "model_check" / "_rootml" / "step.json").read_text())
+    checked = json.loads((workdir / "model_probe" / "_rootml" / "step.json").read_text())
     assert (checked["status"], checked["engine"]) == ("failed", "docker")
     assert checked["image"].startswith("rootml/train:")

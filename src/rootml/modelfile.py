@@ -126,18 +126,7 @@ def build_model(path: str | Path | None, idim: int, n_classes: int) -> CheckedMo
             ) from None
     for w in caught:
         log.warning("model.py: %s", w.message)
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise ModelError(
-            f"model(idim) must return a keras Model, got {type(model).__name__}; "
-            f"end the function with 'return model'\n{where}"
-        )
-    if getattr(model, "optimizer", None) is None or getattr(model, "loss", None) is None:
-        raise ModelError(
-            "the model is not compiled; call model.compile(optimizer=..., loss=...) before "
-            f"returning it\n{where}"
-        )
+    _check_returned(model, where)
     if not model.built:
         model.build((None, idim))
     in_dim = model.inputs[0].shape[-1] if model.inputs else None
@@ -151,6 +140,42 @@ def build_model(path: str | Path | None, idim: int, n_classes: int) -> CheckedMo
     activation = _output_activation(model)
     loss = _loss_name(model.loss)
     return CheckedModel(model, _target(loss, n_classes, units, activation, where), str(path))
+
+
+def _check_returned(model: Any, where: str) -> None:
+    """What ``model(idim)`` returned is a compiled Keras model."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ModelError(
+            f"model(idim) must return a keras Model, got {type(model).__name__}; "
+            f"end the function with 'return model'\n{where}"
+        )
+    if getattr(model, "optimizer", None) is None or getattr(model, "loss", None) is None:
+        raise ModelError(
+            "the model is not compiled; call model.compile(optimizer=..., loss=...) before "
+            f"returning it\n{where}"
+        )
+
+
+#: the input width model(idim) is first tried with, before the files are read
+PROBE_WIDTH = 8
+
+
+def probe_model(path: str | Path) -> bool:
+    """Import ``path`` and call ``model(PROBE_WIDTH)``: what fails whatever the input width
+    (an import that raises, a model not returned or not compiled) is said before any file is
+    read. True when the probe built a compiled model; False when ``model(PROBE_WIDTH)``
+    raised, which may be the width's doing: :func:`build_model` with the layout's width says."""
+    fn = load_model_function(path)
+    with warnings.catch_warnings(), keras2_compat():
+        warnings.simplefilter("ignore")  # build_model, with the real width, shows them
+        try:
+            model = fn(PROBE_WIDTH)
+        except Exception:  # noqa: BLE001  maybe the width: the layout's check names it
+            return False
+    _check_returned(model, f"in file {path}")
+    return True
 
 
 @contextlib.contextmanager

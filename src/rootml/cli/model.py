@@ -53,15 +53,35 @@ def cmd_check_model(args: argparse.Namespace) -> int:
     model = args.model
     if model is None and args.input:
         model = settings_from(args)[1].model
+    what = model or "rootml's default network"
+    if args.layout is None:  # the workflow's model_probe, before any file is read
+        return _probe_model(model, what, args.out)
     layout = load_layout(args.layout)
     checked = build_model(model, layout["dim"], len(layout["labels"]["classes"]))
-    what = model or "rootml's default network"
     print(f"{what}: model({layout['dim']}) is a compiled Keras model ({checked.target} targets)")
     if args.out:
         write_json(
             args.out,
             {"model": model, "dim": layout["dim"], "target": checked.target, "ok": True},
         )
+    return 0
+
+
+def _probe_model(model: str | None, what: str, out: str | None) -> int:
+    from ..modelfile import PROBE_WIDTH, probe_model
+    from ..storage import write_json
+
+    built = model is None or probe_model(model)
+    print(
+        f"{what}: imported; model({PROBE_WIDTH}) "
+        + (
+            "is a compiled Keras model"
+            if built
+            else "raised: the check with the layout's width says why"
+        )
+    )
+    if out:
+        write_json(out, {"model": model, "dim": PROBE_WIDTH, "built": built, "ok": True})
     return 0
 
 
@@ -138,7 +158,12 @@ def add_commands(sub) -> None:
         "check-model",
         help="import model.py, call model(idim) for the merged layout and check the model",
     )
-    add_layout_option(p)
+    add_layout_option(
+        p,
+        help="layout.json written by 'rootml merge' (without it: import model.py and try "
+        "model(8), what can be checked before the files are read)",
+        required=False,
+    )
     p.add_argument("--model", help="model.py defining model(idim) (default: input.yml's)")
     p.add_argument("--input", help="input.yml naming the model, when --model is not given")
     p.add_argument("--out", help="also write the check's record (JSON) here")

@@ -55,9 +55,11 @@ def add_option(p, new: str, *, old: str | None = None, convert: Callable | None 
     return action
 
 
-def add_layout_option(p, help: str = "layout.json written by 'rootml merge'") -> None:
+def add_layout_option(
+    p, help: str = "layout.json written by 'rootml merge'", required: bool = True
+) -> None:
     """``--layout``, the merged layout a command works with (``--specs`` before 0.2)."""
-    add_option(p, "--layout", old="--specs", required=True, metavar="LAYOUT_JSON", help=help)
+    add_option(p, "--layout", old="--specs", required=required, metavar="LAYOUT_JSON", help=help)
 
 
 def add_threads_option(p) -> None:

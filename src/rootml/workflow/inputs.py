@@ -291,9 +291,10 @@ def _check_local_files(files: list[str], listed: Path, file_format: str | None =
 
 
 def _check_syntax(path: Path) -> None:
-    """model.py compiles and defines ``model`` taking the input width: said now, not by
-    training after preprocessing (what needs TensorFlow to find, an import that raises or a
-    model that is not compiled, the workflow's model_check step says once merge is done)."""
+    """model.py compiles and defines ``model`` taking the input width and returning a value:
+    said now, not by training after preprocessing (what needs TensorFlow to find, an import
+    that raises or a model that is not compiled, the workflow's model_probe step says while
+    the files are read and model_check, for the input width, once merge is done)."""
     try:
         tree = compile(read_text(path, "model"), str(path), "exec", flags=ast.PyCF_ONLY_AST)
     except SyntaxError as err:
@@ -334,6 +335,27 @@ def _check_syntax(path: Path) -> None:
                 "input width as its one argument, model(idim): rootml (like MLaaS4HEP) calls "
                 f"model(number_of_features)\nin file {path}"
             )
+        if not _returns_value(node):
+            raise ConfigError(
+                f"model(idim) at line {node.lineno} returns nothing (None): end it with "
+                f"'return model', the compiled Keras model it builds\nin file {path}"
+            )
+
+
+def _returns_value(fn: ast.FunctionDef) -> bool:
+    """``fn`` has a ``return <value>`` of its own (nested functions' returns do not count), or
+    raises or yields (then what it does is for the import check to find)."""
+    todo = list(fn.body)
+    while todo:
+        node = todo.pop()
+        value = node.value if isinstance(node, ast.Return) else None
+        if value is not None and not (isinstance(value, ast.Constant) and value.value is None):
+            return True
+        if isinstance(node, (ast.Raise, ast.Yield, ast.YieldFrom)):
+            return True
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+    return False
 
 
 def user_paths(text: str, copies: dict[str, str]) -> str:

@@ -35,7 +35,7 @@ from ..exceptions import WorkflowError
 from ..server.config import ServerConfig
 from ..server.launch import EmbeddedServer, free_port
 from ..storage import atomic_path
-from . import RECORD, docker, provenance, warm, warmdocker
+from . import RECORD, docker, processes, provenance, warm, warmdocker
 from .inputs import RunInput, from_input_yml, from_mlaas4hep, load_yaml, prepare
 
 PLUGIN = "rootml.workflow.plugin"
@@ -402,7 +402,9 @@ def _run(
     reading = threading.Thread(target=_prepare_summary, daemon=True)
     t0 = time.time()
     with open(yadage_log, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env | processes.mark(), stdout=log, stderr=subprocess.STDOUT
+        )
         if pool.env:
             # yadage's bookkeeping must not slow the model server's import (TensorFlow), which
             # training waits for: on a 2-core machine they share a core otherwise
@@ -414,8 +416,10 @@ def _run(
             while proc.poll() is None:
                 progress.poll()
                 if model_check.poll(progress):
-                    proc.terminate()  # the model cannot train: stop before preprocessing ends
-                    proc.wait()
+                    # the model cannot train: stop now, once yadage has entered the steps
+                    # that are done in its cache (--resume reuses them)
+                    _await_cache(workdir, proc)
+                    processes.end_workflow(proc)
                     break
                 if not preloaded and progress.seen.keys() & {"train", "features"}:
                     # the data path is done: evaluation's imports next
@@ -429,9 +433,9 @@ def _run(
                 server.check()
                 time.sleep(0.05)
         except BaseException:
-            proc.terminate()
-            proc.wait()
+            processes.end_workflow(proc)
             raise
+        processes.end_workflow(proc)  # a step yadage started as it ended (it left it running)
     progress.poll()
     if progress.reused():
         print(f"  reused from the earlier run: {', '.join(progress.reused())}", file=out)
@@ -471,32 +475,37 @@ def _run(
 
 
 class _ModelCheck:
-    """Watches the ``model_check`` step (steps/steps.yml): model.py imported and
-    ``model(idim)`` built and checked, as the train step will, as soon as merge has written the
-    layout, beside preprocessing. When it fails the run stops at once (yadage is ended: the
-    data path need not finish) with the check's own message, said once even when training
-    failed on the same file meanwhile."""
+    """Watches the steps that check model.py (steps/steps.yml): ``model_probe`` (imported
+    and ``model(8)`` tried as the run starts) and ``model_check`` (``model(idim)`` built and
+    checked, as the train step will, as soon as merge has written the layout, beside
+    preprocessing). When one fails the run stops at once (yadage is ended: the data path need
+    not finish) with the check's own message, said once even when training failed on the same
+    file meanwhile."""
 
-    STEP = "model_check"
+    STEPS = ("model_probe", "model_check")
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.error = ""
 
     def poll(self, progress: Progress) -> bool:
-        """True once the check has failed in this run (its message is in :attr:`error`)."""
-        if self.error or not self._failed(progress):
+        """True once a check has failed in this run (its message is in :attr:`error`)."""
+        failed = None if self.error else self._failed(progress)
+        if failed is None:
             return False
-        self.error = self._message()
+        self.error = self._message(failed)
         return True
 
-    def _failed(self, progress: Progress) -> bool:
-        status = progress.seen.get(self.STEP, (None, None))[1]
-        return status == "failed" and self.STEP not in progress.earlier
+    def _failed(self, progress: Progress) -> str | None:
+        for step in self.STEPS:
+            status = progress.seen.get(step, (None, None))[1]
+            if status == "failed" and step not in progress.earlier:
+                return step
+        return None
 
-    def _message(self) -> str:
+    def _message(self, step: str) -> str:
         steps = step_records(self.workdir)
-        log_path = Path(steps[self.STEP].record["log"]) if self.STEP in steps else None
+        log_path = Path(steps[step].record["log"]) if step in steps else None
         lines = (_log_lines(log_path) or []) if log_path else []
         mark = next((i for i, line in enumerate(lines) if ": error: " in line), None)
         if mark is None:
@@ -550,6 +559,24 @@ class _EarlySummary:
         if "error" in self.outcome:
             raise self.outcome["error"]
         return self.outcome["summary"]
+
+
+def _await_cache(workdir: Path, proc: subprocess.Popen, timeout: float = 3.0) -> None:
+    """Wait (at most ``timeout`` seconds) until yadage's cache holds every step whose record
+    says done: yadage enters a finished step on its next pass over the graph, and a step it
+    was stopped before entering runs again on --resume."""
+    deadline = time.monotonic() + timeout
+    cache_json = workdir / "_yadage" / "cache.json"
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = {n for n, step in step_records(workdir).items() if step.status == "done"}
+        try:  # yadage rewrites it in place: a read may catch it half-written
+            entries = json.loads(cache_json.read_text("utf-8")).values()
+            cached = {e["task"]["metadata"]["name"] for e in entries if "result" in e}
+        except (OSError, ValueError, KeyError, TypeError):
+            cached = set()
+        if done <= cached:
+            return
+        time.sleep(0.05)
 
 
 def _lower_priority(pid: int, increment: int = YADAGE_NICE) -> None:
