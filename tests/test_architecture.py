@@ -16,7 +16,7 @@ MODEL_LAYERS = {"modelfile", "bundle"}
 PURE_HELPERS = {
     "config", "schemas", "storage", "exceptions", "sources", "shards", "metrics", "plots", "client",
     "report", "layout", "transform", "multiplicity", "rucio_sample", "expressions", "derivation", "preproc", "reweighting",
-    "hooks",
+    "hooks", "categories",
 }  # fmt: skip
 READING = {"reading", "columns", "records", "recordfiles", "recordarrays"}
 #: the modules the data steps (fetch, specs, merge, preprocess) run

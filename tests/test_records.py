@@ -19,8 +19,7 @@ import pytest
 
 from rootml import recordfiles
 from rootml.exceptions import BranchError, ConfigError, DataError, InputFileError
-from rootml.reading import FLAT, JAGGED, UNSUPPORTED
-from rootml.recordarrays import STRING_REASON
+from rootml.reading import CATEGORY, FLAT, JAGGED, UNSUPPORTED
 from rootml.records import load_preprocessing, open_records
 from rootml.rucio_sample import write_rucio_sample
 
@@ -213,11 +212,7 @@ def test_nested_records_and_lists_are_branches_like_a_root_collection(nested_fil
     assert (b["when"].kind, b["when"].dtype) == (FLAT, "float64")  # a timestamp: seconds
     assert (b["muons.pt"].kind, b["muons.pt"].collection) == (JAGGED, "muons")
     assert (b["muons.q"].collection, b["hits"].collection) == ("muons", "hits")
-    assert (b["site"].kind, b["site"].dtype, b["site"].reason) == (
-        UNSUPPORTED,
-        "string",
-        STRING_REASON,
-    )
+    assert (b["site"].kind, b["site"].dtype) == (CATEGORY, "string")  # rootml.categories
     assert (
         str(array.type)
         == '10 * {"data.bytes": int64, "muons.pt": var * float64, hits: var * int64}'
@@ -392,15 +387,19 @@ def test_a_missing_field_lists_the_closest(nested_file: Path):
         reader.arrays(["data.byte"])
 
 
-def test_a_string_field_cannot_be_read_yet(nested_file: Path):
+def test_a_string_field_reads_as_strings_and_a_list_of_strings_is_refused(
+    nested_file: Path, records, tmp_path: Path
+):
+    with open_records(nested_file) as reader:
+        sites = reader.arrays(["site"])["site"].to_list()
+    assert sites == [r["site"] for r in records]
+    listed = tmp_path / "tags.jsonl"
+    listed.write_text('{"x": 1.0, "tags": ["a", "b"]}\n{"x": 2.0, "tags": []}\n')
     with (
-        open_records(nested_file) as reader,
-        pytest.raises(
-            BranchError,
-            match=r"field 'site' cannot be used: string field: encoding not yet supported",
-        ),
+        open_records(listed) as reader,
+        pytest.raises(BranchError, match=r"field 'tags' cannot be used: a list of strings"),
     ):
-        reader.arrays(["site"])
+        reader.arrays(["tags"])
 
 
 @pytest.mark.parametrize(

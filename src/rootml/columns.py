@@ -35,6 +35,7 @@ import awkward as ak
 import numpy as np
 
 from . import __version__
+from .categories import LocalDictionary, decode
 from .exceptions import ConfigError, DataError, LayoutError
 from .schemas import validate
 from .storage import read_json, temporary_folder, write_json
@@ -86,10 +87,11 @@ class _BlockHasher:
 
 @dataclass(frozen=True)
 class _Branch:
-    kind: str  # "flat" or "jagged"
+    kind: str  # "flat", "jagged" or "category"
     dtype: np.dtype  # of the values, little-endian
     values: Path
     offsets: Path | None  # jagged only: entries + 1 int64 offsets into values
+    categories: list[str] | None = None  # category only: what the int32 codes index
 
 
 class ColumnWriter:
@@ -112,6 +114,8 @@ class ColumnWriter:
         # more than the usual limit of open files
         self._paths: dict[tuple[str, str], Path] = {}
         self._hashers: dict[tuple[str, str], _BlockHasher] = {}
+        # a category's strings are staged as int32 codes into the file's own dictionary
+        self._dictionaries = {n: LocalDictionary() for n, k in kinds.items() if k == "category"}
         for i, (name, kind) in enumerate(kinds.items()):
             self._paths[name, "values"] = self._tmp / f"{i:04d}.values"
             self._paths[name, "values"].touch()
@@ -129,7 +133,10 @@ class ColumnWriter:
 
     def add(self, name: str, values: np.ndarray, counts: np.ndarray | None = None) -> None:
         """Append one step of branch ``name``: its values (for a jagged branch the flattened
-        content) and, for a jagged branch, the number of objects per event."""
+        content; a category's strings) and, for a jagged branch, the number of objects per
+        event."""
+        if name in self._dictionaries:
+            values = self._dictionaries[name].encode(values)
         dtype = values.dtype.newbyteorder("<")
         known = self._dtypes.setdefault(name, dtype)
         if known != dtype:
@@ -170,6 +177,9 @@ class ColumnWriter:
             entry["values"] = self._paths[name, "values"].name
             if kind == "jagged":
                 entry["offsets"] = self._paths[name, "offsets"].name
+            if kind == "category":
+                entry["dtype"] = "<i4"
+                entry["categories"] = self._dictionaries[name].values
             branches[name] = entry
         doc = {
             "schema": SCHEMA_ID,
@@ -218,6 +228,7 @@ class ColumnStore:
                 np.dtype(b["dtype"]),
                 folder / b["values"],
                 folder / b["offsets"] if "offsets" in b else None,
+                b.get("categories"),
             )
             for name, b in doc["branches"].items()
         }
@@ -247,6 +258,9 @@ class ColumnStore:
         return ak.zip({n: self._read(self._branches[n], start, stop) for n in names}, depth_limit=1)
 
     def _read(self, branch: _Branch, start: int, stop: int) -> ak.Array:
+        if branch.categories is not None:
+            local = self._pread(branch.values, branch.dtype, start, stop - start)
+            return ak.from_arrow(decode(local, branch.categories))
         if branch.offsets is None:
             return ak.Array(self._pread(branch.values, branch.dtype, start, stop - start))
         offsets = self._pread(branch.offsets, _OFFSET, start, stop - start + 1)

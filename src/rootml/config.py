@@ -25,6 +25,9 @@ from .storage import decode_text, read_bytes, read_text
 
 log = logging.getLogger(__name__)
 
+#: how a string field becomes features (rootml.categories)
+ENCODINGS = ("auto", "onehot", "index")
+
 DEFAULT_IDENTIFIERS = ("run", "event", "luminosityBlock")
 
 
@@ -48,6 +51,10 @@ class Settings:
     masks: bool = False
     nan_policy: str = "error"
     empty_branches: str = "drop"  # branches with no finite value in any file: drop or error
+    #: string fields (rootml.categories): auto, onehot or index for all; per field in
+    #: ``categories`` (a field's name -> its encoding)
+    categorical: str = "auto"
+    categories: Mapping[str, str] = field(default_factory=dict)
     pad_value: float | None = None
     clip: float = 10.0
     seed: int = 42
@@ -86,6 +93,13 @@ class Settings:
                 f"empty_branches must be 'drop' (merge drops branches with no finite value in "
                 f"any file, with one warning) or 'error', got {self.empty_branches!r}"
             )
+        for name, choice in {"": self.categorical, **self.categories}.items():
+            if choice not in ENCODINGS:
+                raise ConfigError(
+                    f"the encoding of string field{f' {name!r}' if name else 's'} must be one "
+                    f"of {', '.join(ENCODINGS)} (features.categorical / features.categories), "
+                    f"got {choice!r}"
+                )
         if self.counts not in (True, False, "auto"):
             raise ConfigError(
                 f"counts must be true, false or 'auto' (a count feature for each collection "
@@ -446,6 +460,8 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
         "masks": feats.get("masks"),
         "nan_policy": feats.get("nan_policy"),
         "empty_branches": feats.get("empty_branches"),
+        "categorical": feats.get("categorical"),
+        "categories": feats.get("categories"),
         "pad_value": feats.get("pad_value"),
         "clip": feats.get("clip"),
         "epochs": train.get("epochs"),
@@ -482,7 +498,8 @@ def load_input(path: str | Path) -> tuple[Inputs, Settings]:
     files = _entries(doc["files"], base)
     labels_doc = doc["labels"]
     if isinstance(labels_doc, dict):
-        labels, label_branch = None, labels_doc["branch"]
+        # {field: NAME} says the same of a record file's field
+        labels, label_branch = None, labels_doc.get("branch", labels_doc.get("field"))
     else:
         labels, label_branch = parse_labels(_entries(labels_doc, base), len(files))
     weights = None

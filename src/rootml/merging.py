@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, categories
 from .config import (
     DEFAULT_IDENTIFIERS,
     Settings,
@@ -67,6 +67,7 @@ def merge(
     _say_identifiers(specs[0], settings)
     merged = {name: _merge_branch(specs, name) for name in names}
     names = _without_empty(names, merged, settings.empty_branches)
+    names = _without_identifier_strings(names, merged)
     _check_nan_policy(specs, names, settings.nan_policy)
     classes, file_labels = _labels(specs, labels, label_branch)
     lo, hi = (0.0, 1.0) if settings.scaling != "standard" else (-settings.clip, settings.clip)
@@ -91,6 +92,7 @@ def merge(
             "branch": label_branch,
             "kind": "binary" if len(classes) == 2 else "multiclass",
             "classes": classes,
+            **({"encoding": "category"} if _is_category(specs, label_branch) else {}),
         },
         "seed": settings.seed,
         "split": {"train": round(1 - val - test, 10), "val": val, "test": test, "key": SPLIT_KEY},
@@ -243,6 +245,12 @@ def _input_columns(
     inputs, features, offset = [], [], 0
     for name in names:
         m = merged[name]
+        if m["kind"] == "category":
+            entry, names_of = _category_column(name, m, settings, offset)
+            inputs.append(entry)
+            features += names_of
+            offset += entry["width"]
+            continue
         shift, scale = _scaling(name, m, settings.scaling)
         entry = {
             "branch": name,
@@ -265,6 +273,36 @@ def _input_columns(
         offset += entry["width"]
         inputs.append(entry)
     return inputs, features
+
+
+def _category_column(name: str, m: dict, settings: Settings, offset: int) -> tuple[dict, list[str]]:
+    """A string field's column(s): its vocabulary and encoding (rootml.categories); the raw
+    values are 0/1 flags (one-hot) or the code, scaled to [0, 1] (index)."""
+    vocab = categories.vocabulary(m["categories"])
+    choice = settings.categories.get(name, settings.categorical)
+    encoding = categories.encoding_of(choice, len(vocab))
+    names = categories.feature_names(name, vocab, encoding)
+    entry = {
+        "branch": name,
+        "kind": "category",
+        "dtype": "string",
+        "offset": offset,
+        "width": len(names),
+        "shift": 0.0,
+        "scale": 1.0 if encoding == "onehot" else 1.0 / max(len(vocab), 1),
+        "values": vocab,
+        "encoding": encoding,
+    }
+    left = sum(m["categories"].values()) - sum(m["categories"][v] for v in vocab)
+    if left:
+        log.info(
+            "merge: %s: %d values, the %d most frequent kept, %d records in 'other'",
+            name,
+            len(m["categories"]),
+            len(vocab),
+            left,
+        )
+    return entry, names
 
 
 def _extra_columns(
@@ -420,7 +458,7 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
     for s in specs:
         b = s["branches"][name]
         n = b["count"]
-        if n:
+        if n and b["kind"] != "category":
             quantiles.append((n, b.get("quantiles")))
             discrete = discrete and b.get("unique") is not None
             b_m2 = (b["std"] ** 2) * n
@@ -433,6 +471,8 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
         if b["kind"] == "jagged":
             hist = add_histogram(hist, np.asarray(b["multiplicity"]["histogram"], dtype=np.int64))
     ref = specs[0]["branches"][name]
+    if ref["kind"] == "category":
+        return _merge_category(specs, name)
     if count == 0:  # empty or NaN everywhere: no information (see _without_empty)
         return {"kind": ref["kind"], "count": 0}
     out = {
@@ -450,6 +490,42 @@ def _merge_branch(specs: Sequence[dict], name: str) -> dict:
         out["collection"] = ref["collection"]
         out["multiplicity"] = {"histogram": hist, "max": int(nonzero[-1]) if nonzero.size else 0}
     return out
+
+
+def _merge_category(specs: Sequence[dict], name: str) -> dict:
+    branches = [s["branches"][name] for s in specs]
+    return {
+        "kind": "category",
+        "dtype": "string",
+        "count": sum(b["count"] for b in branches),
+        "missing": sum(b["missing"] for b in branches),
+        "categories": categories.merged_counts([b["categories"] for b in branches]),
+    }
+
+
+def _without_identifier_strings(names: Sequence[str], merged: dict[str, dict]) -> list[str]:
+    """Drop the string fields that name records rather than sort them (a file name, a UUID,
+    a checksum, a time in a format that is not ISO 8601): more distinct values than
+    :data:`rootml.categories.MAX_DISTINCT`, or than half the records holding one, in one
+    warning."""
+    dropped = [n for n in names if merged[n]["kind"] == "category" and _names_records(merged[n])]
+    if dropped:
+        log.warning(
+            "dropped %d string field(s) with a distinct value for most records or more than "
+            "%d values (identifiers, not categories): %s; map them to a few values in "
+            "preprocessing(rec), or exclude them, to say so",
+            len(dropped),
+            categories.MAX_DISTINCT,
+            ", ".join(dropped),
+        )
+    return [n for n in names if n not in dropped]
+
+
+def _names_records(m: dict) -> bool:
+    values = m["categories"]
+    if not values:
+        return True
+    return len(values) > categories.MAX_CATEGORIES and len(values) > 0.5 * m["count"]
 
 
 def _without_empty(names: Sequence[str], merged: dict[str, dict], policy: str) -> list[str]:
@@ -489,7 +565,7 @@ def _check_nan_policy(specs: Sequence[dict], names: Sequence[str], policy: str) 
     for s in specs:
         for name in names:
             b = s["branches"][name]
-            if b["nan"] or b["inf"]:
+            if b.get("nan") or b.get("inf"):
                 counts = found.setdefault(name, [0, 0])
                 counts[0] += b["nan"]
                 counts[1] += b["inf"]
@@ -511,6 +587,8 @@ def _labels(
     specs: Sequence[dict], labels: Sequence[str] | None, label_branch: str | None
 ) -> tuple[list[str], list[int] | None]:
     if label_branch:
+        if specs[0]["branches"][label_branch]["kind"] == "category":
+            return _category_labels(specs, label_branch), None
         values: set = set()
         for s in specs:
             b = s["branches"][label_branch]
@@ -534,6 +612,37 @@ def _labels(
     _need_two(ordered, "the file labels (labels.txt, input.yml labels or --labels)")
     index = {c: i for i, c in enumerate(ordered)}
     return ordered, [index[t] for t in texts]
+
+
+def _is_category(specs: Sequence[dict], branch: str | None) -> bool:
+    return bool(branch) and specs[0]["branches"][branch]["kind"] == "category"
+
+
+def _category_labels(specs: Sequence[dict], label_branch: str) -> list[str]:
+    """The classes of a string label field: its values, sorted (a record without one cannot
+    be trained on)."""
+    for s in specs:
+        b = s["branches"][label_branch]
+        where = f"label field {label_branch!r} in file {s['file']['url']}"
+        if b["kind"] != "category" or b["categories"] is None:
+            raise DataError(
+                f"{where} must hold class names (strings, at most {categories.MAX_DISTINCT} "
+                "distinct) or class ids (integers) in every file"
+            )
+        if b["missing"]:
+            raise DataError(
+                f"{where} is missing in {b['missing']} record(s); drop them with a selection "
+                "or return None for them from preprocessing(rec)"
+            )
+    merged = categories.merged_counts([s["branches"][label_branch]["categories"] for s in specs])
+    classes = sorted(merged or {})
+    if len(classes) > 64:
+        raise DataError(
+            f"label field {label_branch!r} has {len(classes)} distinct values; a classifier "
+            "takes at most 64 classes: map them to fewer in preprocessing(rec)"
+        )
+    _need_two(classes, f"label field {label_branch!r}")
+    return classes
 
 
 def _need_two(classes: Sequence[str], where: str) -> None:

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLAT, JAGGED, UNSUPPORTED = "flat", "jagged", "unsupported"
+#: a string field of a record file, one value per record (rootml.categories)
+CATEGORY = "category"
 #: TNtuple and TNtupleD are TTrees of float / double columns
 TREE_CLASSES = ("TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
 
@@ -63,7 +65,7 @@ class BranchInfo:
     """What one branch holds, as far as rootml is concerned."""
 
     name: str
-    kind: str  # FLAT, JAGGED or UNSUPPORTED
+    kind: str  # FLAT, JAGGED, CATEGORY or UNSUPPORTED
     dtype: str | None = None  # numpy name of the leaf type: float32, int64, bool, ...
     collection: str | None = None  # jagged branches of one collection share it ("Jet")
     fixed_length: int | None = None  # for fixed-size arrays such as float[3]

@@ -15,10 +15,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .exceptions import BranchError, DataError, format_closest
-from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, collection_of
+from .reading import CATEGORY, FLAT, JAGGED, UNSUPPORTED, BranchInfo, collection_of
 from .recordfiles import RawChunk
 
-STRING_REASON = "string field: encoding not yet supported"
+STRING_REASON = "a list of strings: give one string per record, or encode them in preprocessing"
 _SECONDS = {"s": 1, "ms": 1000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
@@ -112,7 +112,10 @@ def describe_column(name: str, array: pa.Array, collection: str | None) -> Colum
     if _is_string(kind):
         if not pa.types.is_dictionary(kind) and _all_iso(array):
             return Column(BranchInfo(name, FLAT, "float64"), pa.float64(), "iso")
-        return Column(BranchInfo(name, UNSUPPORTED, "string", reason=STRING_REASON))
+        if collection is None:  # a category (rootml.categories)
+            return Column(BranchInfo(name, CATEGORY, "string"), pa.string())
+        why = "a string in a list of records: only one string per record is a category"
+        return Column(BranchInfo(name, UNSUPPORTED, "string", reason=why))
     if pa.types.is_null(kind):
         why = "only nulls in the first records, so its type is unknown"
         return Column(BranchInfo(name, UNSUPPORTED, reason=why))

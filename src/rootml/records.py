@@ -8,8 +8,9 @@ Fields are named by their path: ``{"data": {"bytes": 1}}`` gives the branch ``da
 list of numbers is a jagged branch; a list of records ``muons: [{pt, eta}, ...]`` gives the
 jagged branches ``muons.pt`` and ``muons.eta`` of the collection ``muons``, as a ROOT
 collection does. Timestamps (pyarrow timestamp and date types, and strings that all parse as
-ISO 8601 in the first chunk) become float64 seconds since the epoch; strings are kept in
-:attr:`RecordInput.branches` as unsupported (``dtype="string"``).
+ISO 8601 in the first chunk) become float64 seconds since the epoch; other strings are
+categories (kind ``category``, :mod:`rootml.categories`: a vocabulary fixed at merge encodes
+them), except strings inside lists, kept in :attr:`RecordInput.branches` as unsupported.
 
 The types of the fields are those of the first chunk (``block_size`` bytes of text, or
 ``batch_rows`` records): a field first seen later is not a branch (it is counted in

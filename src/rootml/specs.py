@@ -25,13 +25,14 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__, reweighting
+from .categories import Counts
 from .columns import ColumnWriter
 from .config import expand_names
 from .derivation import Derivation, apply, check_kinds, from_json
 from .exceptions import BranchError, ConfigError, DataError, ExpressionError, format_closest
 from .expressions import Kind
 from .multiplicity import add_histogram, multiplicity_summary
-from .reading import FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
+from .reading import CATEGORY, FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput, open_input
 from .schemas import validate
 from .sources import Source
 from .storage import read_json
@@ -313,7 +314,7 @@ def scan(
     root.require(read)
     collections = {n: root.branches[n].collection for n in read if root.branches[n].kind == JAGGED}
     infos: dict[str, BranchInfo] = {}
-    moments = {n: Moments() for n in names}
+    moments = {n: Counts() if _kind(root, n) == CATEGORY else Moments() for n in names}
     hists = {n: np.zeros(0, dtype=np.int64) for n in names}
     cutflow: dict[str, int] = {}
     histogram = None
@@ -362,8 +363,16 @@ def scan(
     return out, cutflow, histogram
 
 
+def _kind(root: RootInput, name: str) -> str | None:
+    info = root.branches.get(name)
+    return info.kind if info is not None else None
+
+
 def _values(column, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column's values as one NumPy array, and for a jagged one its object counts."""
+    """A column's values as one NumPy array (a category's as they are: strings), and for a
+    jagged one its object counts."""
+    if kind == CATEGORY:
+        return column, None
     if kind == FLAT:
         return np.asarray(ak.to_numpy(column)), None
     counts = np.asarray(ak.num(column, axis=1))

@@ -131,6 +131,19 @@ def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray,
     return (np.concatenate(src), np.concatenate(dst)) if src else (empty, empty)
 
 
+def _category_raw(column, col: dict) -> np.ndarray:
+    """A string column's raw values (rootml.categories): [n, K+1] 0/1 flags (one-hot, the
+    last for 'other') or [n, 1] codes (index; 'other' is K)."""
+    from .categories import codes
+
+    code = codes(column, col["values"])
+    if col["encoding"] == "index":
+        return code[:, None].astype(np.float32)
+    flags = np.zeros((code.size, col["width"]), dtype=np.float32)
+    flags[np.arange(code.size), code] = 1.0
+    return flags
+
+
 def transform(
     arrays: ak.Array, layout: dict, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +170,11 @@ def transform(
     for col in layout["inputs"]:
         column = arrays[col["branch"]]
         off, width = col["offset"], col["width"]
+        if col["kind"] == "category":
+            x[:, off : off + width] = _scaled(
+                _category_raw(column, col), col["shift"], col["scale"], lo, hi
+            )
+            continue
         if col["kind"] == "flat":
             raw = np.asarray(ak.to_numpy(column))
             v = _scaled(raw, col["shift"], col["scale"], lo, hi)
@@ -230,6 +248,9 @@ def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
     lengths: dict[str, np.ndarray] = {}
     for col in layout["inputs"]:
         column = arrays[col["branch"]]
+        if col["kind"] == "category":
+            raw[:, col["offset"] : col["offset"] + col["width"]] = _category_raw(column, col)
+            continue
         if col["kind"] == "flat":
             raw[:, col["offset"]] = np.asarray(ak.to_numpy(column))
             continue
@@ -273,7 +294,14 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
                     f"event {i} lacks branch {name!r}; the model takes: {', '.join(names)}"
                 )
             value = event[name]
-            if kinds.get(name, "jagged") == "jagged":
+            if kinds.get(name) == "category":
+                if value is not None and not isinstance(value, str):
+                    raise DataError(
+                        f"event {i}: {name!r} must be a string (one of the values it was "
+                        f"trained on; any other counts as 'other'), got {value!r}"
+                    )
+                columns[name].append(value)
+            elif kinds.get(name, "jagged") == "jagged":
                 if not isinstance(value, list) or not all(_is_number(v) for v in value):
                     raise DataError(
                         f"event {i}: {name!r} must be a list of numbers (one per object)"
@@ -285,7 +313,9 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
                 columns[name].append(float(value))
     arrays = ak.Array(
         {
-            n: ak.Array(v) if kinds.get(n, "jagged") == "jagged" else np.asarray(v, np.float64)
+            n: ak.Array(v)
+            if kinds.get(n, "jagged") in ("jagged", "category")
+            else np.asarray(v, np.float64)
             for n, v in columns.items()
         }
     )
@@ -313,6 +343,13 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float))  # bool flags count as 0/1
 
 
+def pa_values(column) -> list:
+    """A category column's values as Python strings (None where missing)."""
+    from .categories import as_strings
+
+    return as_strings(column).to_pylist()
+
+
 def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: str) -> np.ndarray:
     """Class indices: the file's label, or the label branch mapped onto the class list."""
     import awkward as ak
@@ -321,6 +358,19 @@ def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: st
     if file_label is not None:
         return np.full(n, file_label, dtype=np.int32)
     branch = layout["labels"]["branch"]
+    if layout["labels"].get("encoding") == "category":  # class names: strings
+        from .categories import codes
+
+        classes = layout["labels"]["classes"]
+        idx = codes(arrays[branch], classes)
+        if (idx == len(classes)).any():
+            names = pa_values(arrays[branch])
+            unseen = sorted({v for v, i in zip(names, idx, strict=True) if i == len(classes)})
+            raise DataError(
+                f"label field {branch!r} holds {unseen[:5]} which the specs did not see "
+                f"(classes {classes}); rerun specs and merge on these files\nin file {where}"
+            )
+        return idx.astype(np.int32)
     values = np.asarray(ak.to_numpy(arrays[branch])).astype(np.int64)
     classes = np.array([int(c) for c in layout["labels"]["classes"]], dtype=np.int64)
     idx = np.searchsorted(classes, values)

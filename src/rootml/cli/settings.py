@@ -118,6 +118,12 @@ def add_settings_flags(p: argparse.ArgumentParser, *, scope: str) -> None:
         choices=["drop", "error"],
         help="branches with no finite value in any file (default: drop, with one warning)",
     )
+    g.add_argument(
+        "--categorical",
+        choices=["auto", "onehot", "index"],
+        help="string fields of record files: one 0/1 column per value, the value's index, "
+        "or auto (default): one-hot up to 16 values",
+    )
     g.add_argument("--pad-value", type=float)
     g.add_argument("--nevts", type=int, help="events to use over all files (-1: all)")
     g.add_argument(
@@ -162,6 +168,7 @@ def settings_from(args: argparse.Namespace):
         "masks",
         "nan_policy",
         "empty_branches",
+        "categorical",
         "pad_value",
         "nevts",
         "chunk_size",

@@ -214,11 +214,17 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
     if not isinstance(items, list) or not items or not all(isinstance(r, dict) for r in items):
         raise RequestError(400, f"{what} must be an object (or a non-empty list of them)")
     wanted = set(event_branches(model.layout)[0])
+    # a string field's value is a category (a missing one counts as 'other'), not a time
+    strings = {c["branch"] for c in model.layout["inputs"] if c["kind"] == "category"}
     events = []
     for record in items:
         flat: dict = {}
         _dotted(record, "", flat)
-        events.append({k: _iso_seconds(v) for k, v in flat.items() if k in wanted})
+        event = dict.fromkeys(strings)
+        event.update(
+            {k: v if k in strings else _iso_seconds(v) for k, v in flat.items() if k in wanted}
+        )
+        events.append(event)
     return event_rows(events, model, False)
 
 
