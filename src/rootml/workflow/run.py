@@ -735,6 +735,7 @@ def summary(workdir: Path, run_input: RunInput, url: str) -> dict:
     return {
         **{k: str(v) for k, v in outputs.items()},
         "auc": metrics.get("auc"),
+        "auc_macro": metrics.get("auc_macro"),
         "accuracy": metrics.get("accuracy"),
         "n_test": metrics.get("n_test"),
         "model": receipt.get("name"),
@@ -771,9 +772,14 @@ def first_event(run_input: RunInput, layout: dict) -> dict:
 
 
 def _print_summary(s: dict, out) -> None:
-    auc = "n/a" if s["auc"] is None else f"{s['auc']:.3f}"
+    if s["auc"] is not None:
+        auc = f"AUC {s['auc']:.3f}"
+    elif s.get("auc_macro") is not None:  # several classes: one-vs-rest, averaged
+        auc = f"AUC {s['auc_macro']:.3f} (macro, one class against the rest)"
+    else:
+        auc = "AUC n/a"
     print(
-        f"test AUC {auc}, accuracy {s['accuracy']:.3f} on {s['n_test']:,} held-out events\n"
+        f"test {auc}, accuracy {s['accuracy']:.3f} on {s['n_test']:,} held-out events\n"
         f"bundle:  {s['bundle']}\nreport:  {s['report']}\nreceipt: {s['receipt']}\n"
         f"served model {s['model']}: event 0 of {Path(s['served']['file']).name} -> "
         f"{json.dumps(s['served']['scores'])}"
