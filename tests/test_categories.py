@@ -214,3 +214,29 @@ def test_counts_vocabulary_codes_and_the_local_dictionary():
     ]  # fmt: skip
     assert categories.encoding_of("auto", categories.ONEHOT_MAX) == "onehot"
     assert categories.encoding_of("auto", categories.ONEHOT_MAX + 1) == "index"
+
+
+def test_an_identifier_string_is_not_staged_and_the_rest_is(files, tmp_path, monkeypatch):
+    """A field with more distinct values than a category may have (merge drops it) is left
+    out of the staged columns instead of growing a dictionary as large as the file."""
+    from rootml import columns
+    from rootml.columns import open_columns
+
+    monkeypatch.setattr(columns, "MAX_DISTINCT", 100)
+    file_specs(str(files[0]), "events", identifiers=(), columns=tmp_path / "c")
+    store = open_columns(tmp_path / "c")
+    assert "meta.id" not in store.names
+    assert {"meta.site", "size", "kind"} <= set(store.names)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == sorted(
+        [
+            columns.MANIFEST,
+            *(
+                f
+                for b in store.doc["branches"].values()
+                for f in (b["values"], b["values"] + ".xxh3")
+            ),
+        ]
+    )
+    sites = store.arrays(["meta.site"], 0, 5)["meta.site"].to_list()
+    with gzip.open(files[0], "rt") as f:
+        assert sites == [json.loads(next(f))["meta"].get("site") for _ in range(5)]

@@ -35,7 +35,7 @@ import awkward as ak
 import numpy as np
 
 from . import __version__
-from .categories import LocalDictionary, decode
+from .categories import MAX_DISTINCT, LocalDictionary, decode
 from .exceptions import ConfigError, DataError, LayoutError
 from .schemas import validate
 from .storage import read_json, temporary_folder, write_json
@@ -116,6 +116,7 @@ class ColumnWriter:
         self._hashers: dict[tuple[str, str], _BlockHasher] = {}
         # a category's strings are staged as int32 codes into the file's own dictionary
         self._dictionaries = {n: LocalDictionary() for n, k in kinds.items() if k == "category"}
+        self._unstaged: set[str] = set()
         for i, (name, kind) in enumerate(kinds.items()):
             self._paths[name, "values"] = self._tmp / f"{i:04d}.values"
             self._paths[name, "values"].touch()
@@ -135,8 +136,16 @@ class ColumnWriter:
         """Append one step of branch ``name``: its values (for a jagged branch the flattened
         content; a category's strings) and, for a jagged branch, the number of objects per
         event."""
+        if name in self._unstaged:
+            return
         if name in self._dictionaries:
             values = self._dictionaries[name].encode(values)
+            if len(self._dictionaries[name].values) > MAX_DISTINCT:
+                # an identifier (a file name, a UUID), which merge drops: not staged, and
+                # not left to grow a dictionary as large as the file
+                self._unstaged.add(name)
+                self._dictionaries.pop(name)
+                return
         dtype = values.dtype.newbyteorder("<")
         known = self._dtypes.setdefault(name, dtype)
         if known != dtype:
@@ -162,6 +171,11 @@ class ColumnWriter:
         ``file`` describes the source: basename, url, size and sha256 (None when unknown);
         other keys are not recorded.
         """
+        for name in self._unstaged:  # what it held before it grew too many values goes
+            self._paths.pop((name, "values")).unlink()
+            self._hashers.pop((name, "values"))
+            self._kinds.pop(name)
+            self._rows.pop(name)
         short = {n: r for n, r in self._rows.items() if r != entries}
         if short:
             name, rows = next(iter(short.items()))
