@@ -14,7 +14,9 @@ example's ``preprocessing(rec)`` (``rootml sample --kind rucio``'s preproc.py); 
 MLaaS4HEP's ``JsonReader`` with that same function (without one its reader cannot flatten
 the nested records), every chunk iterated as its workflow does, in its own interpreter
 (``--peer-dir``/``--peer-python``, set up per ../shared/notes/peer-setup.md; skipped with
-the set-up instructions when missing).
+the set-up instructions when missing). The stages run once in this process and once in
+``--jobs`` processes (default: one per core), specs per file and preprocess per batch of
+chunks, as ``rootml run`` scatters its steps; MLaaS4HEP's reader reads the files one by one.
 
     python benchmarks/bench_records.py --records 1000000 --files 10 \
         [--peer-dir /tmp/peer/mlaas4hep --peer-python /tmp/peer/venv/bin/python]
@@ -24,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyarrow.json as pj
@@ -108,23 +113,35 @@ def peer_safe(code: str) -> str:
     return code.replace(cut, "")
 
 
-def stages(paths: list[Path], work: Path, hook: Path | None) -> tuple[float, int]:
-    """Seconds and events for specs (staging columns) + merge + preprocess of ``paths``."""
+def _specs(path: Path, staged: Path, doc: dict | None) -> dict:
+    return file_specs(str(path), "events", identifiers=(), columns=staged, preprocessing=doc,
+                      label_branch="activity" if doc else None)  # fmt: skip
+
+
+def _preprocess(layout: dict, chunks: list[int], out: Path, staged: list[str]) -> None:
+    preprocess(layout, chunks, out, columns=staged)
+
+
+def stages(paths: list[Path], work: Path, hook: Path | None, jobs: int = 1) -> tuple[float, int]:
+    """Seconds and events for specs (staging columns) + merge + preprocess of ``paths``; with
+    ``jobs`` > 1 in that many processes, as the workflow's steps scatter: specs per file,
+    preprocess per batch of chunks."""
     start = time.perf_counter()
     doc = hook_document(hook) if hook else None
     staged = [work / f"columns{i}" for i in range(len(paths))]
-    specs = [
-        file_specs(str(p), "events", identifiers=(), columns=c, preprocessing=doc,
-                   label_branch="activity" if hook else None)
-        for p, c in zip(paths, staged, strict=True)
-    ]  # fmt: skip
-    settings = Settings(tree="events", identifiers=())
-    if hook:
-        layout = merge(specs, settings, labels=None, label_branch="activity")
-    else:
-        layout = merge(specs, settings, labels=[str(i % 2) for i in range(len(paths))])
-    preprocess(layout, range(len(layout["chunks"])), work / "shards",
-               columns=[str(c) for c in staged])  # fmt: skip
+    with ProcessPoolExecutor(jobs) if jobs > 1 else nullcontext() as pool:
+        run = pool.map if pool else map
+        specs = list(run(_specs, paths, staged, [doc] * len(paths)))
+        settings = Settings(tree="events", identifiers=())
+        if hook:
+            layout = merge(specs, settings, labels=None, label_branch="activity")
+        else:
+            layout = merge(specs, settings, labels=[str(i % 2) for i in range(len(paths))])
+        ids = list(range(len(layout["chunks"])))
+        batches = [ids[i::jobs] for i in range(jobs)] if jobs > 1 else [ids]
+        columns = [str(c) for c in staged]
+        list(run(_preprocess, [layout] * len(batches), batches,
+                 [work / "shards"] * len(batches), [columns] * len(batches)))  # fmt: skip
     return time.perf_counter() - start, sum(f["entries"] for f in layout["files"])
 
 
@@ -152,6 +169,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--step", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes for the stages as the workflow scatters them (also run in one: 1)",
+    )
     parser.add_argument("--peer-dir", help="MLaaS4HEP checkout (branch uproot4)")
     parser.add_argument("--peer-python", help="the interpreter of MLaaS4HEP's virtualenv")
     args = parser.parse_args()
@@ -200,6 +223,13 @@ def main() -> None:
                 json_paths, Path(tmp) / "hooked", hook
             ),
         }
+        if args.jobs > 1:  # as rootml run scatters the steps over the files and batches
+            side[f"same, no user function, {args.jobs} processes"] = stages(
+                json_paths, Path(tmp) / "plain-jobs", None, args.jobs
+            )
+            side[f"same, preprocessing(rec), {args.jobs} processes"] = stages(
+                json_paths, Path(tmp) / "hooked-jobs", hook, args.jobs
+            )
         peer = peer_read(args, json_paths, hook)
         if peer is not None:
             side["MLaaS4HEP JsonReader, preprocessing(rec)"] = peer
@@ -210,7 +240,7 @@ def main() -> None:
                 f"{size['json.gz'] / seconds / 1e6:6.1f} MB/s of file  ({records:,} records)"
             )
         if peer is not None:
-            for name in list(side)[:2]:
+            for name in [n for n in side if not n.startswith("MLaaS4HEP")]:
                 print(f"speed of {name} / MLaaS4HEP's reader: {peer[0] / side[name][0]:.1f}x")
 
 

@@ -189,6 +189,29 @@ def test_the_rucio_example_runs_from_its_mlaas4hep_folder(tmp_path):
     assert "file_size" in json.dumps(params)
     assert Path(workdir / "init" / "preproc.py").read_text() == (folder / "preproc.py").read_text()
 
+    # the same records without the hook (the sample's input.yml): the string fields are
+    # one-hot categories, the class is the activity by its name, and the served event (the
+    # first record, strings included) is scored
+    plain = tmp_path / "plain"
+    done = subprocess.run(
+        [*ROOTML, "run", "--input", str(sample / "input.yml"), "--engine", "local",
+         "--workdir", str(plain)],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    layout = json.loads((plain / "merge" / "layout.json").read_text())
+    assert "preprocessing" not in layout
+    assert layout["labels"]["classes"][0] == "Analysis Input"
+    assert len(layout["labels"]["classes"]) >= 5
+    encoded = {c["branch"]: c for c in layout["inputs"] if c["kind"] == "category"}
+    assert encoded["data.event_type"]["encoding"] == "onehot"
+    assert "transfer-submitted" in encoded["data.event_type"]["values"]
+    assert "data.name" not in layout["read"]  # a name per record: not a category
+    metrics = json.loads((plain / "evaluate" / "report" / "metrics.json").read_text())
+    assert metrics["auc_macro"] > 0.6
+    assert "(macro, one class against the rest)" in done.stdout
+    assert "served model" in done.stdout
+
 
 def test_records_only_pythons_json_reads_still_reach_the_hook(tmp_path):
     """orjson parses the records for a hook; a line it refuses (a NaN token, an integer

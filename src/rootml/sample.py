@@ -568,4 +568,22 @@ def make_rucio_sample(out: str | Path, events: int, seed: int = 1, files: int = 
     }
     for name, text in contents.items():
         (folder / name).write_text(text, "utf-8")
+    names = "".join(f"  - {p.name}\n" for p in paths)
+    (out / "input.yml").write_text(RUCIO_INPUT_YML.format(files=names), "utf-8")
     return SampleResult(tuple(paths), folder, tuple(per_file))
+
+
+#: the same records without a user function: the string fields are categories
+#: (rootml.categories) and the class is each transfer's activity, by its name
+RUCIO_INPUT_YML = """\
+# rootml run --input input.yml: the Rucio records as they are, without preprocessing(rec).
+# The string fields (event_type, the RSEs, protocol, scope) become one-hot columns with a
+# vocabulary fixed at merge; names and checksums (a value per record) are left out by merge.
+files:
+{files}labels: {{field: data.activity}}   # one class per activity, by its name
+features:
+  exclude: [metadata.*]
+  categorical: auto      # one-hot up to 16 values, else the value's index
+training:
+  epochs: 5
+"""

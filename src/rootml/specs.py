@@ -195,12 +195,17 @@ class Moments:
 
 
 def _distinct(values: np.ndarray, lo, hi) -> list:
-    """The distinct values of an integer array whose min/max are ``lo``/``hi``; a histogram
-    when the span is small (a sort costs ten times more on a 100k-entry step)."""
+    """The distinct values of an integer array whose min/max are ``lo``/``hi`` (a histogram
+    when the span is small: a sort costs ten times more on a 100k-entry step), or more than
+    :data:`MAX_UNIQUE` of them, enough to say the branch is not discrete, when its first
+    values already hold that many."""
     if int(hi) - int(lo) < 4096:
         # in int64 with wrap-around, exact for any integer type since the span is small
         shifted = values.astype(np.int64) - np.asarray(lo).astype(np.int64)
         return [int(lo) + int(p) for p in np.flatnonzero(np.bincount(shifted))]
+    head = np.unique(values[: 4 * MAX_UNIQUE])
+    if head.size > MAX_UNIQUE:  # a size, a time, an id: the head has too many already
+        return head.tolist()
     return np.unique(values).tolist()
 
 
