@@ -200,7 +200,10 @@ def test_two_stagings_of_one_file_are_refused(staged):
         stores_by_basename([folder, folder])
 
 
-def test_corrupt_basket_mid_scan_leaves_no_staging(tmp_path):
+def test_corrupt_basket_mid_scan_leaves_no_staging(tmp_path, monkeypatch):
+    from rootml import specs
+
+    monkeypatch.setattr(specs, "STEP_BYTES", 1)  # steps of 1000 entries, not the whole file
     path = write_events(tmp_path / "a.root", 2000, seed=3, basket=200)
     data = bytearray(path.read_bytes())
     with uproot.open(path) as f:  # a basket of HT past the first step

@@ -222,10 +222,22 @@ def _shard_arrays(
     split = split_of(
         info["basename"], entries, layout["seed"], layout["split"]["val"], layout["split"]["test"]
     )
-    shard = {"x": x, "y": y, "split": split, "entry": entries}
+    # y and entry in the narrowest type that holds them: with a few features per row they are
+    # most of a shard's bytes (21 bytes a row for two float32 features, 14 so)
+    shard = {"x": x, "y": _narrow(y, len(layout["labels"]["classes"]) - 1), "split": split,
+             "entry": _narrow(entries, chunk["stop"])}  # fmt: skip
     if w is not None:
         shard["w"] = w
     return shard
+
+
+def _narrow(values: np.ndarray, most: int) -> np.ndarray:
+    """Non-negative integers up to ``most`` as int8/int16/int32 where they fit (readers
+    widen them again)."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if most <= np.iinfo(dtype).max:
+            return values.astype(dtype, copy=False)
+    return values
 
 
 def _reweight(reweight: dict, arrays: ak.Array, y: np.ndarray, classes: list) -> np.ndarray:

@@ -70,8 +70,9 @@ def split_rows(shards: Sequence[Shard], split: int, limit: int | None = None) ->
             mask = h5["split"][:] == split
             rows = {
                 "x": h5["x"][:][mask][::stride],
-                "y": h5["y"][:][mask][::stride],
-                "entry": h5["entry"][:][mask][::stride],
+                # stored in the narrowest type that holds them (preprocessing._narrow)
+                "y": h5["y"][:][mask][::stride].astype(np.int32),
+                "entry": h5["entry"][:][mask][::stride].astype(np.int64),
                 "file": str(h5.attrs["file"]),
             }
             if "w" in h5:

@@ -215,7 +215,7 @@ def read_split(path: Path, split: int) -> tuple[np.ndarray, ...]:
     (the whole shard is read: it is one chunk)."""
     with h5py.File(path, "r") as h5:
         mask = h5["split"][:] == split
-        arrays = [h5["x"][:], h5["y"][:]]
+        arrays = [h5["x"][:], h5["y"][:].astype(np.int32, copy=False)]
         if "w" in h5:
             arrays.append(h5["w"][:])
     return tuple(a[mask] for a in arrays)
