@@ -416,9 +416,12 @@ def test_steps_grow_to_the_byte_target_on_tiny_entries_and_read_every_entry(tmp_
     with open_input(str(tmp_path / "tiny.root"), "events") as events:
         fixed = [len(a) for _, a in events.iterate(["k"], 1000)]
         grown = list(events.iterate(["k"], 1000, target_bytes=400_000))
+        starts = set(events._cluster_starts().tolist())
     assert fixed == [1000] * 200
     sizes = [len(a) for _, a in grown]
-    assert sizes[:2] == [1000, 100_000]  # 4 bytes an entry: 400 kB is 100k entries
+    # the first step from the field's type (4 bytes an entry: 400 kB is 100k entries), not
+    # the 1000 given, and no step ends inside a cluster (here one, of all 200k entries)
+    assert sizes[0] >= 100_000
+    assert {lo + size for (lo, _), size in zip(grown, sizes, strict=True)} <= starts
     assert sum(sizes) == n
     assert np.array_equal(np.concatenate([a["k"].to_numpy() for _, a in grown]), np.arange(n))
-    assert [lo for lo, _ in grown] == [0, 1000, 101_000]

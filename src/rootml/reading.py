@@ -254,7 +254,7 @@ class RootInput:
         bytes of decoded values: a step's cost is mostly per call, so a tree of tiny entries
         read 100,000 at a time spends its time in overhead (an RNTuple of 100M 4-byte entries:
         532 s in fixed steps, 3.8 s in one). The first is then sized from the branches' basket
-        sizes (TTree), and a step ends where a cluster starts, when that is at most 4 steps
+        sizes (TTree) or types (an RNTuple's flat fields), and a step ends where a cluster starts, when that is at most 4 steps
         away: a step that cuts a cluster decompresses its baskets twice (a TTree of 5M 4-byte
         entries in one basket per branch was decompressed three times)."""
         stop = self.entries if stop is None else min(stop, self.entries)
@@ -271,10 +271,15 @@ class RootInput:
             lo = hi
 
     def _bytes_per_entry(self, names: Sequence[str]) -> float:
-        """Decoded bytes per entry of ``names`` from the TTree's basket sizes (inf: unknown,
-        so the first step stays as given)."""
-        if self.format != "TTree" or not self.entries:
+        """Decoded bytes per entry of ``names``: from the TTree's basket sizes; for an RNTuple
+        of flat fields from their types (inf: unknown, so the first step stays as given)."""
+        if not self.entries:
             return math.inf
+        if self.format != "TTree":
+            infos = [self.branches.get(n) for n in names]
+            if any(i is None or i.kind != FLAT or i.dtype is None for i in infos):
+                return math.inf
+            return float(max(sum(np.dtype(i.dtype).itemsize for i in infos), 1))
         try:
             total = sum(self._tree[self._paths.get(n, n)].uncompressed_bytes for n in names)
         except Exception:  # noqa: BLE001 (an optimisation: without it, the first step is small)
@@ -282,11 +287,12 @@ class RootInput:
         return max(total / self.entries, 1.0)
 
     def _cluster_starts(self) -> np.ndarray | None:
-        """The entries where the TTree's clusters (every branch's baskets) start, with the
-        entry count last; None when unknown."""
-        if self.format != "TTree":
-            return None
+        """The entries where the clusters start (TTree: where every branch's baskets start
+        together), with the entry count last; None when unknown."""
         try:
+            if self.format != "TTree":
+                starts = [int(c.num_first_entry) for c in self._tree.cluster_summaries]
+                return np.asarray([*starts, self.entries])
             return np.asarray([int(o) for o in self._tree.common_entry_offsets()])
         except Exception:  # noqa: BLE001 (an optimisation: without it, steps cut clusters)
             return None
