@@ -128,6 +128,25 @@ def test_publish_to_an_unreachable_server_fails_without_receipt(bundles, tmp_pat
     assert not out.exists()
 
 
+def test_publish_waits_for_a_server_still_starting(bundles, tmp_path, closed_port):
+    """The workflow's publish step may run before rootml run's embedded server is up (a
+    resumed run reaches it in a second): with ``wait`` it is given time to come up; without,
+    a refused connection is an error at once (test above)."""
+    server = EmbeddedServer(ServerConfig(models=tmp_path / "store", port=closed_port))
+    out = tmp_path / "receipt.json"
+    later = threading.Timer(1.5, server.start)
+    t0 = time.monotonic()
+    later.start()
+    try:
+        receipt = publish(bundles["a"], server.url, out, wait=60)
+    finally:
+        later.join()
+        server.stop()
+    assert time.monotonic() - t0 >= 1.5
+    assert receipt["reference"]["max_abs_difference"] <= 1e-5
+    assert out.is_file()
+
+
 # ------------------------------------------------------------------ the Go TFaaS API shape
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -149,6 +150,23 @@ class Client:
             raise PublishError(
                 f"{method} {self.url}{path} did not answer JSON: {data[:200]!r}"
             ) from None
+
+    def wait_until_up(self, seconds: float) -> None:
+        """Return once the server accepts a connection, or after ``seconds`` (then the next
+        request says what is wrong); said once in the log."""
+        deadline = time.monotonic() + seconds
+        said = False
+        while time.monotonic() < deadline:
+            try:
+                self.request("GET", "/", ok=range(100, 600))
+                return
+            except PublishError as err:
+                if "cannot reach" not in str(err):
+                    return
+            if not said:
+                log.info("waiting up to %.0f s for the server at %s to come up", seconds, self.url)
+                said = True
+            time.sleep(0.25)
 
     def kind(self) -> str:
         """``"rootml"`` for rootml serve, ``"tfaas"`` for a server without ``/v2``."""

@@ -129,9 +129,12 @@ def publish(
     form: bool = False,
     tolerance: float = TOLERANCE,
     timeout: float = 120.0,
+    wait: float = 0.0,
 ) -> dict:
     """Upload ``bundle`` to ``url``, check it is listed and serves the reference outputs
-    within ``tolerance``, and write the receipt to ``out`` (only when every check passed)."""
+    within ``tolerance``, and write the receipt to ``out`` (only when every check passed).
+    ``wait``: seconds a server that refuses connections is given to come up (the workflow's
+    embedded server may still be starting when publish runs)."""
     started = _now()
     clock = time.perf_counter()
     b = load_bundle(bundle)
@@ -139,6 +142,7 @@ def publish(
     name = check_name(name or str(b.params.get("name", "")))
     features = b.params.get("features")
     client = Client(url, token, timeout=timeout)
+    client.wait_until_up(wait)
     kind = client.kind()
     if form and kind != ROOTML:
         raise ConfigError("--form uploads need rootml serve; the Go TFaaS takes the tarball body")

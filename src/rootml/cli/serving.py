@@ -47,6 +47,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         token=token_from_env(args.token_env),
         form=args.form,
         timeout=args.timeout,
+        wait=args.wait,
     )
     print(json.dumps({k: receipt[k] for k in ("url", "name", "server", "reference")}))
     return 0
@@ -102,6 +103,13 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="receipt.json to write")
     p.add_argument("--form", action="store_true", help="multipart form upload (rootml serve)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="give a server that refuses connections this long to come up (default: 0)",
+    )
     p.set_defaults(func=cmd_publish)
 
     p = sub.add_parser("models", help="list the models on a server")
