@@ -154,6 +154,57 @@ def test_a_served_record_gives_the_row_its_file_gave(tmp_path):
         tfaas_rows({"record": incomplete}, model)
     hooked = LoadedModel(**{**model.__dict__, "layout": {**layout, "preprocessing": {"file": "p"}}})
     with pytest.raises(
-        RequestError, match="preprocessing\\(rec\\) hook, which the server does not run"
+        RequestError, match="preprocessing\\(rec\\) hook, which this server does not run"
     ):
         tfaas_rows({"record": records[0]}, hooked)
+
+
+def test_a_server_that_runs_bundle_hooks_serves_records_through_the_models_own_hook(tmp_path):
+    """With --run-bundle-hooks (ServerConfig.run_bundle_hooks) the server runs the layout's
+    preprocessing(rec) on each record sent, as preprocess ran it on the files' records: the
+    row is the one the hooked reader gives. A record the hook drops or fails on is a 400."""
+    from rootml.exceptions import RequestError
+    from rootml.hooks import hook_document, load_hook
+    from rootml.records import open_records
+    from rootml.rucio_sample import PREPROC_PY, write_rucio_sample
+    from rootml.server.backends import LoadedModel
+    from rootml.server.protocols import tfaas_rows
+    from rootml.server.store import ModelStore
+    from rootml.transform import raw_rows
+
+    files = write_rucio_sample(tmp_path / "r", files=2, records_per_file=400, seed=4)
+    hook = tmp_path / "preproc.py"
+    hook.write_text(PREPROC_PY)
+    doc = hook_document(hook)
+    specs = [
+        file_specs(str(f), "events", identifiers=(), preprocessing=doc, label_branch="activity")
+        for f in files
+    ]
+    layout = merge(specs, Settings(tree="events", identifiers=()), label_branch="activity")
+    model = LoadedModel(
+        name="rucio", version="1", path=tmp_path, params={}, layout=layout,
+        backend="onnx", input_name="x", output_name="y", dim=layout["dim"], outputs=1,
+        run=lambda x: x, features=layout["features"],
+    )  # fmt: skip
+    with gzip.open(files[0], "rt") as handle:
+        records = [json.loads(line) for line in handle]
+    kept = [r for r in records if r["data"]["event_type"] != "transfer-failed"][:6]
+    with pytest.raises(RequestError, match="started with --run-bundle-hooks"):
+        tfaas_rows({"records": kept}, model)
+    assert ModelStore(tmp_path / "s0")._with_hook(model).hook is None  # off by default
+    served = ModelStore(tmp_path / "s1", run_hooks=True)._with_hook(model)
+    assert served.hook is not None
+
+    with open_records(files[0], preprocessing=load_hook(doc)) as reader:
+        names = [n for n in layout["read"] if n != "activity"]
+        expected = raw_rows(reader.arrays(names, 0, 6), layout)
+    rows, single = tfaas_rows({"records": kept}, served)
+    assert not single
+    np.testing.assert_array_equal(rows, expected)
+    failed = next(r for r in records if r["data"]["event_type"] == "transfer-failed")
+    with pytest.raises(RequestError, match="drops record 0"):
+        tfaas_rows({"record": failed}, served)
+    broken = json.loads(json.dumps(kept[0]))
+    del broken["data"]["started_at"]
+    with pytest.raises(RequestError, match="preprocessing raised KeyError"):
+        tfaas_rows({"record": broken}, served)

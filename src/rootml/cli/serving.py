@@ -29,6 +29,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_unpacked_bytes=args.max_unpacked_mb * mib,
             ),
             access_log=args.access_log,
+            run_bundle_hooks=args.run_bundle_hooks,
             log_level="debug" if args.verbose > 1 else ("warning" if args.quiet else "info"),
         )
     )
@@ -93,6 +94,12 @@ def add_commands(sub) -> None:
     p.add_argument("--max-unpacked-mb", type=int, default=1024, help="unpacked bundle limit")
     p.add_argument("--max-members", type=int, default=10_000, help="files in one bundle")
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--run-bundle-hooks",
+        action="store_true",
+        help="run a model's preprocessing(rec) from its layout for 'record' requests (the "
+        "bundle's code runs in the server: only for bundles you trust)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("publish", help="upload a bundle to a TFaaS server and verify it")

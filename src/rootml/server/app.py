@@ -396,7 +396,12 @@ def create_app(config: ServerConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.ready = False
         app.state.token = load_token(config.token_file) if config.token_file else None
-        store = ModelStore(config.models, cache_size=config.cache_size, threads=config.threads)
+        store = ModelStore(
+            config.models,
+            cache_size=config.cache_size,
+            threads=config.threads,
+            run_hooks=config.run_bundle_hooks,
+        )
         await anyio.to_thread.run_sync(store.clean)
         app.state.store = store
         app.state.upload_slots = asyncio.Semaphore(UPLOAD_SLOTS)

@@ -49,6 +49,9 @@ class LoadedModel:
     outputs: int
     run: Callable[[np.ndarray], np.ndarray]
     features: list[str] | None = None
+    #: the layout's preprocessing(rec)/preprocess_chunk, loaded only when the server runs
+    #: bundle hooks (ServerConfig.run_bundle_hooks)
+    hook: tuple[str, Callable] | None = None
     inline_rows: int = 256  # batches up to this size run on the event loop (ORT: microseconds)
     _orders: dict = field(default_factory=dict, repr=False)
 

@@ -29,6 +29,9 @@ class ServerConfig:
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
     access_log: bool = False
     log_level: str = "info"
+    #: run a model's preprocessing(rec) (its layout's code) for 'record' requests: the
+    #: bundle's code runs in the server, so only for bundles the operator trusts
+    run_bundle_hooks: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "models", Path(self.models))

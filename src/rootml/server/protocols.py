@@ -203,16 +203,19 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
         raise RequestError(
             400, f"model {model.name!r} has no layout.json, so it takes 'values', not records"
         )
-    if model.layout.get("preprocessing"):
+    if model.layout.get("preprocessing") and model.hook is None:
         raise RequestError(
             400,
-            f"model {model.name!r} was trained through a preprocessing(rec) hook, which the "
-            "server does not run (uploaded code is never executed): apply it on your side and "
-            "send its output fields as 'event'/'events'",
+            f"model {model.name!r} was trained through a preprocessing(rec) hook, which this "
+            "server does not run (uploaded code is not executed unless the server was started "
+            "with --run-bundle-hooks, for bundles its operator trusts): apply it on your side "
+            "and send its output fields as 'event'/'events'",
         )
     items = [records] if single else records
     if not isinstance(items, list) or not items or not all(isinstance(r, dict) for r in items):
         raise RequestError(400, f"{what} must be an object (or a non-empty list of them)")
+    if model.hook is not None:
+        return event_rows(_hooked(items, model), model, False)
     wanted = set(event_branches(model.layout)[0])
     # a string field's value is a category (a missing one counts as 'other'), not a time
     strings = {c["branch"] for c in model.layout["inputs"] if c["kind"] == "category"}
@@ -226,6 +229,50 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
         )
         events.append(event)
     return event_rows(events, model, False)
+
+
+def _hooked(records: list[dict], model: LoadedModel) -> list[dict]:
+    """The events the model's own preprocessing hook makes of ``records`` (as preprocess
+    made them of the files' records); a record it drops or fails on is the client's 400."""
+    import traceback
+
+    from ..hooks import CHUNK_HOOK
+    from ..transform import event_branches
+
+    kind, function = model.hook
+    wanted = set(event_branches(model.layout)[0])
+    try:
+        if kind == CHUNK_HOOK:
+            import awkward as ak
+            import pyarrow as pa
+
+            result = function(pa.Table.from_pylist(records))
+            out = ak.to_list(result) if isinstance(result, ak.Array) else result.to_pylist()
+            if len(out) != len(records):
+                raise RequestError(
+                    400,
+                    f"preprocess_chunk kept {len(out)} of the {len(records)} records sent: "
+                    "send only records the model scores",
+                )
+        else:
+            out = [function(json.loads(json.dumps(r))) for r in records]  # a copy each
+    except RequestError:
+        raise
+    except Exception as err:  # noqa: BLE001  the bundle's code may raise anything
+        last = traceback.format_exception_only(type(err), err)[-1].strip()
+        raise RequestError(
+            400, f"the model's preprocessing raised {last} on the records sent"
+        ) from None
+    for i, event in enumerate(out):
+        if event is None:
+            raise RequestError(
+                400, f"preprocessing(rec) drops record {i}: the model does not score such records"
+            )
+        if not isinstance(event, dict):
+            raise RequestError(
+                400, f"preprocessing(rec) returned a {type(event).__name__} for record {i}"
+            )
+    return [{k: v for k, v in event.items() if k in wanted} for event in out]
 
 
 def tfaas_rows(doc: dict, model: LoadedModel) -> tuple[np.ndarray, bool]:

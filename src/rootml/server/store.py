@@ -77,13 +77,21 @@ STALE_SECONDS = 3600.0
 class ModelStore:
     """Models under ``root``: versions on disk, loaded sessions in an LRU cache."""
 
-    def __init__(self, root: str | Path, *, cache_size: int = 10, threads: int = 1) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        cache_size: int = 10,
+        threads: int = 1,
+        run_hooks: bool = False,
+    ) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / VERSIONS).mkdir(exist_ok=True)
         self._root = str(self.root)
         self.cache_size = max(1, cache_size)
         self.threads = threads
+        self.run_hooks = run_hooks  # ServerConfig.run_bundle_hooks
         self.loads = 0
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -189,7 +197,7 @@ class ModelStore:
         started = time.perf_counter()
         path = self.root / version if version.startswith(VERSIONS + "/") else self.folder(name)
         try:
-            model = load_model(path, name, version, self.threads)
+            model = self._with_hook(load_model(path, name, version, self.threads))
         except (OSError, RootmlError) as err:
             if self.version(name) != version:
                 raise Missing(name) from None  # a re-upload or delete removed these files
@@ -203,6 +211,18 @@ class ModelStore:
             model.dim,
             1e3 * (time.perf_counter() - started),
         )
+        return model
+
+    def _with_hook(self, model: LoadedModel) -> LoadedModel:
+        """``model`` with its layout's preprocessing hook loaded, when this server runs them
+        (a hook that does not load is the upload's error, as a bundle that does not load)."""
+        doc = (model.layout or {}).get("preprocessing")
+        if self.run_hooks and doc:
+            from ..hooks import CHUNK_HOOK, RECORD_HOOK, load_hook
+
+            function = load_hook(doc, f"{model.name}'s {doc.get('file', 'preprocessing')}")
+            kind = CHUNK_HOOK if function.__name__ == CHUNK_HOOK else RECORD_HOOK
+            model.hook = (kind, function)
         return model
 
     def remember(self, model: LoadedModel) -> None:
@@ -254,7 +274,7 @@ class ModelStore:
         vid = uuid.uuid4().hex[:12]
         relative = f"{VERSIONS}/{name}.{vid}"
         try:
-            model = load_model(unpacked, name, relative, self.threads)
+            model = self._with_hook(load_model(unpacked, name, relative, self.threads))
             target = self.root / relative
             unpacked.rename(target)
         except BaseException:
