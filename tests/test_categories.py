@@ -240,3 +240,15 @@ def test_an_identifier_string_is_not_staged_and_the_rest_is(files, tmp_path, mon
     sites = store.arrays(["meta.site"], 0, 5)["meta.site"].to_list()
     with gzip.open(files[0], "rt") as f:
         assert sites == [json.loads(next(f))["meta"].get("site") for _ in range(5)]
+
+
+def test_a_float_label_field_is_refused_naming_what_is_accepted(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text(
+        "".join(json.dumps({"x": float(i), "kind": 0.5 * i}) + "\n" for i in range(300))
+    )
+    specs = [file_specs(str(path), "events", identifiers=(), label_branch="kind")]
+    with pytest.raises(
+        DataError, match=r"(?s)class ids\), or a record field of class names.*f\.jsonl"
+    ):
+        merge(specs, Settings(tree="events", identifiers=()), label_branch="kind")

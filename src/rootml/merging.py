@@ -595,7 +595,10 @@ def _labels(
             if b["kind"] != "flat" or b.get("unique") is None:
                 raise DataError(
                     f"label branch {label_branch!r} must be a flat integer or bool branch with "
-                    f"at most 64 distinct values (class ids);\nin file {s['file']['url']}"
+                    "at most 64 distinct values (class ids), or a record field of class names "
+                    f"(strings), in every file; it is {b['kind']} {b.get('dtype') or ''} here "
+                    "(a float label: make it an integer, e.g. in preprocessing(rec))"
+                    f"\nin file {s['file']['url']}"
                 )
             values.update(int(v) for v in b["unique"])
         classes = [str(v) for v in sorted(values)]
