@@ -118,6 +118,17 @@ def test_a_file_whose_name_says_no_format_reads_with_an_explicit_one(copies, tmp
     assert json.loads((tmp_path / "s.json").read_text())["format"] == "json"
 
 
+def _identity_model(layout: dict, path):
+    """A loaded model for ``layout`` whose outputs are its inputs: the rows a request makes."""
+    from rootml.server.backends import LoadedModel
+
+    return LoadedModel(
+        name="rucio", version="1", path=path, params={}, layout=layout,
+        backend="onnx", input_name="x", output_name="y", dim=layout["dim"], outputs=1,
+        run=lambda x: x, features=layout["features"],
+    )  # fmt: skip
+
+
 def test_a_served_record_gives_the_row_its_file_gave(tmp_path):
     """``{"record": {...}}`` on /json: the nested record as its JSON-lines file held it, the
     fields the model does not read ignored, gives the raw row the file's reader gives; a
@@ -133,11 +144,7 @@ def test_a_served_record_gives_the_row_its_file_gave(tmp_path):
     files = write_rucio_sample(tmp_path / "r", files=2, records_per_file=400, seed=9)
     specs = [file_specs(str(f), "events", identifiers=()) for f in files]
     layout = merge(specs, Settings(tree="events", identifiers=()), labels=["0", "1"])
-    model = LoadedModel(
-        name="rucio", version="1", path=tmp_path, params={}, layout=layout,
-        backend="onnx", input_name="x", output_name="y", dim=layout["dim"], outputs=1,
-        run=lambda x: x, features=layout["features"],
-    )  # fmt: skip
+    model = _identity_model(layout, tmp_path)
     with gzip.open(files[0], "rt") as handle:
         records = [json.loads(next(handle)) for _ in range(5)]
     with open_input(str(files[0]), "events") as reader:
@@ -167,7 +174,6 @@ def test_a_server_that_runs_bundle_hooks_serves_records_through_the_models_own_h
     from rootml.hooks import hook_document, load_hook
     from rootml.records import open_records
     from rootml.rucio_sample import PREPROC_PY, write_rucio_sample
-    from rootml.server.backends import LoadedModel
     from rootml.server.protocols import tfaas_rows
     from rootml.server.store import ModelStore
     from rootml.transform import raw_rows
@@ -181,11 +187,7 @@ def test_a_server_that_runs_bundle_hooks_serves_records_through_the_models_own_h
         for f in files
     ]
     layout = merge(specs, Settings(tree="events", identifiers=()), label_branch="activity")
-    model = LoadedModel(
-        name="rucio", version="1", path=tmp_path, params={}, layout=layout,
-        backend="onnx", input_name="x", output_name="y", dim=layout["dim"], outputs=1,
-        run=lambda x: x, features=layout["features"],
-    )  # fmt: skip
+    model = _identity_model(layout, tmp_path)
     with gzip.open(files[0], "rt") as handle:
         records = [json.loads(line) for line in handle]
     kept = [r for r in records if r["data"]["event_type"] != "transfer-failed"][:6]

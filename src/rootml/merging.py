@@ -587,7 +587,7 @@ def _labels(
     specs: Sequence[dict], labels: Sequence[str] | None, label_branch: str | None
 ) -> tuple[list[str], list[int] | None]:
     if label_branch:
-        if specs[0]["branches"][label_branch]["kind"] == "category":
+        if _is_category(specs, label_branch):
             return _category_labels(specs, label_branch), None
         values: set = set()
         for s in specs:

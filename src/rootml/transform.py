@@ -343,13 +343,6 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float))  # bool flags count as 0/1
 
 
-def pa_values(column) -> list:
-    """A category column's values as Python strings (None where missing)."""
-    from .categories import as_strings
-
-    return as_strings(column).to_pylist()
-
-
 def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: str) -> np.ndarray:
     """Class indices: the file's label, or the label branch mapped onto the class list."""
     import awkward as ak
@@ -359,13 +352,15 @@ def labels_for(arrays: ak.Array, layout: dict, file_label: int | None, where: st
         return np.full(n, file_label, dtype=np.int32)
     branch = layout["labels"]["branch"]
     if layout["labels"].get("encoding") == "category":  # class names: strings
-        from .categories import codes
+        from .categories import as_strings, codes
 
         classes = layout["labels"]["classes"]
         idx = codes(arrays[branch], classes)
         if (idx == len(classes)).any():
-            names = pa_values(arrays[branch])
-            unseen = sorted({v for v, i in zip(names, idx, strict=True) if i == len(classes)})
+            names = as_strings(arrays[branch]).to_pylist()  # None: a record without one
+            unseen = sorted(
+                {v for v, i in zip(names, idx, strict=True) if i == len(classes)}, key=str
+            )
             raise DataError(
                 f"label field {branch!r} holds {unseen[:5]} which the specs did not see "
                 f"(classes {classes}); rerun specs and merge on these files\nin file {where}"

@@ -255,7 +255,7 @@ def _hooked(records: list[dict], model: LoadedModel) -> list[dict]:
                     "send only records the model scores",
                 )
         else:
-            out = [function(json.loads(json.dumps(r))) for r in records]  # a copy each
+            out = [function(record) for record in records]
     except RequestError:
         raise
     except Exception as err:  # noqa: BLE001  the bundle's code may raise anything
