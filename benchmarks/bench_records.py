@@ -17,6 +17,8 @@ the nested records), every chunk iterated as its workflow does, in its own inter
 the set-up instructions when missing). The stages run once in this process and once in
 ``--jobs`` processes (default: one per core), specs per file and preprocess per batch of
 chunks, as ``rootml run`` scatters its steps; MLaaS4HEP's reader reads the files one by one.
+The floor rows only decompress and parse the files (ISA-L, pyarrow's ``read_json``): no
+reader built on that parser is faster, so MLaaS4HEP / floor is the most any could gain.
 
     python benchmarks/bench_records.py --records 1000000 --files 10 \
         [--peer-dir /tmp/peer/mlaas4hep --peer-python /tmp/peer/venv/bin/python]
@@ -34,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
@@ -145,6 +148,26 @@ def stages(paths: list[Path], work: Path, hook: Path | None, jobs: int = 1) -> t
     return time.perf_counter() - start, sum(f["entries"] for f in layout["files"])
 
 
+def _parse(path: Path) -> int:
+    """Records in ``path``, decompressed by ISA-L and parsed by pyarrow on one thread."""
+    from isal import igzip
+
+    with igzip.open(path) as handle:
+        text = handle.read()
+    options = pj.ReadOptions(use_threads=False, block_size=len(text) + 1)
+    return pj.read_json(pa.BufferReader(text), read_options=options).num_rows
+
+
+def floor(paths: list[Path], jobs: int = 1) -> tuple[float, int]:
+    """Seconds and records for only decompressing and parsing ``paths`` (no statistics, no
+    staging, no shards): what any reader built on pyarrow's JSON parser pays, the most the
+    stages could gain."""
+    start = time.perf_counter()
+    with ProcessPoolExecutor(jobs) if jobs > 1 else nullcontext() as pool:
+        records = sum((pool.map if pool else map)(_parse, paths))
+    return time.perf_counter() - start, records
+
+
 def peer_read(args, paths: list[Path], hook: Path) -> tuple[float, int] | None:
     """MLaaS4HEP's JsonReader over ``paths`` with ``hook``, in its interpreter; or None."""
     peer_src = Path(args.peer_dir or "/nonexistent") / "src" / "python"
@@ -230,6 +253,9 @@ def main() -> None:
             side[f"same, preprocessing(rec), {args.jobs} processes"] = stages(
                 json_paths, Path(tmp) / "hooked-jobs", hook, args.jobs
             )
+        side["floor: gunzip (ISA-L) + pyarrow read_json only"] = floor(json_paths)
+        if args.jobs > 1:
+            side[f"floor, {args.jobs} processes"] = floor(json_paths, args.jobs)
         peer = peer_read(args, json_paths, hook)
         if peer is not None:
             side["MLaaS4HEP JsonReader, preprocessing(rec)"] = peer

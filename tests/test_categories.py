@@ -222,7 +222,7 @@ def test_an_identifier_string_is_not_staged_and_the_rest_is(files, tmp_path, mon
     from rootml import columns
     from rootml.columns import open_columns
 
-    monkeypatch.setattr(columns, "MAX_DISTINCT", 100)
+    monkeypatch.setattr(categories, "MAX_DISTINCT", 100)
     file_specs(str(files[0]), "events", identifiers=(), columns=tmp_path / "c")
     store = open_columns(tmp_path / "c")
     assert "meta.id" not in store.names

@@ -369,6 +369,35 @@ def test_bad_input_names_the_file_the_place_and_the_fix(tmp_path: Path, case):
         reader.arrays([n for n, b in reader.branches.items() if b.kind != UNSUPPORTED])
 
 
+def _damaged_gzip(how: str, text: bytes) -> bytes:
+    packed = gzip.compress(text)
+    if how == "cut short":
+        return packed[: len(packed) // 2]
+    return packed[:-8] + bytes(8)  # the trailer's CRC and length do not match the text
+
+
+@pytest.mark.parametrize("decompressor", ["isal", "pyarrow"])
+@pytest.mark.parametrize("how", ["cut short", "wrong checksum"])
+@pytest.mark.parametrize("name", ["events.json.gz", "events.csv.gz"])
+def test_a_damaged_gzip_file_is_named_with_the_format_tried(
+    tmp_path: Path, monkeypatch, name, how, decompressor
+):
+    """ISA-L or pyarrow's zlib stream failing mid-file is a clear error, however it breaks."""
+    assert recordfiles._igzip is not None  # the records and test extras install isal
+    if decompressor == "pyarrow":
+        monkeypatch.setattr(recordfiles, "_igzip", None)
+    rows = "".join(f'{{"a": {i}, "b": "x{i % 7}"}}\n' for i in range(20_000))
+    if name.startswith("events.csv"):
+        rows = "a,b\n" + "".join(f"{i},x{i % 7}\n" for i in range(20_000))
+    path = tmp_path / name
+    path.write_bytes(_damaged_gzip(how, rows.encode()))
+    fmt = "csv" if "csv" in name else "json"
+    match = rf"(?s)cannot read as gzip-compressed {fmt}.*\nin file .*{name}"
+    with pytest.raises(InputFileError, match=match):
+        with open_records(path, block_size=4096) as reader:
+            reader.arrays(list(reader.branches))
+
+
 def test_an_unknown_format_lists_the_known_ones(tmp_path: Path):
     path = _text(tmp_path / "events.jsonl", '{"a": 1}\n')
     with pytest.raises(
@@ -651,3 +680,18 @@ def test_the_rucio_sample_is_deterministic_and_learnable(tmp_path: Path):
     assert 0.2 < staging.mean() < 0.3
     size = array["size"].to_numpy()
     assert np.median(size[staging]) > 2 * np.median(size[~staging])
+
+
+def test_isal_and_pyarrow_decompress_a_gzip_file_to_the_same_arrays(tmp_path: Path, monkeypatch):
+    (path,) = write_rucio_sample(tmp_path, files=1, records_per_file=5000, seed=2)
+
+    def read() -> ak.Array:
+        with open_records(path, block_size=1 << 16) as reader:
+            readable = [n for n, b in reader.branches.items() if b.kind != UNSUPPORTED]
+            return reader.arrays(readable)
+
+    fast = read()
+    monkeypatch.setattr(recordfiles, "_igzip", None)
+    slow = read()
+    assert len(fast) == 5000 and fast.fields == slow.fields
+    assert fast.to_list() == slow.to_list()

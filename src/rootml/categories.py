@@ -73,15 +73,11 @@ class Counts:
         if self.values is None or len(values) == values.null_count:
             return
         counted = pc.value_counts(values.drop_null())
-        self.values.update(
-            dict(
-                zip(
-                    counted.field("values").to_pylist(),
-                    counted.field("counts").to_pylist(),
-                    strict=True,
-                )
-            )
-        )
+        if len(counted) > MAX_DISTINCT:  # an identifier: not worth turning into Python
+            self.values = None
+            return
+        words, numbers = counted.field("values").to_pylist(), counted.field("counts")
+        self.values.update(dict(zip(words, numbers.to_pylist(), strict=True)))
         if len(self.values) > MAX_DISTINCT:
             self.values = None
 
@@ -136,23 +132,33 @@ def feature_names(branch: str, vocab: Sequence[str], encoding: str) -> list[str]
 
 class LocalDictionary:
     """A file's own vocabulary while its strings are staged: int32 codes that stay valid as
-    values are added (-1: missing)."""
+    values are added (-1: missing). Past :data:`MAX_DISTINCT` values it is ``full`` and
+    encodes nothing more (the field is an identifier, which merge drops)."""
 
     def __init__(self) -> None:
         self.values: list[str] = []
+        self.full = False
 
-    def encode(self, values) -> np.ndarray:
+    def encode(self, values) -> np.ndarray | None:
+        """The codes of ``values``, or None once the dictionary is full."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        values = as_strings(values)
-        known = pa.array(self.values, pa.string())
-        found = pc.index_in(values, value_set=known)
-        unseen = pc.and_(pc.is_null(found), pc.is_valid(values))
-        if pc.any(unseen).as_py():
-            self.values += pc.unique(values.filter(unseen)).to_pylist()
-            found = pc.index_in(values, value_set=pa.array(self.values, pa.string()))
-        return np.asarray(found.fill_null(-1), dtype=np.int32)
+        if self.full:
+            return None
+        encoded = pc.dictionary_encode(as_strings(values))  # one hash pass over the values
+        words = encoded.dictionary
+        unseen = words.filter(pc.is_null(pc.index_in(words, value_set=self._known(pa))))
+        if len(self.values) + len(unseen) > MAX_DISTINCT:
+            self.full, self.values = True, []
+            return None
+        self.values += unseen.to_pylist()
+        local = np.asarray(pc.index_in(words, value_set=self._known(pa)), dtype=np.int32)
+        indices = np.asarray(encoded.indices.fill_null(len(local)), dtype=np.int64)
+        return np.append(local, np.int32(-1))[indices]
+
+    def _known(self, pa) -> pa.Array:
+        return pa.array(self.values, pa.string())
 
 
 def decode(local: np.ndarray, dictionary: Sequence[str]) -> pa.Array:

@@ -35,7 +35,7 @@ import awkward as ak
 import numpy as np
 
 from . import __version__
-from .categories import MAX_DISTINCT, LocalDictionary, decode
+from .categories import LocalDictionary, decode
 from .exceptions import ConfigError, DataError, LayoutError
 from .schemas import validate
 from .storage import read_json, temporary_folder, write_json
@@ -140,7 +140,7 @@ class ColumnWriter:
             return
         if name in self._dictionaries:
             values = self._dictionaries[name].encode(values)
-            if len(self._dictionaries[name].values) > MAX_DISTINCT:
+            if values is None:
                 # an identifier (a file name, a UUID), which merge drops: not staged, and
                 # not left to grow a dictionary as large as the file
                 self._unstaged.add(name)
