@@ -252,3 +252,37 @@ def test_a_float_label_field_is_refused_naming_what_is_accepted(tmp_path):
         DataError, match=r"(?s)class ids\), or a record field of class names.*f\.jsonl"
     ):
         merge(specs, Settings(tree="events", identifiers=()), label_branch="kind")
+
+
+def test_dictionary_encoded_values_count_and_encode_as_their_strings(monkeypatch):
+    """A dictionary may hold values no record has (a slice of a chunk), repeat a value (Arrow
+    allows it) or have non-string values' indices null; an awkward categorical array is taken
+    without its strings copied. Each gives what its plain strings give."""
+    import awkward as ak
+
+    plain = ["b", None, "a", "b", "b"]
+    words = pa.array(["unused", "b", "a", "b"])  # "b" twice, "unused" held by no record
+    indices = pa.array([1, None, 2, 3, 1], pa.int32())
+    odd = pa.DictionaryArray.from_arrays(indices, words)
+    awkward = ak.from_arrow(pa.array(["zz", *plain]).dictionary_encode())[1:]
+    assert ak.to_list(awkward) == plain
+    for values in (odd, awkward, ak.Array(plain)):
+        counts = categories.Counts()
+        counts.add(values)
+        assert counts.to_json() == {"count": 4, "missing": 1, "categories": {"a": 1, "b": 3}}
+        np.testing.assert_array_equal(categories.codes(values, ["a", "q"]), [2, 2, 0, 2, 2])
+        local = categories.LocalDictionary()
+        staged = local.encode(values)
+        assert "unused" not in local.values
+        assert "zz" not in local.values
+        assert categories.decode(staged, local.values).to_pylist() == plain
+    local = categories.LocalDictionary()
+    assert local.encode(pa.array(["x", "y"]).dictionary_encode()) is not None
+    monkeypatch.setattr(categories, "MAX_DISTINCT", 3)
+    assert local.encode(pa.array(["p", "q", "x"])) is None
+    assert local.full
+    assert local.encode(pa.array(["x"])) is None  # full stays full
+    counts = categories.Counts()
+    counts.add(pa.array([f"id{i}" for i in range(10)]))
+    assert counts.to_json()["categories"] is None
+    assert counts.count == 10

@@ -393,9 +393,8 @@ def test_a_damaged_gzip_file_is_named_with_the_format_tried(
     path.write_bytes(_damaged_gzip(how, rows.encode()))
     fmt = "csv" if "csv" in name else "json"
     match = rf"(?s)cannot read as gzip-compressed {fmt}.*\nin file .*{name}"
-    with pytest.raises(InputFileError, match=match):
-        with open_records(path, block_size=4096) as reader:
-            reader.arrays(list(reader.branches))
+    with pytest.raises(InputFileError, match=match), open_records(path, block_size=4096) as r:
+        r.arrays(list(r.branches))
 
 
 def test_an_unknown_format_lists_the_known_ones(tmp_path: Path):
@@ -693,5 +692,6 @@ def test_isal_and_pyarrow_decompress_a_gzip_file_to_the_same_arrays(tmp_path: Pa
     fast = read()
     monkeypatch.setattr(recordfiles, "_igzip", None)
     slow = read()
-    assert len(fast) == 5000 and fast.fields == slow.fields
+    assert len(fast) == 5000
+    assert fast.fields == slow.fields
     assert fast.to_list() == slow.to_list()

@@ -39,20 +39,57 @@ MAX_DISTINCT = 10_000
 OTHER = "other"
 
 
-def as_strings(values) -> pa.Array:
-    """``values`` (an awkward or Arrow array of strings, maybe dictionary-encoded) as one
-    Arrow string array."""
+def _arrow(values) -> pa.Array:
+    """``values`` as one Arrow array; an awkward categorical array stays dictionary-encoded."""
     import pyarrow as pa
 
     if not isinstance(values, (pa.Array, pa.ChunkedArray)):
         import awkward as ak
 
-        values = ak.to_arrow(values, extensionarray=False)
+        values = ak.to_arrow(values, extensionarray=False, categorical_as_dictionary=True)
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
+    return values
+
+
+def as_strings(values) -> pa.Array:
+    """``values`` (an awkward or Arrow array of strings, maybe dictionary-encoded) as one
+    Arrow string array."""
+    import pyarrow as pa
+
+    values = _arrow(values)
     if not pa.types.is_string(values.type):
         values = values.cast(pa.string())
     return values
+
+
+def as_dictionary(values) -> pa.DictionaryArray:
+    """``values`` (as for :func:`as_strings`) dictionary-encoded: each distinct string once
+    (the dictionary, maybe with values no record here holds) and int indices into it (null:
+    missing). Encoding is one hash pass; an already encoded array is taken as it is."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = _arrow(values)
+    if not pa.types.is_dictionary(values.type):
+        values = pc.dictionary_encode(as_strings(values))
+    elif not pa.types.is_string(values.type.value_type):
+        values = pa.DictionaryArray.from_arrays(values.indices, values.dictionary.cast(pa.string()))
+    return values
+
+
+def _indices(encoded: pa.DictionaryArray, missing: int) -> np.ndarray:
+    """The int64 indices of ``encoded``, ``missing`` where the value is null."""
+    return np.asarray(encoded.indices.fill_null(missing), dtype=np.int64)
+
+
+def _positions(words: pa.Array, values: Sequence[str]) -> np.ndarray:
+    """Where each of ``words`` stands in ``values`` (-1: not there), int64."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(words, value_set=pa.array(list(values), pa.string()))
+    return np.asarray(found.fill_null(-1), dtype=np.int64)
 
 
 class Counts:
@@ -65,19 +102,19 @@ class Counts:
         self.missing = 0
 
     def add(self, values) -> None:
-        import pyarrow.compute as pc
-
-        values = as_strings(values)
-        self.missing += values.null_count
-        self.count += len(values) - values.null_count
-        if self.values is None or len(values) == values.null_count:
+        encoded = as_dictionary(values)
+        self.missing += encoded.null_count
+        self.count += len(encoded) - encoded.null_count
+        if self.values is None or len(encoded) == encoded.null_count:
             return
-        counted = pc.value_counts(values.drop_null())
-        if len(counted) > MAX_DISTINCT:  # an identifier: not worth turning into Python
+        words = encoded.dictionary
+        counted = np.bincount(_indices(encoded, len(words)), minlength=len(words) + 1)[:-1]
+        held = np.flatnonzero(counted)
+        if held.size > MAX_DISTINCT:  # an identifier: not worth turning into Python
             self.values = None
             return
-        words, numbers = counted.field("values").to_pylist(), counted.field("counts")
-        self.values.update(dict(zip(words, numbers.to_pylist(), strict=True)))
+        for name, number in zip(words.take(held).to_pylist(), counted[held].tolist(), strict=True):
+            self.values[name] += number  # (a dictionary from a file may repeat a value)
         if len(self.values) > MAX_DISTINCT:
             self.values = None
 
@@ -116,11 +153,10 @@ def encoding_of(choice: str, size: int) -> str:
 def codes(values, vocab: Sequence[str]) -> np.ndarray:
     """int64 index of each value in ``vocab``; ``len(vocab)`` (the ``other`` slot) for a
     value outside it or missing."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    found = pc.index_in(as_strings(values), value_set=pa.array(list(vocab), pa.string()))
-    return np.asarray(found.fill_null(len(vocab)), dtype=np.int64)
+    encoded = as_dictionary(values)
+    slot = _positions(encoded.dictionary, vocab)
+    slot[slot < 0] = len(vocab)
+    return np.append(slot, len(vocab))[_indices(encoded, len(slot))]
 
 
 def feature_names(branch: str, vocab: Sequence[str], encoding: str) -> list[str]:
@@ -141,31 +177,27 @@ class LocalDictionary:
 
     def encode(self, values) -> np.ndarray | None:
         """The codes of ``values``, or None once the dictionary is full."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         if self.full:
             return None
-        encoded = pc.dictionary_encode(as_strings(values))  # one hash pass over the values
+        encoded = as_dictionary(values)
         words = encoded.dictionary
-        unseen = words.filter(pc.is_null(pc.index_in(words, value_set=self._known(pa))))
-        if len(self.values) + len(unseen) > MAX_DISTINCT:
+        indices = _indices(encoded, len(words))
+        held = np.zeros(len(words) + 1, dtype=bool)
+        held[indices] = True  # a dictionary may hold values no record here has
+        local = _positions(words, self.values)
+        unseen = np.flatnonzero(held[:-1] & (local < 0))
+        if len(self.values) + unseen.size > MAX_DISTINCT:
             self.full, self.values = True, []
             return None
-        self.values += unseen.to_pylist()
-        local = np.asarray(pc.index_in(words, value_set=self._known(pa)), dtype=np.int32)
-        indices = np.asarray(encoded.indices.fill_null(len(local)), dtype=np.int64)
-        return np.append(local, np.int32(-1))[indices]
-
-    def _known(self, pa) -> pa.Array:
-        return pa.array(self.values, pa.string())
+        local[unseen] = np.arange(len(self.values), len(self.values) + unseen.size)
+        self.values += words.take(unseen).to_pylist()
+        return np.append(local, -1).astype(np.int32)[indices]
 
 
-def decode(local: np.ndarray, dictionary: Sequence[str]) -> pa.Array:
-    """Staged codes back to strings (missing where -1)."""
+def decode(local: np.ndarray, dictionary: Sequence[str]) -> pa.DictionaryArray:
+    """Staged codes back to strings (missing where -1), dictionary-encoded: read as an awkward
+    categorical array, which :func:`codes` maps to a vocabulary without touching a string."""
     import pyarrow as pa
 
     indices = pa.array(local, pa.int32(), mask=local < 0)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(list(dictionary), pa.string())).cast(
-        pa.string()
-    )
+    return pa.DictionaryArray.from_arrays(indices, pa.array(list(dictionary), pa.string()))

@@ -242,10 +242,16 @@ def _convert(array: pa.Array, column: Column, raw: RawChunk, path: str) -> pa.Ar
 
 def to_awkward(table: pa.Table, names: Sequence[str]) -> ak.Array:
     """``names`` of a converted table as an awkward record array; a column (or list item)
-    without nulls is not an option type, as RootInput's arrays are not."""
+    without nulls is not an option type, as RootInput's arrays are not. A string column
+    (a category) becomes an awkward categorical array: its distinct values once, and
+    indices, which :mod:`rootml.categories` counts and encodes without copying strings."""
+    import pyarrow.compute as pc
+
     fields, arrays = [], []
     for name in names:
         array = table.column(name).combine_chunks()
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            array = pc.dictionary_encode(array)
         if _is_list(array.type) and array.values.null_count == 0:
             array = array.cast(pa.list_(pa.field("item", array.type.value_type, False)))
         fields.append(pa.field(name, array.type, nullable=array.null_count > 0))
