@@ -210,3 +210,75 @@ def test_a_server_that_runs_bundle_hooks_serves_records_through_the_models_own_h
     del broken["data"]["started_at"]
     with pytest.raises(RequestError, match="preprocessing raised KeyError"):
         tfaas_rows({"record": broken}, served)
+
+
+def _string_records(n: int = 3000) -> list[dict]:
+    rng = np.random.default_rng(3)
+    sites = np.array(["CERN", "FNAL", "BNL", "DESY"])[rng.integers(0, 4, n)]
+    return [
+        {"site": None if rng.random() < 0.05 else str(s), "x": float(v), "kind": str(k)}
+        for s, v, k in zip(sites, rng.normal(size=n), rng.choice(["sig", "bkg"], n), strict=True)
+    ]
+
+
+def _written(fmt: str, records: list[dict], folder) -> str:
+    """``records`` in one of the formats, as a user's tools would write them: pyarrow's CSV
+    writer (a missing string is an empty field), Parquet with dictionary-encoded strings (as
+    pandas' categoricals are stored), Avro with a nullable string."""
+    import fastavro
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    table = pa.Table.from_pylist(records)
+    path = folder / {"json": "r.jsonl.gz", "csv": "r.csv", "parquet": "r.parquet"}.get(
+        fmt, "r.avro"
+    )
+    if fmt == "json":
+        with gzip.open(path, "wt") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+    elif fmt == "csv":
+        pacsv.write_csv(table, path)
+    elif fmt == "parquet":
+        encoded = {name: table[name] for name in table.column_names}
+        encoded["site"], encoded["kind"] = (table[n].dictionary_encode() for n in ("site", "kind"))
+        pq.write_table(pa.table(encoded), path, row_group_size=700)
+    else:
+        fields = [{"name": "site", "type": ["null", "string"]}, {"name": "x", "type": "double"},
+                  {"name": "kind", "type": "string"}]  # fmt: skip
+        with open(path, "wb") as f:
+            fastavro.writer(f, {"type": "record", "name": "r", "fields": fields}, records)
+    return str(path)
+
+
+def test_string_fields_with_missing_values_give_the_same_rows_in_every_format(tmp_path):
+    """A category with missing values and a string label, written as JSON lines, CSV, Parquet
+    (dictionary-encoded) and Avro: the same counts, vocabulary, rows and labels from each."""
+    records = _string_records()
+    results = {}
+    for fmt in ("json", "csv", "parquet", "avro"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        spec = file_specs(_written(fmt, records, folder), "events", identifiers=(),
+                          columns=folder / "columns", label_branch="kind")  # fmt: skip
+        layout = merge([spec], Settings(tree="events", identifiers=()), labels=None,
+                       label_branch="kind")  # fmt: skip
+        shards = preprocess(layout, range(len(layout["chunks"])), folder / "shards",
+                            columns=[str(folder / "columns")])  # fmt: skip
+        rows, labels = [], []
+        for s in shards:
+            with h5py.File(s) as h5:
+                rows.append(h5["x"][:])
+                labels.append(h5["y"][:])
+        results[fmt] = (spec["branches"]["site"], np.concatenate(rows), np.concatenate(labels))
+    site, rows, labels = results["json"]
+    assert site["missing"] == sum(r["site"] is None for r in records) > 0
+    assert sorted(site["categories"]) == ["BNL", "CERN", "DESY", "FNAL"]
+    assert rows.shape == (len(records), 6)  # x, four sites and other
+    expected = [["bkg", "sig"].index(r["kind"]) for r in records]
+    np.testing.assert_array_equal(labels, expected)
+    for fmt, (other_site, other_rows, other_labels) in results.items():
+        assert {k: other_site[k] for k in ("count", "missing", "categories")} == {
+            k: site[k] for k in ("count", "missing", "categories")
+        }, fmt
+        np.testing.assert_array_equal(other_rows, rows, err_msg=fmt)
+        np.testing.assert_array_equal(other_labels, labels, err_msg=fmt)

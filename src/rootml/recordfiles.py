@@ -426,8 +426,12 @@ def _csv_chunks(src: Source, compression: str | None, opts: ReadOptions) -> Iter
             text_stream(raw, compression),
             read_options=pc.ReadOptions(use_threads=opts.workers > 1, block_size=opts.block_size),
             parse_options=pc.ParseOptions(invalid_row_handler=on_invalid),
+            # an empty field is a missing value in a string column too, as pandas reads it
+            # (and as a missing key or null is in the other formats)
             convert_options=pc.ConvertOptions(
-                timestamp_parsers=[pc.ISO8601], include_columns=opts.columns
+                timestamp_parsers=[pc.ISO8601],
+                include_columns=opts.columns,
+                strings_can_be_null=True,
             ),
         )
         first = 0
