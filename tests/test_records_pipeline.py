@@ -155,10 +155,16 @@ def test_a_served_record_gives_the_row_its_file_gave(tmp_path):
     many, single = tfaas_rows({"records": records}, model)
     assert not single
     np.testing.assert_array_equal(many, expected)
+    # a field missing from a record is missing, as in a file: NaN in the raw row, which the
+    # model's scaling pads (as preprocess pads it); a record with none of them is refused
     incomplete = json.loads(json.dumps(records[0]))
     del incomplete["data"]["bytes"]
-    with pytest.raises(Exception, match=r"lacks branch 'data\.bytes'"):
-        tfaas_rows({"record": incomplete}, model)
+    (column,) = [c["offset"] for c in layout["inputs"] if c["branch"] == "data.bytes"]
+    padded = expected[:1].copy()
+    padded[0, column] = np.nan
+    np.testing.assert_array_equal(tfaas_rows({"record": incomplete}, model)[0], padded)
+    with pytest.raises(RequestError, match=r"record 0 holds none of the fields model"):
+        tfaas_rows({"record": {"metadata": {"nothing": 1}}}, model)
     hooked = LoadedModel(**{**model.__dict__, "layout": {**layout, "preprocessing": {"file": "p"}}})
     with pytest.raises(
         RequestError, match="preprocessing\\(rec\\) hook, which this server does not run"
@@ -282,3 +288,84 @@ def test_string_fields_with_missing_values_give_the_same_rows_in_every_format(tm
         }, fmt
         np.testing.assert_array_equal(other_rows, rows, err_msg=fmt)
         np.testing.assert_array_equal(other_labels, labels, err_msg=fmt)
+
+
+def _gappy_records(n: int, seed: int) -> list[dict]:
+    """Records where an int and a float field, and one field of a collection's objects, are
+    missing from some records (or null), as monitoring records often are."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        record = {"met": float(rng.normal()), "hits": int(rng.integers(0, 50))}
+        if rng.random() < 0.2:
+            record.pop("hits") if rng.random() < 0.5 else record.update(hits=None)
+        if i % 3:
+            record["ht"] = float(rng.exponential(100.0))
+        muons = [{"pt": float(rng.exponential(20.0))} for _ in range(int(rng.integers(0, 3)))]
+        for muon in muons:
+            if rng.random() < 0.7:
+                muon["eta"] = float(rng.normal())
+        records.append({**record, "mu": muons})
+    return records
+
+
+def test_values_missing_from_records_are_counted_and_padded_staged_or_not(tmp_path):
+    """A field absent from some records (or null), and an object without one of its fields,
+    is missing: specs counts it and takes its statistics over the values there (an int field
+    is not filled with a huge number), and the shards hold the padding value where it is
+    missing, as for a missing object, whether preprocess reads staged columns or the file;
+    the raw row a served record gets has NaN there, which the model's scaling pads."""
+    from rootml.reading import open_input
+    from rootml.server.protocols import record_rows
+    from rootml.transform import raw_rows, scale_rows
+
+    paths, kept = [], {}
+    for name, seed in (("a", 1), ("b", 2)):
+        kept[name] = _gappy_records(1500, seed)
+        paths.append(tmp_path / f"{name}.jsonl")
+        paths[-1].write_text("".join(json.dumps(r) + "\n" for r in kept[name]))
+    records = kept["a"]
+    settings = Settings(tree="events", identifiers=(), chunk_size=500)
+    runs = {}
+    for staged in (True, False):
+        out = tmp_path / ("staged" if staged else "direct")
+        columns = [out / p.stem for p in paths] if staged else [None] * len(paths)
+        specs = [file_specs(str(p), "events", identifiers=(), columns=c)
+                 for p, c in zip(paths, columns, strict=True)]  # fmt: skip
+        layout = merge(specs, settings, labels=["1", "0"])
+        shards = preprocess(layout, range(len(layout["chunks"])), out / "shards",
+                            columns=[str(c) for c in columns] if staged else ())  # fmt: skip
+        x = []
+        for s in shards:
+            with h5py.File(s) as h5:
+                x.append(h5["x"][:])
+        runs[staged] = (specs[0], layout, np.concatenate(x))
+    (spec, layout, x), (_, _, direct) = runs[True], runs[False]
+    np.testing.assert_array_equal(x, direct)
+    branches = spec["branches"]
+    no_hits = sum(r.get("hits") is None for r in records)
+    assert branches["hits"]["missing"] == no_hits
+    assert branches["hits"]["count"] == len(records) - no_hits
+    assert branches["hits"]["max"] == max(r["hits"] for r in records if r.get("hits") is not None)
+    assert branches["ht"]["missing"] == sum("ht" not in r for r in records)
+    assert branches["mu.eta"]["missing"] == sum("eta" not in m for r in records for m in r["mu"])
+    assert "missing" not in branches["met"]
+    assert "missing" not in branches["mu.pt"]
+    assert branches["hits"]["nan"] == branches["ht"]["nan"] == branches["mu.eta"]["nan"] == 0
+    offset = {c["branch"]: c["offset"] for c in layout["inputs"]}
+    pad = np.float32(layout["pad_value"])
+    rows = x[: len(records)]  # file a's rows, in its record order
+    gone = np.array([r.get("hits") is None for r in records])
+    assert (rows[gone, offset["hits"]] == pad).all()
+    assert (rows[~gone, offset["hits"]] != pad).any()
+    first_eta = np.array([bool(r["mu"]) and "eta" not in r["mu"][0] for r in records])
+    assert (rows[first_eta, offset["mu.eta"]] == pad).all()
+    assert (rows[first_eta, offset["mu.pt"]] != pad).all()  # the muon is there, its eta not
+    model = _identity_model(layout, tmp_path)
+    served = record_rows(records[:50], model, single=False)
+    with open_input(str(paths[0]), "events") as reader:
+        np.testing.assert_array_equal(
+            served, raw_rows(reader.arrays(layout["read"], 0, 50), layout)
+        )
+    assert np.isnan(served[gone[:50], offset["hits"]]).all()
+    np.testing.assert_array_equal(scale_rows(served, layout), rows[:50])

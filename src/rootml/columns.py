@@ -4,7 +4,8 @@
 the same values again. Reading the ROOT file twice costs two decompressions, so the pipeline
 could never run faster than half the speed of a plain read. With ``rootml specs --columns DIR``
 the scan also writes each branch's values as they come out of the decoder (plain
-little-endian arrays, one file per branch, plus int64 offsets for jagged branches), and
+little-endian arrays, one file per branch, plus int64 offsets for jagged branches, and for a
+record field missing from some records a uint8 array saying which values are there), and
 ``rootml preprocess --columns DIR`` reads entry ranges back with one ``pread`` per array:
 no decompression, memory bounded by the chunk.
 
@@ -92,6 +93,7 @@ class _Branch:
     values: Path
     offsets: Path | None  # jagged only: entries + 1 int64 offsets into values
     categories: list[str] | None = None  # category only: what the int32 codes index
+    valid: Path | None = None  # a uint8 per value, 0 where a record had none (records only)
 
 
 class ColumnWriter:
@@ -110,6 +112,7 @@ class ColumnWriter:
         self._dtypes: dict[str, np.dtype] = {}
         self._rows = dict.fromkeys(kinds, 0)
         self._total = dict.fromkeys(kinds, 0)  # jagged: objects written so far
+        self._written = dict.fromkeys(kinds, 0)  # values written so far
         # no handle is kept open between steps: a NanoAOD file has over a thousand branches,
         # more than the usual limit of open files
         self._paths: dict[tuple[str, str], Path] = {}
@@ -132,10 +135,16 @@ class ColumnWriter:
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def add(self, name: str, values: np.ndarray, counts: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        name: str,
+        values: np.ndarray,
+        counts: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
+    ) -> None:
         """Append one step of branch ``name``: its values (for a jagged branch the flattened
-        content; a category's strings) and, for a jagged branch, the number of objects per
-        event."""
+        content; a category's strings), for a jagged branch the number of objects per event,
+        and, where some values are missing (a record field), which are there (``valid``)."""
         if name in self._unstaged:
             return
         if name in self._dictionaries:
@@ -150,13 +159,28 @@ class ColumnWriter:
         known = self._dtypes.setdefault(name, dtype)
         if known != dtype:
             raise DataError(f"branch {name!r} changed type from {known} to {dtype} mid-file")
+        self._add_valid(name, values.size if valid is None else valid)
         self._append(name, "values", np.ascontiguousarray(values, dtype))
+        self._written[name] += values.size
         if counts is None:
             self._rows[name] += values.size
             return
         self._append(name, "offsets", np.cumsum(counts, dtype=_OFFSET) + self._total[name])
         self._total[name] += values.size
         self._rows[name] += counts.size
+
+    def _add_valid(self, name: str, valid: np.ndarray | int) -> None:
+        """Record which of the next values are there: ``valid`` (bool), or a count of
+        values that all are. The array starts with the first missing value (the values
+        before it all there); a branch that never misses one has none."""
+        if (name, "valid") not in self._paths:
+            if isinstance(valid, int) or valid.all():
+                return
+            self._paths[name, "valid"] = self._paths[name, "values"].with_suffix(".valid")
+            self._hashers[name, "valid"] = _BlockHasher()
+            self._append(name, "valid", np.ones(self._written[name], np.uint8), mode="wb")
+        there = np.ones(valid, np.uint8) if isinstance(valid, int) else valid.astype(np.uint8)
+        self._append(name, "valid", there)
 
     def _append(self, name: str, part: str, array: np.ndarray, mode: str = "ab") -> None:
         data = memoryview(array)
@@ -191,6 +215,8 @@ class ColumnWriter:
             entry["values"] = self._paths[name, "values"].name
             if kind == "jagged":
                 entry["offsets"] = self._paths[name, "offsets"].name
+            if (name, "valid") in self._paths:
+                entry["valid"] = self._paths[name, "valid"].name
             if kind == "category":
                 entry["dtype"] = "<i4"
                 entry["categories"] = self._dictionaries[name].values
@@ -243,6 +269,7 @@ class ColumnStore:
                 folder / b["values"],
                 folder / b["offsets"] if "offsets" in b else None,
                 b.get("categories"),
+                folder / b["valid"] if "valid" in b else None,
             )
             for name, b in doc["branches"].items()
         }
@@ -259,6 +286,8 @@ class ColumnStore:
                 _expect_size(branch.offsets, (self.entries + 1) * _OFFSET.itemsize, self.folder)
                 objects = int(_pread(branch.offsets, _OFFSET, self.entries, 1)[0])
             _expect_size(branch.values, objects * branch.dtype.itemsize, self.folder)
+            if branch.valid is not None:
+                _expect_size(branch.valid, objects, self.folder)
 
     def arrays(self, names: Sequence[str], start: int, stop: int) -> ak.Array:
         """Entries [start, stop) of ``names`` as a record array, like RootInput.arrays."""
@@ -276,15 +305,19 @@ class ColumnStore:
             local = self._pread(branch.values, branch.dtype, start, stop - start)
             return ak.from_arrow(decode(local, branch.categories))
         if branch.offsets is None:
-            return ak.Array(self._pread(branch.values, branch.dtype, start, stop - start))
+            return ak.Array(self._content(branch, start, stop - start))
         offsets = self._pread(branch.offsets, _OFFSET, start, stop - start + 1)
-        content = self._pread(
-            branch.values, branch.dtype, int(offsets[0]), int(offsets[-1] - offsets[0])
-        )
-        layout = ak.contents.ListOffsetArray(
-            ak.index.Index64(offsets - offsets[0]), ak.contents.NumpyArray(content)
-        )
+        content = self._content(branch, int(offsets[0]), int(offsets[-1] - offsets[0]))
+        layout = ak.contents.ListOffsetArray(ak.index.Index64(offsets - offsets[0]), content)
         return ak.Array(layout)
+
+    def _content(self, branch: _Branch, first: int, count: int) -> ak.contents.Content:
+        """Values [first, first + count) of a branch; missing ones None (an option type)."""
+        values = ak.contents.NumpyArray(self._pread(branch.values, branch.dtype, first, count))
+        if branch.valid is None:
+            return values
+        there = self._pread(branch.valid, np.dtype(np.uint8), first, count).view(np.int8)
+        return ak.contents.ByteMaskedArray(ak.index.Index8(there), values, valid_when=True)
 
     def _pread(self, path: Path, dtype: np.dtype, first: int, count: int) -> np.ndarray:
         """``count`` values from value ``first`` on, the checksum blocks they touch verified."""

@@ -36,6 +36,7 @@ from .reading import CATEGORY, FLAT, JAGGED, UNSUPPORTED, BranchInfo, RootInput,
 from .schemas import validate
 from .sources import Source
 from .storage import read_json
+from .transform import present
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +322,7 @@ def scan(
     infos: dict[str, BranchInfo] = {}
     moments = {n: Counts() if _kind(root, n) == CATEGORY else Moments() for n in names}
     hists = {n: np.zeros(0, dtype=np.int64) for n in names}
+    missing: dict[str, int] = {}  # values absent from records (record files), per branch
     cutflow: dict[str, int] = {}
     histogram = None
     bar = tqdm(
@@ -350,9 +352,12 @@ def scan(
             info = infos.get(name) or infos.setdefault(
                 name, _info(name, column, root.branches, new or {})
             )
-            values, counts = _values(column, info.kind)
+            values, counts, valid = _values(column, info.kind)
             if counts is not None:
                 hists[name] = add_histogram(hists[name], np.bincount(counts))
+            if valid is not None:
+                missing[name] = missing.get(name, 0) + int(valid.size - valid.sum())
+                values = values[valid]
             moments[name].add(values)
     bar.close()
     out: dict[str, dict] = {}
@@ -360,6 +365,8 @@ def scan(
         info = infos.get(name) or root.branches[name]
         entry = {"kind": info.kind, "dtype": info.dtype, "entries": root.entries}
         entry.update(moments[name].to_json())
+        if missing.get(name):
+            entry["missing"] = missing[name]
         if info.kind == JAGGED:
             entry["collection"] = info.collection
             entry["fixed_length"] = info.fixed_length
@@ -373,15 +380,18 @@ def _kind(root: RootInput, name: str) -> str | None:
     return info.kind if info is not None else None
 
 
-def _values(column, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """A column's values as one NumPy array (a category's as they are: strings), and for a
-    jagged one its object counts."""
+def _values(column, kind: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A column's values as one NumPy array (a category's as they are: strings), for a
+    jagged one its object counts, and where some values are missing (a field absent from
+    some records: an option type) which are there; the missing ones are 0 in the values."""
     if kind == CATEGORY:
-        return column, None
-    if kind == FLAT:
-        return np.asarray(ak.to_numpy(column)), None
-    counts = np.asarray(ak.num(column, axis=1))
-    return np.asarray(ak.to_numpy(ak.flatten(column, axis=1))), counts
+        return column, None, None
+    counts = None
+    if kind != FLAT:
+        counts = np.asarray(ak.num(column, axis=1))
+        column = ak.flatten(column, axis=1)
+    values, there = present(column)
+    return values, counts, there
 
 
 def _info(name: str, column, branches: dict[str, BranchInfo], new: dict) -> BranchInfo:

@@ -99,6 +99,19 @@ def _nonfinite(raw: np.ndarray) -> np.ndarray | None:
     return mask if mask.any() else None
 
 
+def present(column) -> tuple[np.ndarray, np.ndarray | None]:
+    """The values of a flat awkward column as NumPy, and where some are missing (a record
+    file's field absent from some records: an option type) a bool array of those that are
+    there, else None; a missing value is 0 in the values."""
+    import awkward as ak
+
+    values = ak.to_numpy(column)
+    if not np.ma.isMaskedArray(values):
+        return np.asarray(values), None
+    there = ~np.ma.getmaskarray(values)
+    return values.filled(np.zeros(1, values.dtype)[0]), (None if there.all() else there)
+
+
 def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """For events with ``counts`` objects, capped at ``width``: where each kept object sits in
     the flattened content (``src``) and in the flattened row-major ``x`` (``dst``, offset 0).
@@ -176,12 +189,14 @@ def transform(
             )
             continue
         if col["kind"] == "flat":
-            raw = np.asarray(ak.to_numpy(column))
+            raw, there = present(column)
             v = _scaled(raw, col["shift"], col["scale"], lo, hi)
             nonfinite = _nonfinite(raw)
             if nonfinite is not None:
                 bad |= nonfinite
                 v[nonfinite] = pad
+            if there is not None:  # a value missing from its record is padded, as an object
+                v[~there] = pad
             x[:, off] = v
             continue
         counts = np.asarray(ak.num(column, axis=1), dtype=np.int64)
@@ -191,13 +206,15 @@ def transform(
         if cached is None or not np.array_equal(cached[0], counts):
             cached = index[key] = (counts, *_gather_index(counts, width, dim))
         _, src, dst = cached
-        content = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
+        content, there = present(ak.flatten(column, axis=1))
         picked = content[src]
         values = _scaled(picked, col["shift"], col["scale"], lo, hi)
         nonfinite = _nonfinite(picked)
         if nonfinite is not None:
             bad[dst[nonfinite] // dim] = True
             values[nonfinite] = pad
+        if there is not None:  # an object without this field: padded, as a missing object
+            values[~there[src]] = pad
         flat_x[dst + off] = values
     for extra in layout["extras"]:
         counts = lengths[extra["branch"]]
@@ -252,13 +269,19 @@ def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
             raw[:, col["offset"] : col["offset"] + col["width"]] = _category_raw(column, col)
             continue
         if col["kind"] == "flat":
-            raw[:, col["offset"]] = np.asarray(ak.to_numpy(column))
+            values, there = present(column)
+            raw[:, col["offset"]] = values
+            if there is not None:  # missing from the record: NaN, which scaling pads
+                raw[~there, col["offset"]] = np.nan
             continue
         counts = np.asarray(ak.num(column, axis=1), dtype=np.int64)
         lengths[col["branch"]] = counts
         src, dst = _gather_index(counts, col["width"], dim)
-        content = np.asarray(ak.to_numpy(ak.flatten(column, axis=1)))
-        flat_raw[dst + col["offset"]] = content[src]
+        content, there = present(ak.flatten(column, axis=1))
+        picked = content[src].astype(np.float32)
+        if there is not None:
+            picked[~there[src]] = np.nan
+        flat_raw[dst + col["offset"]] = picked
     for extra in layout["extras"]:
         counts = lengths[extra["branch"]]
         off, width = extra["offset"], extra["width"]
@@ -269,10 +292,12 @@ def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
     return raw
 
 
-def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
+def events_to_raw(events: Sequence[dict], layout: dict, missing_ok: bool = False) -> np.ndarray:
     """Raw feature rows for events given by branch name, as a client sends them:
     ``{"HT": 512.0, "Jet_pt": [120.5, 64.2], ...}``. Lists longer than the cap are truncated
-    and shorter ones padded, exactly as in training."""
+    and shorter ones padded, exactly as in training. With ``missing_ok`` (records, as a record
+    file's reader takes them) a branch may be absent or null, and a list may hold nulls: the
+    value is missing and padded, as in training; an absent list is an empty one."""
     import awkward as ak
 
     names, kinds = event_branches(layout)
@@ -289,11 +314,11 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
                 f"({format_closest(unknown[0], names)}); the model takes: {', '.join(names)}"
             )
         for name in names:
-            if name not in event:
+            if name not in event and not missing_ok:
                 raise DataError(
                     f"event {i} lacks branch {name!r}; the model takes: {', '.join(names)}"
                 )
-            value = event[name]
+            value = event.get(name)
             if kinds.get(name) == "category":
                 if value is not None and not isinstance(value, str):
                     raise DataError(
@@ -302,11 +327,16 @@ def events_to_raw(events: Sequence[dict], layout: dict) -> np.ndarray:
                     )
                 columns[name].append(value)
             elif kinds.get(name, "jagged") == "jagged":
-                if not isinstance(value, list) or not all(_is_number(v) for v in value):
+                value = [] if value is None and missing_ok else value
+                if not isinstance(value, list) or not all(
+                    _is_number(v) or (v is None and missing_ok) for v in value
+                ):
                     raise DataError(
                         f"event {i}: {name!r} must be a list of numbers (one per object)"
                     )
-                columns[name].append([float(v) for v in value])
+                columns[name].append([np.nan if v is None else float(v) for v in value])
+            elif value is None and missing_ok:
+                columns[name].append(np.nan)
             else:
                 if not _is_number(value):
                     raise DataError(f"event {i}: {name!r} must be a number, got {value!r}")

@@ -133,8 +133,11 @@ def check_width(x: np.ndarray, model: LoadedModel, what: str = "values") -> None
         )
 
 
-def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
-    """Raw rows from named events (branch name -> value or list), through the bundle's specs."""
+def event_rows(
+    events: Any, model: LoadedModel, single: bool, missing_ok: bool = False
+) -> np.ndarray:
+    """Raw rows from named events (branch name -> value or list), through the bundle's specs;
+    with ``missing_ok`` (records, whose fields may be absent) a missing value is padded."""
     from ..transform import events_to_raw
 
     if model.layout is None:
@@ -147,7 +150,7 @@ def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
     elif not isinstance(events, list) or not events:
         raise RequestError(400, "'events' must be a non-empty list of objects")
     try:
-        return events_to_raw(events, model.layout)
+        return events_to_raw(events, model.layout, missing_ok=missing_ok)
     except DataError:
         raise
     except (ValueError, TypeError, OverflowError) as err:
@@ -156,20 +159,21 @@ def event_rows(events: Any, model: LoadedModel, single: bool) -> np.ndarray:
 
 def _dotted(record: Any, prefix: str, out: dict) -> None:
     """``record``'s leaves under their dotted names, as the record readers name fields; a list
-    of objects is a collection: ``{"jets": [{"pt": 1}, {"pt": 2}]}`` gives ``jets.pt: [1, 2]``."""
+    of objects is a collection: ``{"jets": [{"pt": 1}, {"pt": 2}]}`` gives ``jets.pt: [1, 2]``
+    (an object without a leaf has None there: ``[{"pt": 1}, {"pt": 2, "eta": 0.5}]`` gives
+    ``jets.eta: [None, 0.5]``, so the values stay with their objects)."""
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             _dotted(value, f"{name}.", out)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-            leaves: dict[str, list] = {}
+            items = []
             for item in value:
                 flat: dict = {}
                 _dotted(item, "", flat)
-                for leaf, v in flat.items():
-                    leaves.setdefault(leaf, []).append(v)
-            for leaf, values in leaves.items():
-                out[f"{name}.{leaf}"] = values
+                items.append(flat)
+            for leaf in dict.fromkeys(leaf for flat in items for leaf in flat):
+                out[f"{name}.{leaf}"] = [flat.get(leaf) for flat in items]
         else:
             out[name] = value
 
@@ -220,15 +224,22 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
     # a string field's value is a category (a missing one counts as 'other'), not a time
     strings = {c["branch"] for c in model.layout["inputs"] if c["kind"] == "category"}
     events = []
-    for record in items:
+    for i, record in enumerate(items):
         flat: dict = {}
         _dotted(record, "", flat)
+        if not wanted & set(flat):  # a field may be missing, as in the files; not all of them
+            raise RequestError(
+                400,
+                f"record {i} holds none of the fields model {model.name!r} reads "
+                f"({', '.join(sorted(wanted)[:8])}{', ...' if len(wanted) > 8 else ''}); "
+                "send the records as its files held them",
+            )
         event = dict.fromkeys(strings)
         event.update(
             {k: v if k in strings else _iso_seconds(v) for k, v in flat.items() if k in wanted}
         )
         events.append(event)
-    return event_rows(events, model, False)
+    return event_rows(events, model, False, missing_ok=True)
 
 
 def _hooked(records: list[dict], model: LoadedModel) -> list[dict]:
