@@ -247,6 +247,18 @@ def test_named_event_errors(files):
         events_to_raw([{**event, "Jet_pt": 3.0}], layout)
     with pytest.raises(DataError, match="'MET' must be a number"):
         events_to_raw([{**event, "MET": "high"}], layout)
+    # null is a missing value (padded, as a record file's missing value is in training); an
+    # absent branch is one only for records (absent_ok)
+    offset = {c["branch"]: c["offset"] for c in layout["inputs"]}
+    row = events_to_raw([event], layout)[0]
+    nulled = events_to_raw([{**event, "MET": None, "Jet_pt": [None, *event["Jet_pt"][1:]]}], layout)
+    assert np.isnan(nulled[0, offset["MET"]])
+    assert np.isnan(nulled[0, offset["Jet_pt"]])
+    assert (np.isnan(nulled[0]) == np.isnan(row)).sum() == row.size - 2
+    absent = {k: v for k, v in event.items() if k != "MET"}
+    np.testing.assert_array_equal(
+        events_to_raw([absent], layout, absent_ok=True)[0, offset["MET"]], np.float32(np.nan)
+    )
 
 
 @given(

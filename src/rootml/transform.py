@@ -292,12 +292,13 @@ def raw_rows(arrays: ak.Array, layout: dict) -> np.ndarray:
     return raw
 
 
-def events_to_raw(events: Sequence[dict], layout: dict, missing_ok: bool = False) -> np.ndarray:
+def events_to_raw(events: Sequence[dict], layout: dict, absent_ok: bool = False) -> np.ndarray:
     """Raw feature rows for events given by branch name, as a client sends them:
     ``{"HT": 512.0, "Jet_pt": [120.5, 64.2], ...}``. Lists longer than the cap are truncated
-    and shorter ones padded, exactly as in training. With ``missing_ok`` (records, as a record
-    file's reader takes them) a branch may be absent or null, and a list may hold nulls: the
-    value is missing and padded, as in training; an absent list is an empty one."""
+    and shorter ones padded, exactly as in training. A null value (or a null in a list) is
+    missing and padded, as a record file's missing value is in training; a null list is an
+    empty one. With ``absent_ok`` (records, as a record file's reader takes them) a branch
+    may also be absent, which is the same as null."""
     import awkward as ak
 
     names, kinds = event_branches(layout)
@@ -314,7 +315,7 @@ def events_to_raw(events: Sequence[dict], layout: dict, missing_ok: bool = False
                 f"({format_closest(unknown[0], names)}); the model takes: {', '.join(names)}"
             )
         for name in names:
-            if name not in event and not missing_ok:
+            if name not in event and not absent_ok:
                 raise DataError(
                     f"event {i} lacks branch {name!r}; the model takes: {', '.join(names)}"
                 )
@@ -327,15 +328,15 @@ def events_to_raw(events: Sequence[dict], layout: dict, missing_ok: bool = False
                     )
                 columns[name].append(value)
             elif kinds.get(name, "jagged") == "jagged":
-                value = [] if value is None and missing_ok else value
+                value = [] if value is None else value
                 if not isinstance(value, list) or not all(
-                    _is_number(v) or (v is None and missing_ok) for v in value
+                    _is_number(v) or v is None for v in value
                 ):
                     raise DataError(
                         f"event {i}: {name!r} must be a list of numbers (one per object)"
                     )
                 columns[name].append([np.nan if v is None else float(v) for v in value])
-            elif value is None and missing_ok:
+            elif value is None:
                 columns[name].append(np.nan)
             else:
                 if not _is_number(value):

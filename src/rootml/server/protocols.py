@@ -134,10 +134,10 @@ def check_width(x: np.ndarray, model: LoadedModel, what: str = "values") -> None
 
 
 def event_rows(
-    events: Any, model: LoadedModel, single: bool, missing_ok: bool = False
+    events: Any, model: LoadedModel, single: bool, absent_ok: bool = False
 ) -> np.ndarray:
     """Raw rows from named events (branch name -> value or list), through the bundle's specs;
-    with ``missing_ok`` (records, whose fields may be absent) a missing value is padded."""
+    with ``absent_ok`` (records, whose fields may be absent) an absent branch is padded."""
     from ..transform import events_to_raw
 
     if model.layout is None:
@@ -150,7 +150,7 @@ def event_rows(
     elif not isinstance(events, list) or not events:
         raise RequestError(400, "'events' must be a non-empty list of objects")
     try:
-        return events_to_raw(events, model.layout, missing_ok=missing_ok)
+        return events_to_raw(events, model.layout, absent_ok=absent_ok)
     except DataError:
         raise
     except (ValueError, TypeError, OverflowError) as err:
@@ -239,7 +239,7 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
             {k: v if k in strings else _iso_seconds(v) for k, v in flat.items() if k in wanted}
         )
         events.append(event)
-    return event_rows(events, model, False, missing_ok=True)
+    return event_rows(events, model, False, absent_ok=True)
 
 
 def _hooked(records: list[dict], model: LoadedModel) -> list[dict]:
