@@ -309,7 +309,7 @@ def _gappy_records(n: int, seed: int) -> list[dict]:
     return records
 
 
-def test_values_missing_from_records_are_counted_and_padded_staged_or_not(tmp_path):
+def test_values_missing_from_records_are_counted_and_padded_staged_or_not(tmp_path, caplog):
     """A field absent from some records (or null), and an object without one of its fields,
     is missing: specs counts it and takes its statistics over the values there (an int field
     is not filled with a huge number), and the shards hold the padding value where it is
@@ -327,6 +327,7 @@ def test_values_missing_from_records_are_counted_and_padded_staged_or_not(tmp_pa
     records = kept["a"]
     settings = Settings(tree="events", identifiers=(), chunk_size=500)
     runs = {}
+    caplog.set_level("INFO", logger="rootml.merging")
     for staged in (True, False):
         out = tmp_path / ("staged" if staged else "direct")
         columns = [out / p.stem for p in paths] if staged else [None] * len(paths)
@@ -341,6 +342,7 @@ def test_values_missing_from_records_are_counted_and_padded_staged_or_not(tmp_pa
                 x.append(h5["x"][:])
         runs[staged] = (specs[0], layout, np.concatenate(x))
     (spec, layout, x), (_, _, direct) = runs[True], runs[False]
+    assert "values missing from some records, padded as missing objects: hits " in caplog.text
     np.testing.assert_array_equal(x, direct)
     branches = spec["branches"]
     no_hits = sum(r.get("hits") is None for r in records)

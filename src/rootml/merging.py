@@ -69,6 +69,7 @@ def merge(
     names = _without_empty(names, merged, settings.empty_branches)
     names = _without_identifier_strings(names, merged)
     _check_nan_policy(specs, names, settings.nan_policy)
+    _say_missing(specs, names)
     classes, file_labels = _labels(specs, labels, label_branch)
     lo, hi = (0.0, 1.0) if settings.scaling != "standard" else (-settings.clip, settings.clip)
     pad = _padding(settings, lo, hi)
@@ -554,6 +555,21 @@ def _without_empty(names: Sequence[str], merged: dict[str, dict], policy: str) -
         listed,
     )
     return kept
+
+
+def _say_missing(specs: Sequence[dict], names: Sequence[str]) -> None:
+    """One line naming the numbers missing from some records (record files), which are
+    padded as missing objects are."""
+    missing = {}
+    for name in names:
+        count = sum(s["branches"][name].get("missing", 0) for s in specs)
+        if count and specs[0]["branches"][name]["kind"] != "category":
+            missing[name] = count
+    if missing:
+        log.info(
+            "values missing from some records, padded as missing objects: %s",
+            ", ".join(f"{name} {count:,}" for name, count in missing.items()),
+        )
 
 
 def _check_nan_policy(specs: Sequence[dict], names: Sequence[str], policy: str) -> None:
