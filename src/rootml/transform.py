@@ -109,7 +109,7 @@ def present(column) -> tuple[np.ndarray, np.ndarray | None]:
     if not np.ma.isMaskedArray(values):
         return np.asarray(values), None
     there = ~np.ma.getmaskarray(values)
-    return values.filled(np.zeros(1, values.dtype)[0]), (None if there.all() else there)
+    return values.filled(0), (None if there.all() else there)
 
 
 def _gather_index(counts: np.ndarray, width: int, dim: int) -> tuple[np.ndarray, np.ndarray]:

@@ -221,7 +221,7 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
     if model.hook is not None:
         return event_rows(_hooked(items, model), model, False)
     wanted = set(event_branches(model.layout)[0])
-    # a string field's value is a category (a missing one counts as 'other'), not a time
+    # a string field's value is a category, not a time
     strings = {c["branch"] for c in model.layout["inputs"] if c["kind"] == "category"}
     events = []
     for i, record in enumerate(items):
@@ -234,11 +234,10 @@ def record_rows(records: Any, model: LoadedModel, single: bool) -> np.ndarray:
                 f"({', '.join(sorted(wanted)[:8])}{', ...' if len(wanted) > 8 else ''}); "
                 "send the records as its files held them",
             )
-        event = dict.fromkeys(strings)
-        event.update(
+        # an absent field (a string one included: 'other') is missing, as in the files
+        events.append(
             {k: v if k in strings else _iso_seconds(v) for k, v in flat.items() if k in wanted}
         )
-        events.append(event)
     return event_rows(events, model, False, absent_ok=True)
 
 
